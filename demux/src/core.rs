@@ -1,0 +1,636 @@
+//! State shared by both demuxes: the listener, the peer table, the stray queue, counters.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::addr::{self, Family};
+use crate::link::Link;
+use crate::{sys, Counters, DemuxKind, Incoming, Route};
+use crate::{
+    LINK_QUEUE_MAX_BYTES, LINK_QUEUE_MAX_DATAGRAMS, STRAY_QUEUE_MAX_BYTES,
+    STRAY_QUEUE_MAX_DATAGRAMS,
+};
+
+/// Largest UDP payload (IPv6 jumbograms aside): the scratch buffer size for internal reads.
+const MAX_DATAGRAM: usize = 65_536;
+/// Upper bound on datagrams read from a new OsNet socket right after connect().
+const ATTACH_DRAIN_MAX: usize = 4096;
+
+/// Lock a mutex, ignoring poisoning (the protected data stays consistent: every critical
+/// section here is a handful of infallible collection operations).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A FIFO of datagrams bounded both in count and in bytes.
+#[derive(Debug)]
+pub(crate) struct DatagramQueue {
+    q: VecDeque<(SocketAddr, Vec<u8>)>,
+    bytes: usize,
+    max_datagrams: usize,
+    max_bytes: usize,
+}
+
+impl DatagramQueue {
+    pub(crate) fn new(max_datagrams: usize, max_bytes: usize) -> Self {
+        DatagramQueue {
+            q: VecDeque::new(),
+            bytes: 0,
+            max_datagrams,
+            max_bytes,
+        }
+    }
+
+    /// Append a copy of `data`; false (nothing stored) when either bound would be exceeded.
+    pub(crate) fn push(&mut self, peer: SocketAddr, data: &[u8]) -> bool {
+        if self.q.len() >= self.max_datagrams || self.bytes + data.len() > self.max_bytes {
+            return false;
+        }
+        self.bytes += data.len();
+        self.q.push_back((peer, data.to_vec()));
+        true
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        let item = self.q.pop_front()?;
+        self.bytes -= item.1.len();
+        Some(item)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Empty the queue, freeing its memory; returns how many datagrams were discarded.
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.q.len();
+        self.q = VecDeque::new();
+        self.bytes = 0;
+        n
+    }
+}
+
+/// The counters, as atomics.
+#[derive(Debug, Default)]
+pub(crate) struct AtomicCounters {
+    pub(crate) routed: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) forwarded: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) unknown: AtomicU64,
+    pub(crate) strays: AtomicU64,
+    pub(crate) links_open: AtomicU64,
+    pub(crate) attach_total: AtomicU64,
+    pub(crate) attach_failed: AtomicU64,
+    pub(crate) detach_total: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl AtomicCounters {
+    fn snapshot(&self) -> Counters {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            routed: g(&self.routed),
+            delivered: g(&self.delivered),
+            forwarded: g(&self.forwarded),
+            dropped: g(&self.dropped),
+            unknown: g(&self.unknown),
+            strays: g(&self.strays),
+            links_open: g(&self.links_open),
+            attach_total: g(&self.attach_total),
+            attach_failed: g(&self.attach_failed),
+            detach_total: g(&self.detach_total),
+        }
+    }
+}
+
+/// Mutable life-cycle state of one link, guarded by one mutex so that closing the
+/// link's descriptor (Link drop) and neutralising it (detach) never interleave.
+#[derive(Debug, Default)]
+pub(crate) struct LinkState {
+    /// Detached: removed from the table, or never completed.
+    pub(crate) detached: bool,
+    /// The attach completed and the link is counted in `links_open`.
+    pub(crate) open: bool,
+    /// The per-peer socket's descriptor while the `Link` owns it.
+    pub(crate) fd: Option<RawFd>,
+}
+
+/// What the demux and a `Link` share about one peer.
+#[derive(Debug)]
+pub(crate) struct LinkShared {
+    /// Distinguishes successive links of the same peer.
+    pub(crate) id: u64,
+    /// The normalised peer address (the table key).
+    pub(crate) peer: SocketAddr,
+    /// Datagrams handed over in memory (OsNet stragglers, datagrams routed while the
+    /// link was being created).
+    pub(crate) queue: Mutex<DatagramQueue>,
+    /// Length of `queue`, readable without the lock.
+    pub(crate) queued: AtomicUsize,
+    /// Mirror of `state.detached` for lock-free checks.
+    pub(crate) detached: AtomicBool,
+    /// Router: the link socket's address, where the listener forwards datagrams.
+    pub(crate) forward_to: OnceLock<SocketAddr>,
+    pub(crate) state: Mutex<LinkState>,
+}
+
+impl LinkShared {
+    /// Queue a datagram in memory; false when the queue is full.
+    pub(crate) fn enqueue(&self, data: &[u8]) -> bool {
+        let mut q = lock(&self.queue);
+        let ok = q.push(self.peer, data);
+        self.queued.store(q.len(), Ordering::Release);
+        ok
+    }
+
+    /// Take the oldest datagram queued in memory.
+    pub(crate) fn dequeue(&self) -> Option<Vec<u8>> {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut q = lock(&self.queue);
+        let item = q.pop();
+        self.queued.store(q.len(), Ordering::Release);
+        item.map(|(_, d)| d)
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with a thread-local 64 KiB scratch buffer.
+fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < MAX_DATAGRAM {
+            s.resize(MAX_DATAGRAM, 0);
+        }
+        f(&mut s[..])
+    })
+}
+
+/// Everything one listener owns.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) kind: DemuxKind,
+    pub(crate) listener: UdpSocket,
+    /// The listener's local address, as bound.
+    pub(crate) local: SocketAddr,
+    pub(crate) family: Family,
+    table: RwLock<HashMap<SocketAddr, Arc<LinkShared>>>,
+    strays: Mutex<DatagramQueue>,
+    stray_len: AtomicUsize,
+    /// An unbound socket of the listener's family; detach points a live link's
+    /// descriptor at it (dup3) so the per-peer socket closes at once.
+    dead: UdpSocket,
+    pub(crate) counters: AtomicCounters,
+    next_id: AtomicU64,
+}
+
+impl Core {
+    /// Wrap a bound listener. The caller did the kind-specific socket set-up.
+    pub(crate) fn new(kind: DemuxKind, listener: UdpSocket) -> io::Result<Core> {
+        let local = listener.local_addr()?;
+        if local.port() == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "dtls-demux: the listening socket is not bound to a port",
+            ));
+        }
+        let v6 = local.is_ipv6();
+        let v6only = if v6 {
+            SockRef::from(&listener).only_v6()?
+        } else {
+            false
+        };
+        let dead: UdpSocket =
+            Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?.into();
+        Ok(Core {
+            kind,
+            listener,
+            local,
+            family: Family { v6, v6only },
+            table: RwLock::new(HashMap::new()),
+            strays: Mutex::new(DatagramQueue::new(
+                STRAY_QUEUE_MAX_DATAGRAMS,
+                STRAY_QUEUE_MAX_BYTES,
+            )),
+            stray_len: AtomicUsize::new(0),
+            dead,
+            counters: AtomicCounters::default(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.stray_len.load(Ordering::Acquire) > 0
+    }
+
+    /// Keep a datagram of another peer caught on a per-peer socket, for `recv_from`.
+    pub(crate) fn push_stray(&self, peer: SocketAddr, data: &[u8]) {
+        let mut q = lock(&self.strays);
+        if q.push(peer, data) {
+            inc(&self.counters.strays);
+            log::debug!(
+                "dtls-demux {}: stray datagram from {} ({} bytes) kept for the listener",
+                self.local,
+                peer,
+                data.len()
+            );
+        } else {
+            inc(&self.counters.dropped);
+            log::debug!(
+                "dtls-demux {}: stray queue full, dropped datagram from {}",
+                self.local,
+                peer
+            );
+        }
+        self.stray_len.store(q.len(), Ordering::Release);
+    }
+
+    fn pop_stray(&self) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.stray_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut q = lock(&self.strays);
+        let item = q.pop();
+        self.stray_len.store(q.len(), Ordering::Release);
+        item
+    }
+
+    fn lookup(&self, key: &SocketAddr) -> Option<Arc<LinkShared>> {
+        self.table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub(crate) fn is_attached(&self, peer: SocketAddr) -> bool {
+        match self.family.normalize(peer) {
+            Some(k) => self.lookup(&k).is_some(),
+            None => false,
+        }
+    }
+
+    /// Hand a datagram of an attached peer to its link.
+    fn hand_to(&self, link: &LinkShared, data: &[u8]) -> Route {
+        let c = &self.counters;
+        if link.detached.load(Ordering::Acquire) {
+            inc(&c.dropped);
+            log::debug!(
+                "dtls-demux {}: link of {} went away while routing, dropped",
+                self.local,
+                link.peer
+            );
+            return Route::Dropped;
+        }
+        if let Some(&to) = link.forward_to.get() {
+            return match self.listener.send_to(data, to) {
+                Ok(n) if n == data.len() => {
+                    inc(&c.forwarded);
+                    inc(&c.routed);
+                    Route::Forwarded
+                }
+                Ok(n) => {
+                    inc(&c.dropped);
+                    log::debug!(
+                        "dtls-demux {}: short forward for {} ({} of {} bytes), dropped",
+                        self.local,
+                        link.peer,
+                        n,
+                        data.len()
+                    );
+                    Route::Dropped
+                }
+                Err(e) => {
+                    inc(&c.dropped);
+                    log::debug!(
+                        "dtls-demux {}: forward for {} failed ({}), dropped",
+                        self.local,
+                        link.peer,
+                        e
+                    );
+                    Route::Dropped
+                }
+            };
+        }
+        if link.enqueue(data) {
+            inc(&c.delivered);
+            inc(&c.routed);
+            Route::Delivered
+        } else {
+            inc(&c.dropped);
+            log::debug!(
+                "dtls-demux {}: link queue of {} full, dropped {} bytes",
+                self.local,
+                link.peer,
+                data.len()
+            );
+            Route::Dropped
+        }
+    }
+
+    pub(crate) fn route(&self, peer: SocketAddr, data: &[u8]) -> Route {
+        let link = self.family.normalize(peer).and_then(|k| self.lookup(&k));
+        match link {
+            Some(l) => self.hand_to(&l, data),
+            None => {
+                inc(&self.counters.unknown);
+                Route::Unknown
+            }
+        }
+    }
+
+    pub(crate) fn recv_from(&self, buf: &mut [u8]) -> io::Result<Incoming> {
+        if let Some((peer, data)) = self.pop_stray() {
+            return Ok(match self.route(peer, &data) {
+                Route::Unknown => {
+                    let len = data.len().min(buf.len());
+                    buf[..len].copy_from_slice(&data[..len]);
+                    Incoming::Unknown { len, peer }
+                }
+                route => Incoming::Routed { peer, route },
+            });
+        }
+        let (len, from) = self.listener.recv_from(buf)?;
+        let peer = self.family.normalize(from).unwrap_or(from);
+        Ok(match self.route(peer, &buf[..len]) {
+            Route::Unknown => Incoming::Unknown { len, peer },
+            route => Incoming::Routed { peer, route },
+        })
+    }
+
+    pub(crate) fn send_to(&self, buf: &[u8], peer: SocketAddr) -> io::Result<usize> {
+        let to = self.family.normalize(peer).unwrap_or(peer);
+        self.listener.send_to(buf, to)
+    }
+
+    /// Reserve the table entry for a new peer (exactly one link per peer).
+    fn reserve(&self, peer: SocketAddr) -> io::Result<Arc<LinkShared>> {
+        let key = self.family.normalize(peer).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "dtls-demux: peer {} cannot reach a listener on {}",
+                    peer, self.local
+                ),
+            )
+        })?;
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        if table.contains_key(&key) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("dtls-demux: peer {} already has a link", key),
+            ));
+        }
+        let shared = Arc::new(LinkShared {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            peer: key,
+            queue: Mutex::new(DatagramQueue::new(
+                LINK_QUEUE_MAX_DATAGRAMS,
+                LINK_QUEUE_MAX_BYTES,
+            )),
+            queued: AtomicUsize::new(0),
+            detached: AtomicBool::new(false),
+            forward_to: OnceLock::new(),
+            state: Mutex::new(LinkState::default()),
+        });
+        table.insert(key, shared.clone());
+        Ok(shared)
+    }
+
+    /// Remove the table entry of `shared` if it is still the one for its peer.
+    fn unlist(&self, shared: &LinkShared) {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        if table.get(&shared.peer).is_some_and(|l| l.id == shared.id) {
+            table.remove(&shared.peer);
+        }
+    }
+
+    /// Mark detached, update counters, free the memory queue; with `neutralize`, point a
+    /// live link's descriptor at the dead socket so the per-peer socket closes now.
+    fn finish_detach(&self, shared: &LinkShared, neutralize: bool, st: &mut LinkState) {
+        if !st.detached {
+            st.detached = true;
+            shared.detached.store(true, Ordering::Release);
+            if st.open {
+                self.counters.links_open.fetch_sub(1, Ordering::Relaxed);
+                inc(&self.counters.detach_total);
+            }
+            let discarded = lock(&shared.queue).clear();
+            shared.queued.store(0, Ordering::Release);
+            if discarded > 0 {
+                self.counters
+                    .dropped
+                    .fetch_add(discarded as u64, Ordering::Relaxed);
+                log::debug!(
+                    "dtls-demux {}: detach of {} discarded {} queued datagrams",
+                    self.local,
+                    shared.peer,
+                    discarded
+                );
+            }
+            log::debug!("dtls-demux {}: detached {}", self.local, shared.peer);
+        }
+        if neutralize {
+            if let Some(fd) = st.fd {
+                if let Err(e) = sys::dup_over(self.dead.as_raw_fd(), fd) {
+                    log::debug!(
+                        "dtls-demux {}: could not close the socket of {} at detach: {}",
+                        self.local,
+                        shared.peer,
+                        e
+                    );
+                }
+            }
+        }
+    }
+
+    pub(crate) fn detach(&self, peer: SocketAddr) {
+        let Some(key) = self.family.normalize(peer) else {
+            return;
+        };
+        let removed = self
+            .table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        if let Some(shared) = removed {
+            let mut st = lock(&shared.state);
+            self.finish_detach(&shared, true, &mut st);
+        }
+    }
+
+    /// Called by `Link::drop`, before its socket closes.
+    pub(crate) fn release(&self, shared: &LinkShared) {
+        self.unlist(shared);
+        let mut st = lock(&shared.state);
+        self.finish_detach(shared, false, &mut st);
+        st.fd = None;
+    }
+
+    /// Abandon a reservation whose attach failed.
+    fn abandon(&self, shared: &LinkShared) {
+        self.unlist(shared);
+        let mut st = lock(&shared.state);
+        self.finish_detach(shared, false, &mut st);
+        inc(&self.counters.attach_failed);
+    }
+
+    /// Record the descriptor of a freshly made link socket and count the link open;
+    /// fails if the peer was detached while the socket was being made.
+    fn complete(&self, shared: &LinkShared, fd: RawFd) -> io::Result<()> {
+        let mut st = lock(&shared.state);
+        if st.detached {
+            drop(st);
+            inc(&self.counters.attach_failed);
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!(
+                    "dtls-demux: {} was detached while its link was being made",
+                    shared.peer
+                ),
+            ));
+        }
+        st.fd = Some(fd);
+        st.open = true;
+        inc(&self.counters.attach_total);
+        self.counters.links_open.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn attach(self: &Arc<Self>, peer: SocketAddr) -> io::Result<Link> {
+        let shared = self.reserve(peer)?;
+        let made = match self.kind {
+            DemuxKind::OsNet => self.make_osnet_socket(&shared),
+            DemuxKind::Router => self.make_router_socket(&shared),
+        };
+        let sock = match made {
+            Ok(s) => s,
+            Err(e) => {
+                self.abandon(&shared);
+                log::debug!(
+                    "dtls-demux {}: attach of {} failed: {}",
+                    self.local,
+                    shared.peer,
+                    e
+                );
+                return Err(e);
+            }
+        };
+        self.complete(&shared, sock.as_raw_fd())?;
+        log::debug!(
+            "dtls-demux {}: attached {} ({:?})",
+            self.local,
+            shared.peer,
+            self.kind
+        );
+        Ok(Link::new(self.clone(), shared, sock))
+    }
+
+    /// OsNet: a socket bound to the listener's exact address (SO_REUSEADDR +
+    /// SO_REUSEPORT, same IPV6_V6ONLY) and connected to the peer, then drained of
+    /// whatever reached it before the connect.
+    fn make_osnet_socket(&self, shared: &LinkShared) -> io::Result<UdpSocket> {
+        let s = Socket::new(
+            Domain::for_address(self.local),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        if self.family.v6 {
+            s.set_only_v6(self.family.v6only)?;
+        }
+        s.bind(&self.local.into())?;
+        s.connect(&shared.peer.into())?;
+        let sock: UdpSocket = s.into();
+        self.drain_new_socket(&sock, shared);
+        Ok(sock)
+    }
+
+    /// Read, without blocking, the datagrams queued on a new OsNet socket: the peer's
+    /// own stay with the link (in order), other peers' go to the stray queue.
+    fn drain_new_socket(&self, sock: &UdpSocket, shared: &LinkShared) {
+        with_scratch(|buf| {
+            for _ in 0..ATTACH_DRAIN_MAX {
+                match sys::recv_from_dontwait(sock, buf) {
+                    Ok((n, Some(from))) => {
+                        let from = self.family.normalize(from).unwrap_or(from);
+                        if from == shared.peer {
+                            if shared.enqueue(&buf[..n]) {
+                                inc(&self.counters.delivered);
+                                inc(&self.counters.routed);
+                            } else {
+                                inc(&self.counters.dropped);
+                                log::debug!(
+                                    "dtls-demux {}: link queue of {} full at attach, dropped",
+                                    self.local,
+                                    shared.peer
+                                );
+                            }
+                        } else {
+                            self.push_stray(from, &buf[..n]);
+                        }
+                    }
+                    Ok((_, None)) => {
+                        inc(&self.counters.dropped);
+                        log::debug!(
+                            "dtls-demux {}: datagram without a source address at attach, dropped",
+                            self.local
+                        );
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // WouldBlock ends the drain; any other error (e.g. a pending ICMP
+                    // error) is left for the link's own reads to report.
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+
+    /// Router: a socket on an ephemeral port of the listener's interface (loopback for a
+    /// wildcard listener), connected to the listener, so only forwarded datagrams reach it.
+    fn make_router_socket(&self, shared: &LinkShared) -> io::Result<UdpSocket> {
+        let bind_to = addr::router_link_bind(self.local);
+        let s = Socket::new(
+            Domain::for_address(bind_to),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )?;
+        if bind_to.is_ipv6() && addr::is_mapped(bind_to.ip()) {
+            s.set_only_v6(false)?;
+        }
+        s.bind(&bind_to.into())?;
+        let mut listener_addr = bind_to;
+        listener_addr.set_port(self.local.port());
+        s.connect(&listener_addr.into())?;
+        let sock: UdpSocket = s.into();
+        let forward_to = sock.local_addr()?;
+        let _ = shared.forward_to.set(forward_to);
+        Ok(sock)
+    }
+
+    /// OsNet: route a datagram found on a link socket that did not come from its peer.
+    pub(crate) fn stray_from_link(&self, from: SocketAddr, data: &[u8]) {
+        let from = self.family.normalize(from).unwrap_or(from);
+        self.push_stray(from, data);
+    }
+}
