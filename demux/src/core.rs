@@ -634,3 +634,118 @@ impl Core {
         self.push_stray(from, data);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OsNet;
+    use std::time::Duration;
+
+    fn sock() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    /// A new per-peer socket that caught datagrams of several peers before its connect():
+    /// the peer's own stay with the link in order, the others go to the stray queue, which
+    /// `recv_from` returns before reading the listener.
+    #[test]
+    fn drain_after_connect_sorts_own_and_strays() {
+        let d = OsNet::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let core = d.core.clone();
+        core.listener.set_nonblocking(true).unwrap();
+        let (a, b) = (sock(), sock());
+        let caught = sock();
+        let to = caught.local_addr().unwrap();
+        for (s, m) in [(&b, "b1"), (&a, "a1"), (&b, "b2"), (&a, "a2")] {
+            s.send_to(m.as_bytes(), to).unwrap();
+        }
+        let shared = core.reserve(a.local_addr().unwrap()).unwrap();
+        caught.connect(a.local_addr().unwrap()).unwrap();
+        core.drain_new_socket(&caught, &shared);
+        assert!(core.has_buffered());
+        core.complete(&shared, caught.as_raw_fd()).unwrap();
+        let link = Link::new(core.clone(), shared, caught);
+        assert!(link.has_queued());
+        let mut buf = [0u8; 16];
+        for want in ["b1", "b2"] {
+            match core.recv_from(&mut buf).unwrap() {
+                Incoming::Unknown { len, peer } => {
+                    assert_eq!(&buf[..len], want.as_bytes());
+                    assert_eq!(peer, b.local_addr().unwrap());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(!core.has_buffered());
+        assert_eq!(
+            core.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        for want in ["a1", "a2"] {
+            let n = link.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want.as_bytes());
+        }
+        let c = core.counters();
+        assert_eq!((c.strays, c.delivered, c.unknown), (2, 2, 2));
+    }
+
+    /// A stray left on the link socket (beyond what the attach drained) is not returned
+    /// by `Link::recv`: it goes to the stray queue and is routed as the listener would.
+    #[test]
+    fn link_recv_diverts_foreign_datagrams() {
+        let d = OsNet::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let core = d.core.clone();
+        let (a, b) = (sock(), sock());
+        let caught = sock();
+        let to = caught.local_addr().unwrap();
+        b.send_to(b"for-b", to).unwrap();
+        a.send_to(b"for-a", to).unwrap();
+        // b is attached by now: its stray must be routed to b's link, not to a's.
+        let link_b = core.attach(b.local_addr().unwrap()).unwrap();
+        let shared = core.reserve(a.local_addr().unwrap()).unwrap();
+        caught.connect(a.local_addr().unwrap()).unwrap();
+        core.complete(&shared, caught.as_raw_fd()).unwrap();
+        let link_a = Link::new(core.clone(), shared, caught);
+        let mut buf = [0u8; 16];
+        let n = link_a.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"for-a");
+        assert!(core.has_buffered());
+        match core.recv_from(&mut buf).unwrap() {
+            Incoming::Routed { peer, route } => {
+                assert_eq!(peer, b.local_addr().unwrap());
+                assert_eq!(route, Route::Delivered);
+            }
+            other => panic!("{other:?}"),
+        }
+        let n = link_b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"for-b");
+    }
+
+    /// Floods cannot grow memory: link and stray queues stop at their bounds and count.
+    #[test]
+    fn queues_are_bounded() {
+        let d = OsNet::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let core = d.core.clone();
+        let p: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let _link = core.attach(p).unwrap();
+        let mut routes = HashMap::new();
+        for _ in 0..LINK_QUEUE_MAX_DATAGRAMS + 10 {
+            *routes.entry(core.route(p, b"x")).or_insert(0usize) += 1;
+        }
+        assert_eq!(routes[&Route::Delivered], LINK_QUEUE_MAX_DATAGRAMS);
+        assert_eq!(routes[&Route::Dropped], 10);
+        for _ in 0..STRAY_QUEUE_MAX_DATAGRAMS + 5 {
+            core.push_stray("127.0.0.1:10".parse().unwrap(), b"y");
+        }
+        let c = core.counters();
+        assert_eq!(c.strays, STRAY_QUEUE_MAX_DATAGRAMS as u64);
+        assert_eq!(c.dropped, 15);
+        let big = vec![0u8; LINK_QUEUE_MAX_BYTES];
+        let q = DatagramQueue::new(LINK_QUEUE_MAX_DATAGRAMS, LINK_QUEUE_MAX_BYTES);
+        let mut q = q;
+        assert!(q.push(p, &big));
+        assert!(!q.push(p, b"z"));
+    }
+}
