@@ -174,7 +174,7 @@ fn send_during_attach(kind: DemuxKind, fam: Fam) {
         while !s.load(Ordering::Acquire) && Instant::now() < deadline && sent < 200_000 {
             noisy.send_to(&sent.to_be_bytes(), srv).unwrap();
             sent += 1;
-            if sent % 16 == 0 {
+            if sent & 15 == 0 {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
