@@ -197,6 +197,8 @@ pub(crate) struct Core {
     dead: UdpSocket,
     pub(crate) counters: AtomicCounters,
     next_id: AtomicU64,
+    /// Test hook: pause between bind() and connect() of an OsNet socket (microseconds).
+    pub(crate) race_window_us: AtomicU64,
 }
 
 impl Core {
@@ -231,6 +233,7 @@ impl Core {
             dead,
             counters: AtomicCounters::default(),
             next_id: AtomicU64::new(1),
+            race_window_us: AtomicU64::new(0),
         })
     }
 
@@ -560,6 +563,10 @@ impl Core {
             s.set_only_v6(self.family.v6only)?;
         }
         s.bind(&self.local.into())?;
+        let pause = self.race_window_us.load(Ordering::Relaxed);
+        if pause > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(pause));
+        }
         s.connect(&shared.peer.into())?;
         let sock: UdpSocket = s.into();
         self.drain_new_socket(&sock, shared);

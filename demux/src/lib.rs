@@ -94,7 +94,7 @@ mod router;
 mod sys;
 
 pub use crate::link::Link;
-pub use crate::osnet::OsNet;
+pub use crate::osnet::{OsNet, OsNetOptions};
 pub use crate::router::Router;
 
 /// Most datagrams a link's memory queue holds; more are dropped and counted.

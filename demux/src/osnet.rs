@@ -2,12 +2,41 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::core::Core;
 use crate::DemuxKind;
+
+/// Options of an [`OsNet`] listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct OsNetOptions {
+    /// Attach the reuseport BPF program `ret #0` to the listener (default: true). Turn
+    /// it off when the listener shares its port with other listeners that need another
+    /// program (e.g. one spreading new peers over several reactors); the race handling
+    /// then does all the work.
+    pub reuseport_bpf: bool,
+}
+
+impl Default for OsNetOptions {
+    fn default() -> Self {
+        OsNetOptions {
+            reuseport_bpf: true,
+        }
+    }
+}
+
+impl OsNetOptions {
+    /// Set [`reuseport_bpf`](OsNetOptions::reuseport_bpf).
+    pub fn reuseport_bpf(mut self, on: bool) -> Self {
+        self.reuseport_bpf = on;
+        self
+    }
+}
 
 /// A socket per peer, bound with `SO_REUSEADDR` + `SO_REUSEPORT` to the listener's exact
 /// local address and port and connected to the peer: the kernel delivers the peer's
@@ -38,17 +67,27 @@ impl OsNet {
     /// address `IPV6_V6ONLY` is left at the system default (off on Linux unless
     /// `net.ipv6.bindv6only` is set), as `std::net::UdpSocket::bind` does.
     pub fn bind(addr: SocketAddr) -> io::Result<Arc<OsNet>> {
+        Self::bind_with(addr, OsNetOptions::default())
+    }
+
+    /// [`bind`](OsNet::bind) with options.
+    pub fn bind_with(addr: SocketAddr, opts: OsNetOptions) -> io::Result<Arc<OsNet>> {
         unsupported()?;
         let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         s.bind(&addr.into())?;
         s.set_reuse_port(true)?;
-        Self::setup(s.into())
+        Self::setup(s.into(), opts)
     }
 
     /// Wrap an already-bound socket. It must have `SO_REUSEPORT` set (else
     /// [`io::ErrorKind::InvalidInput`]) and should be the first socket of its reuseport
     /// group: the BPF program sends unmatched traffic to index 0 of the group.
     pub fn from_socket(sock: UdpSocket) -> io::Result<Arc<OsNet>> {
+        Self::from_socket_with(sock, OsNetOptions::default())
+    }
+
+    /// [`from_socket`](OsNet::from_socket) with options.
+    pub fn from_socket_with(sock: UdpSocket, opts: OsNetOptions) -> io::Result<Arc<OsNet>> {
         unsupported()?;
         if !SockRef::from(&sock).reuse_port()? {
             return Err(io::Error::new(
@@ -56,13 +95,17 @@ impl OsNet {
                 "dtls-demux: OsNet needs SO_REUSEPORT set on the listening socket",
             ));
         }
-        Self::setup(sock)
+        Self::setup(sock, opts)
     }
 
-    fn setup(sock: UdpSocket) -> io::Result<Arc<OsNet>> {
+    fn setup(sock: UdpSocket, opts: OsNetOptions) -> io::Result<Arc<OsNet>> {
         let core = Core::new(DemuxKind::OsNet, sock)?;
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        install_ret0(&core);
+        if opts.reuseport_bpf {
+            install_ret0(&core);
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = opts;
         log::debug!(
             "dtls-demux: OsNet listening on {} ({:?})",
             core.local,
@@ -71,6 +114,15 @@ impl OsNet {
         Ok(Arc::new(OsNet {
             core: Arc::new(core),
         }))
+    }
+
+    /// Test hook, not part of the API: pause this long between bind() and connect() of
+    /// each new per-peer socket, to widen the race the demux must handle.
+    #[doc(hidden)]
+    pub fn __set_race_window(&self, pause: Duration) {
+        self.core
+            .race_window_us
+            .store(pause.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
