@@ -259,7 +259,7 @@ fn measure(target: Target, n: usize, datagrams: usize, raw: bool) -> io::Result<
     // Warm up, then measure.
     let mut warm = Duration::ZERO;
     let mut warm_lost = 0;
-    run(n.min(4096).max(BATCH * 4), &mut warm, &mut warm_lost);
+    run(n.clamp(BATCH * 4, 4096), &mut warm, &mut warm_lost);
     let start = Instant::now();
     run(datagrams, &mut recv_time, &mut lost);
     let total = start.elapsed();
