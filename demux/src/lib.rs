@@ -97,6 +97,18 @@ pub use crate::link::Link;
 pub use crate::osnet::{OsNet, OsNetOptions};
 pub use crate::router::Router;
 
+// Links and demuxes cross threads (reactor and socket API rely on it).
+const _: () = {
+    fn send_sync<T: Send + Sync + ?Sized>() {}
+    fn check() {
+        send_sync::<Link>();
+        send_sync::<dyn Demux>();
+        send_sync::<OsNet>();
+        send_sync::<Router>();
+    }
+    let _ = check;
+};
+
 /// Most datagrams a link's memory queue holds; more are dropped and counted.
 pub const LINK_QUEUE_MAX_DATAGRAMS: usize = 256;
 /// Most payload bytes a link's memory queue holds.
