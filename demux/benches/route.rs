@@ -12,7 +12,9 @@
 //! - baseline: `recv_from` on the one socket;
 //! - OsNet: `Link::recv` on each peer's link (the kernel routed them, on loopback during
 //!   the send, which is why the send time is part of the cost);
-//! - Router: `Demux::recv_from` on the listener (forward) then `Link::recv` on the link.
+//! - Router: `Demux::recv_from` on the listener (forward) then `Link::recv` on the link;
+//! - Router in memory (`RouterOptions::in_memory`): the same, the hand-over being a copy
+//!   into the link's memory queue instead of a trip through the kernel.
 //!
 //! Reported per datagram: send + receive time, receive-only time, and their ratios to
 //! the baseline of the same repetition (median over the repetitions). No assertion on
@@ -26,7 +28,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dtls_demux::{Demux, DemuxKind, Incoming, Link};
+use dtls_demux::{Demux, DemuxKind, Incoming, Link, Router, RouterOptions};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const BATCH: usize = 32;
@@ -145,6 +147,8 @@ impl Traffic {
 enum Target {
     Baseline,
     Demux(DemuxKind),
+    /// Router handing datagrams over in memory (`RouterOptions::in_memory`).
+    RouterMem,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -181,8 +185,12 @@ fn setup(target: Target, n: usize, raw: bool) -> io::Result<(Receiver, Traffic)>
                 port,
             )
         }
-        Target::Demux(kind) => {
-            let d = dtls_demux::bind(kind, "127.0.0.1:0".parse().unwrap())?;
+        Target::Demux(_) | Target::RouterMem => {
+            let addr = "127.0.0.1:0".parse().unwrap();
+            let d: Arc<dyn Demux> = match target {
+                Target::Demux(kind) => dtls_demux::bind(kind, addr)?,
+                _ => Router::bind_with(addr, RouterOptions::default().in_memory(true))?,
+            };
             d.listener().set_read_timeout(t)?;
             big_rcvbuf(d.listener());
             let port = d.local_addr()?.port();
@@ -235,8 +243,8 @@ fn measure(target: Target, n: usize, datagrams: usize, raw: bool) -> io::Result<
                         }
                     }
                 }
-                Target::Demux(kind) => {
-                    if kind == DemuxKind::Router {
+                Target::Demux(_) | Target::RouterMem => {
+                    if target != Target::Demux(DemuxKind::OsNet) {
                         let d = rx.demux.as_ref().unwrap();
                         for _ in 0..k {
                             match d.recv_from(&mut buf) {
@@ -297,23 +305,27 @@ fn main() -> io::Result<()> {
     let per_peer = if raw { 1 } else { 2 };
     let max_peers = (limit as usize).saturating_sub(64) / per_peer;
     println!();
-    println!("| peers | baseline ns/dgram (send+recv / recv) | OsNet ns/dgram | OsNet ratio (total / recv) | Router ns/dgram | Router ratio (total / recv) | lost |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| peers | baseline ns/dgram (total / recv) | OsNet ns/dgram | OsNet ratio (total / recv) \
+         | Router ns/dgram | Router ratio (total / recv) | Router-mem ns/dgram | Router-mem ratio (total / recv) | lost |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for wanted in [1usize, 100, 10_000] {
         let n = wanted.min(max_peers);
-        let mut per: [Vec<Sample>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-        let mut ratios: [[Vec<f64>; 2]; 2] = Default::default();
+        let mut per: [Vec<Sample>; 4] = Default::default();
+        let mut ratios: [[Vec<f64>; 2]; 3] = Default::default();
         for _ in 0..reps {
             let b = measure(Target::Baseline, n, datagrams, raw)?;
             let o = measure(Target::Demux(DemuxKind::OsNet), n, datagrams, raw)?;
             let r = measure(Target::Demux(DemuxKind::Router), n, datagrams, raw)?;
-            for (k, s) in [o, r].iter().enumerate() {
+            let m = measure(Target::RouterMem, n, datagrams, raw)?;
+            for (k, s) in [o, r, m].iter().enumerate() {
                 ratios[k][0].push(s.total_ns / b.total_ns);
                 ratios[k][1].push(s.recv_ns / b.recv_ns);
             }
-            per[0].push(b);
-            per[1].push(o);
-            per[2].push(r);
+            for (k, s) in [b, o, r, m].into_iter().enumerate() {
+                per[k].push(s);
+            }
         }
         let med = |v: &Vec<Sample>, f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
         let lost: usize = per.iter().flatten().map(|s| s.lost).sum();
@@ -323,7 +335,7 @@ fn main() -> io::Result<()> {
             format!("{n} (wanted {wanted}; fd limit)")
         };
         println!(
-            "| {label} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} / {:.2} | {:.0} / {:.0} | {:.2} / {:.2} | {lost} |",
+            "| {label} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} / {:.2} | {:.0} / {:.0} | {:.2} / {:.2} | {:.0} / {:.0} | {:.2} / {:.2} | {lost} |",
             med(&per[0], |s| s.total_ns),
             med(&per[0], |s| s.recv_ns),
             med(&per[1], |s| s.total_ns),
@@ -334,6 +346,10 @@ fn main() -> io::Result<()> {
             med(&per[2], |s| s.recv_ns),
             median(ratios[1][0].clone()),
             median(ratios[1][1].clone()),
+            med(&per[3], |s| s.total_ns),
+            med(&per[3], |s| s.recv_ns),
+            median(ratios[2][0].clone()),
+            median(ratios[2][1].clone()),
         );
     }
     println!();

@@ -199,6 +199,8 @@ pub(crate) struct Core {
     next_id: AtomicU64,
     /// Test hook: pause between bind() and connect() of an OsNet socket (microseconds).
     pub(crate) race_window_us: AtomicU64,
+    /// Router only: hand datagrams over in the link's memory queue instead of forwarding.
+    pub(crate) in_memory: bool,
 }
 
 impl Core {
@@ -234,6 +236,7 @@ impl Core {
             counters: AtomicCounters::default(),
             next_id: AtomicU64::new(1),
             race_window_us: AtomicU64::new(0),
+            in_memory: false,
         })
     }
 
@@ -630,8 +633,10 @@ impl Core {
         listener_addr.set_port(self.local.port());
         s.connect(&listener_addr.into())?;
         let sock: UdpSocket = s.into();
-        let forward_to = sock.local_addr()?;
-        let _ = shared.forward_to.set(forward_to);
+        if !self.in_memory {
+            let forward_to = sock.local_addr()?;
+            let _ = shared.forward_to.set(forward_to);
+        }
         Ok(sock)
     }
 

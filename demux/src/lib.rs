@@ -95,7 +95,7 @@ mod sys;
 
 pub use crate::link::Link;
 pub use crate::osnet::{OsNet, OsNetOptions};
-pub use crate::router::Router;
+pub use crate::router::{Router, RouterOptions};
 
 // Links and demuxes cross threads (reactor and socket API rely on it).
 const _: () = {

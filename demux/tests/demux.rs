@@ -525,3 +525,39 @@ fn truncation_is_safe() {
         assert_eq!(small, [8u8; 10]);
     }
 }
+
+/// Router in memory: datagrams of known peers are queued in the link's memory, never
+/// forwarded through the kernel; the link's descriptor stays quiet.
+#[test]
+fn router_in_memory() {
+    use dtls_demux::{Router, RouterOptions};
+    for fam in [Fam::V4, Fam::V6] {
+        let d =
+            Router::bind_with(fam.any_port(), RouterOptions::default().in_memory(true)).unwrap();
+        d.listener().set_read_timeout(Some(T)).unwrap();
+        let srv = d.local_addr().unwrap();
+        let c = client(fam);
+        let l = attach(&*d, c.local_addr().unwrap());
+        l.socket().set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        for i in 0..3u8 {
+            c.send_to(&[i], srv).unwrap();
+            match d.recv_from(&mut buf).unwrap() {
+                Incoming::Routed { route, .. } => assert_eq!(route, Route::Delivered),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(l.has_queued());
+        for i in 0..3u8 {
+            let n = l.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i]);
+        }
+        assert!(!l.has_queued());
+        assert_eq!(l.recv(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+        let ctr = d.counters();
+        assert_eq!((ctr.delivered, ctr.forwarded), (3, 0));
+        l.send(b"out").unwrap();
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"out"[..], srv));
+    }
+}
