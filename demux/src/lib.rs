@@ -15,6 +15,9 @@
 //! - [`Router`] (portable): the listener forwards each known peer's datagrams to that
 //!   peer's own loopback socket.
 //!
+//! Options beyond the defaults: [`OsNetOptions`] (the reuseport BPF program) and
+//! [`RouterOptions`] (hand-over in memory instead of through the kernel).
+//!
 //! A [`Link`] has a file descriptor ([`AsRawFd`](std::os::fd::AsRawFd), `mio` source) that
 //! a reactor or a select loop polls; [`Link::recv`] reads the link's small memory queue
 //! first (check [`Link::has_queued`] before going back to poll), and the listener side
@@ -284,6 +287,12 @@ pub trait Demux: Send + Sync + fmt::Debug {
 
     /// True when [`recv_from`](Demux::recv_from) has datagrams buffered in memory (OsNet
     /// strays) that polling the listener's descriptor would not show.
+    ///
+    /// Strays appear during [`attach`](Demux::attach) (datagrams of other peers caught by
+    /// the new socket before its connect) and, rarely, during [`Link::recv`]. A poll loop
+    /// checks this after those calls and before blocking on the listener. On Linux 6.18
+    /// the reuseport BPF program keeps them away for IPv6 but not for IPv4 listeners once
+    /// links exist, so IPv4 servers under load do see them.
     fn has_buffered(&self) -> bool;
 
     /// A snapshot of the counters.
