@@ -561,3 +561,35 @@ fn router_in_memory() {
         assert_eq!((&buf[..n], from), (&b"out"[..], srv));
     }
 }
+
+/// OsNet::from_socket on a listener that had SO_REUSEPORT before bind (its reuseport
+/// group exists already, the BPF program attaches directly) serves peers as usual.
+#[test]
+fn osnet_from_socket_reuseport_before_bind() {
+    for fam in [Fam::V4, Fam::V6] {
+        raise_nofile();
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(fam.any_port()),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&fam.any_port().into()).unwrap();
+        let d = dtls_demux::from_socket(DemuxKind::OsNet, s.into()).unwrap();
+        d.listener().set_read_timeout(Some(T)).unwrap();
+        let srv = d.local_addr().unwrap();
+        let c = client(fam);
+        c.send_to(b"hi", srv).unwrap();
+        let (peer, _) = accept_unknown(&*d, 1).remove(0);
+        let l = attach(&*d, peer);
+        c.send_to(b"direct", srv).unwrap();
+        let mut buf = [0u8; 16];
+        let n = l.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"direct");
+        l.send(b"back").unwrap();
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"back"[..], srv));
+        assert_eq!(d.counters().routed, 0);
+    }
+}
