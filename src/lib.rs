@@ -1,1 +1,35 @@
+//! DTLS 1.0 and 1.2 (RFC 6347) over OpenSSL for UDP programs.
+//!
+//! The engine, usable on its own with any I/O:
+//! - [`ClientConfig`] / [`ServerConfig`]: validated settings ([`ConfigBuilder`]).
+//! - [`Connection`]: one sans-IO DTLS session: feed datagrams, drain the ones
+//!   it wants sent, honour its deadline.
+//! - [`CookieStage`]: the stateless HelloVerifyRequest exchange that admits a
+//!   peer before any per-peer state exists.
+//! - [`Error`]: one error type, convertible to `std::io::Error`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
+mod config;
+mod conn;
+mod cookie;
+mod error;
+mod ffi;
+mod record;
+
+pub use config::{
+    Client, ClientConfig, ConfigBuilder, Protocol, Server, ServerConfig, Timers, Verify,
+    DEFAULT_MTU, MIN_INITIAL_TIMEOUT, MIN_MTU,
+};
+pub use conn::{CloseReason, ConnStats, Connection, Event, PeerCertificate, Role, State};
+pub use cookie::{CookieKeys, CookieStage, CookieStats, DropReason, Verdict, COOKIE_LEN};
+pub use error::{Error, Result};
+
+/// The OpenSSL version this library runs on, as OpenSSL prints it.
+///
+/// ```
+/// assert!(dtls_reactor::openssl_version().starts_with("OpenSSL"));
+/// ```
+pub fn openssl_version() -> &'static str {
+    openssl::version::version()
+}

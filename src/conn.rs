@@ -1,0 +1,942 @@
+//! The sans-IO DTLS connection: datagrams in, datagrams out, a deadline.
+//!
+//! A [`Connection`] owns one OpenSSL session whose BIO is an in-memory
+//! [`Pipe`] of whole datagrams. The owner feeds it every datagram that arrives
+//! from the peer ([`Connection::feed`]), sends every datagram it produces
+//! ([`Connection::poll_transmit`]), and calls [`Connection::handle_timeout`]
+//! when [`Connection::deadline`] passes. Plaintext goes in and out one
+//! datagram at a time ([`Connection::send`], [`Connection::recv`]).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use openssl::error::ErrorStack;
+use openssl::nid::Nid;
+use openssl::ssl::{ErrorCode, ShutdownResult, SslRef, SslStream};
+use openssl::x509::{X509NameRef, X509VerifyResult, X509};
+
+use crate::config::{ClientConfig, ServerConfig};
+use crate::error::{Error, Result};
+use crate::ffi;
+
+/// Reusable buffers kept per pipe, so steady traffic does not allocate.
+const POOL_MAX: usize = 16;
+
+/// The BIO behind every OpenSSL session here: queues of whole datagrams.
+///
+/// One `read` by OpenSSL takes one datagram; one `write` is one datagram.
+#[derive(Debug)]
+pub struct Pipe {
+    inbound: VecDeque<Vec<u8>>,
+    outbound: VecDeque<Vec<u8>>,
+    pool: Vec<Vec<u8>>,
+    cap: usize,
+    dropped: u64,
+}
+
+impl Pipe {
+    pub(crate) fn new(cap: usize) -> Self {
+        Pipe {
+            inbound: VecDeque::new(),
+            outbound: VecDeque::new(),
+            pool: Vec::new(),
+            cap,
+            dropped: 0,
+        }
+    }
+
+    fn buffer(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut v = self.pool.pop().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn recycle(&mut self, mut v: Vec<u8>) {
+        if self.pool.len() < POOL_MAX && v.capacity() <= 65536 {
+            v.clear();
+            self.pool.push(v);
+        }
+    }
+
+    /// Queues a received datagram; false (and counted) when the queue is full.
+    pub(crate) fn push_inbound(&mut self, d: &[u8]) -> bool {
+        if self.inbound.len() >= self.cap {
+            self.dropped += 1;
+            return false;
+        }
+        let v = self.buffer(d);
+        self.inbound.push_back(v);
+        true
+    }
+
+    pub(crate) fn pop_outbound(&mut self) -> Option<Vec<u8>> {
+        self.outbound.pop_front()
+    }
+
+    /// Empties both queues (the cookie stage reuses one pipe).
+    pub(crate) fn reset(&mut self) {
+        while let Some(v) = self.inbound.pop_front() {
+            self.recycle(v);
+        }
+        while let Some(v) = self.outbound.pop_front() {
+            self.recycle(v);
+        }
+    }
+}
+
+impl Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inbound.pop_front() {
+            Some(d) => {
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                self.recycle(d);
+                Ok(n)
+            }
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let v = self.buffer(buf);
+        self.outbound.push_back(v);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Which side of the handshake a connection plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Sent the ClientHello.
+    Client,
+    /// Answered it.
+    Server,
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent close_notify.
+    PeerClosed,
+    /// This side called [`Connection::close`].
+    Local,
+    /// The handshake deadline passed.
+    HandshakeTimeout,
+    /// The retransmission limit was reached.
+    RetransmitLimit,
+    /// A fatal error; the text is the error's. [`Connection::error`] has the value.
+    Failed(String),
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// The handshake is running.
+    Handshaking,
+    /// Application data can flow.
+    Established,
+    /// Ended, for the reason given.
+    Closed(CloseReason),
+}
+
+/// Something the owner of a connection should react to, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake completed.
+    Connected,
+    /// The connection ended.
+    Closed(CloseReason),
+}
+
+/// Counters of one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Datagrams fed in.
+    pub datagrams_in: u64,
+    /// Datagrams produced for sending.
+    pub datagrams_out: u64,
+    /// Datagrams dropped before OpenSSL: empty, or the receive queue was full.
+    pub dropped: u64,
+    /// Retransmission timeouts that resent a flight.
+    pub retransmissions: u64,
+}
+
+/// The peer's certificate, with the fields people usually look at.
+#[derive(Clone)]
+pub struct PeerCertificate {
+    x509: X509,
+}
+
+impl fmt::Debug for PeerCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerCertificate")
+            .field("subject", &self.subject())
+            .field("issuer", &self.issuer())
+            .field("subject_alt_names", &self.subject_alt_names())
+            .field("not_after", &self.not_after())
+            .finish()
+    }
+}
+
+fn name_entries(name: &X509NameRef) -> Vec<(String, String)> {
+    name.entries()
+        .map(|e| {
+            let key = e
+                .object()
+                .nid()
+                .short_name()
+                .map(str::to_string)
+                .unwrap_or_else(|_| e.object().to_string());
+            let val = e
+                .data()
+                .to_string()
+                .unwrap_or_else(|_| String::from_utf8_lossy(e.data().as_slice()).into_owned());
+            (key, val)
+        })
+        .collect()
+}
+
+impl PeerCertificate {
+    /// The certificate in DER.
+    pub fn to_der(&self) -> Vec<u8> {
+        self.x509.to_der().unwrap_or_default()
+    }
+    /// The certificate in PEM.
+    pub fn to_pem(&self) -> Vec<u8> {
+        self.x509.to_pem().unwrap_or_default()
+    }
+    /// Subject name entries as (short name, value), e.g. `("CN", "localhost")`.
+    pub fn subject(&self) -> Vec<(String, String)> {
+        name_entries(self.x509.subject_name())
+    }
+    /// The subject's common name, if any.
+    pub fn common_name(&self) -> Option<String> {
+        self.x509
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .next()
+            .and_then(|e| e.data().to_string().ok())
+    }
+    /// Issuer name entries as (short name, value).
+    pub fn issuer(&self) -> Vec<(String, String)> {
+        name_entries(self.x509.issuer_name())
+    }
+    /// subjectAltName entries: `DNS:name`, `IP:addr`, `email:...`, `URI:...`.
+    pub fn subject_alt_names(&self) -> Vec<String> {
+        let Some(names) = self.x509.subject_alt_names() else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|g| {
+                if let Some(d) = g.dnsname() {
+                    Some(format!("DNS:{d}"))
+                } else if let Some(ip) = g.ipaddress() {
+                    match ip.len() {
+                        4 => Some(format!(
+                            "IP:{}",
+                            std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])
+                        )),
+                        16 => {
+                            let mut b = [0u8; 16];
+                            b.copy_from_slice(ip);
+                            Some(format!("IP:{}", std::net::Ipv6Addr::from(b)))
+                        }
+                        _ => None,
+                    }
+                } else if let Some(e) = g.email() {
+                    Some(format!("email:{e}"))
+                } else {
+                    g.uri().map(|u| format!("URI:{u}"))
+                }
+            })
+            .collect()
+    }
+    /// Start of validity, as OpenSSL prints it (`Jan  1 00:00:00 2026 GMT`).
+    pub fn not_before(&self) -> String {
+        self.x509.not_before().to_string()
+    }
+    /// End of validity.
+    pub fn not_after(&self) -> String {
+        self.x509.not_after().to_string()
+    }
+    /// The rust-openssl certificate, for anything else.
+    pub fn x509(&self) -> &X509 {
+        &self.x509
+    }
+}
+
+/// One DTLS session, without sockets. See the module docs.
+///
+/// ```
+/// use dtls_reactor::{ClientConfig, Connection, ServerConfig};
+/// let server_cfg = ServerConfig::builder()
+///     .certificate_chain_pem(include_bytes!("../tests/certs/server.pem"))
+///     .private_key_pem(include_bytes!("../tests/certs/server.key"))
+///     .require_cookie(false)
+///     .build().unwrap();
+/// let client_cfg = ClientConfig::builder()
+///     .ca_pem(include_bytes!("../tests/certs/ca.pem"))
+///     .server_name("localhost")
+///     .build().unwrap();
+/// let peer = "127.0.0.1:9".parse().unwrap();
+/// let mut client = Connection::client(&client_cfg, None).unwrap();
+/// let hello = client.poll_transmit().unwrap();
+/// let mut server = Connection::server(&server_cfg, peer, &hello).unwrap();
+/// // Pass datagrams back and forth until both sides are established.
+/// while !(client.is_established() && server.is_established()) {
+///     while let Some(d) = server.poll_transmit() { client.feed(&d).unwrap(); }
+///     while let Some(d) = client.poll_transmit() { server.feed(&d).unwrap(); }
+/// }
+/// client.send(b"hello").unwrap();
+/// server.feed(&client.poll_transmit().unwrap()).unwrap();
+/// let mut buf = [0u8; 1500];
+/// let n = server.recv(&mut buf).unwrap().unwrap();
+/// assert_eq!(&buf[..n], b"hello");
+/// ```
+pub struct Connection {
+    stream: SslStream<Pipe>,
+    role: Role,
+    peer: Option<SocketAddr>,
+    state: State,
+    error: Option<Error>,
+    events: VecDeque<Event>,
+    handshake_deadline: Option<Instant>,
+    client: Option<(ClientConfig, Option<String>)>,
+    close_sent: bool,
+    close_received: bool,
+    stats: ConnStats,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("peer", &self.peer)
+            .field("state", &self.state)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+const R_VERSION: &[i32] = &[116, 166, 191, 258, 259, 266, 267, 396, 1070];
+const R_VERIFY: &[i32] = &[134, 199, 1042, 1043, 1045, 1046, 1048, 1049, 1116];
+const R_READ_TIMEOUT_EXPIRED: i32 = 312;
+
+fn reason_in(stack: &ErrorStack, set: &[i32]) -> Option<String> {
+    stack
+        .errors()
+        .iter()
+        .find(|e| set.contains(&e.reason_code()))
+        .map(|e| e.reason().unwrap_or("unknown").to_string())
+}
+
+/// Turns an OpenSSL failure into our error, naming version and verification
+/// problems and the retransmission limit.
+pub(crate) fn map_ssl_error(e: openssl::ssl::Error, ssl: &SslRef) -> Error {
+    let code = e.code();
+    let verify = ssl.verify_result();
+    let stack = e.ssl_error().cloned();
+    if let Some(s) = &stack {
+        if reason_in(s, &[R_READ_TIMEOUT_EXPIRED]).is_some() {
+            return Error::RetransmitLimit;
+        }
+    }
+    if verify != X509VerifyResult::OK {
+        return Error::Verification {
+            reason: verify.error_string().to_string(),
+            stack,
+        };
+    }
+    match stack {
+        Some(s) => {
+            if let Some(reason) = reason_in(&s, R_VERIFY) {
+                return Error::Verification {
+                    reason,
+                    stack: Some(s),
+                };
+            }
+            if reason_in(&s, R_VERSION).is_some() {
+                return Error::VersionMismatch(s);
+            }
+            Error::Ssl {
+                code: code.as_raw(),
+                stack: Some(s),
+            }
+        }
+        None => match e.into_io_error() {
+            Ok(io) => Error::Io(io),
+            Err(e) => Error::Ssl {
+                code: e.code().as_raw(),
+                stack: None,
+            },
+        },
+    }
+}
+
+/// OpenSSL wants more input. Besides WANT_READ, OpenSSL 3 sometimes reports
+/// SSL_ERROR_SYSCALL with an empty error queue when our pipe ran dry.
+fn would_block(e: &openssl::ssl::Error) -> bool {
+    match e.code() {
+        ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => true,
+        ErrorCode::SYSCALL => {
+            e.ssl_error().is_none_or(|s| s.errors().is_empty())
+                && e.io_error()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::WouldBlock)
+        }
+        _ => false,
+    }
+}
+
+fn ssl_new_error(e: ErrorStack) -> Error {
+    Error::Ssl {
+        code: ErrorCode::SSL.as_raw(),
+        stack: Some(e),
+    }
+}
+
+impl Connection {
+    fn with_stream(
+        stream: SslStream<Pipe>,
+        role: Role,
+        peer: Option<SocketAddr>,
+        hs: Option<Duration>,
+    ) -> Self {
+        Connection {
+            stream,
+            role,
+            peer,
+            state: State::Handshaking,
+            error: None,
+            events: VecDeque::new(),
+            handshake_deadline: hs.map(|d| Instant::now() + d),
+            client: None,
+            close_sent: false,
+            close_received: false,
+            stats: ConnStats::default(),
+        }
+    }
+
+    /// A client connection; its ClientHello is ready in [`Self::poll_transmit`].
+    /// `server_name` overrides the configured name (SNI, hostname check and
+    /// the key under which a session is kept for resumption).
+    pub fn client(config: &ClientConfig, server_name: Option<&str>) -> Result<Self> {
+        let (mut ssl, key) = config.new_ssl(server_name)?;
+        ssl.set_connect_state();
+        let shared = &config.inner.shared;
+        ssl.set_mtu(shared.mtu)
+            .map_err(|e| Error::config_ssl("mtu", e))?;
+        let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue)).map_err(ssl_new_error)?;
+        let mut c = Self::with_stream(stream, Role::Client, None, shared.timers.handshake);
+        c.client = Some((config.clone(), key));
+        c.drive()?;
+        Ok(c)
+    }
+
+    /// A server connection without the cookie exchange, started by `first`
+    /// (the peer's ClientHello). Prefer [`crate::CookieStage`], which checks
+    /// the cookie first and calls this only when configured without cookies.
+    ///
+    /// Errors only when no session could be created; a handshake that fails
+    /// on `first` gives a closed connection whose alert waits in
+    /// [`Self::poll_transmit`] and whose [`Self::error`] says why.
+    pub fn server(config: &ServerConfig, peer: SocketAddr, first: &[u8]) -> Result<Self> {
+        let shared = &config.inner.shared;
+        let mut ssl = shared.new_ssl()?;
+        ssl.set_accept_state();
+        ssl.set_mtu(shared.mtu)
+            .map_err(|e| Error::config_ssl("mtu", e))?;
+        let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue)).map_err(ssl_new_error)?;
+        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers.handshake);
+        let _ = c.feed(first);
+        Ok(c)
+    }
+
+    /// A server connection from the cookie stage's session, which holds the
+    /// verified ClientHello.
+    /// A failed handshake leaves the connection closed with its alert queued.
+    pub(crate) fn from_listen(
+        config: &ServerConfig,
+        peer: SocketAddr,
+        stream: SslStream<Pipe>,
+    ) -> Self {
+        let shared = &config.inner.shared;
+        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers.handshake);
+        let _ = c.drive();
+        c
+    }
+
+    /// Takes the error out of a failed connection (the cookie stage hands it on).
+    pub(crate) fn take_error(&mut self) -> Option<Error> {
+        self.error.take()
+    }
+
+    /// Records a fatal error: state, event, and the value for [`Self::error`].
+    fn fail(&mut self, e: Error) -> Error {
+        let reason = match &e {
+            Error::HandshakeTimeout => CloseReason::HandshakeTimeout,
+            Error::RetransmitLimit => CloseReason::RetransmitLimit,
+            other => CloseReason::Failed(other.to_string()),
+        };
+        log::debug!("connection {:?}: failed: {e}", self.peer);
+        if !matches!(self.state, State::Closed(_)) {
+            self.state = State::Closed(reason.clone());
+            self.events.push_back(Event::Closed(reason));
+        }
+        // Keep a copy for later calls; io errors are not Clone, keep their text.
+        self.error = Some(clone_error(&e));
+        e
+    }
+
+    /// The error to report for calls after a failure.
+    fn closed_error(&self) -> Error {
+        match &self.state {
+            State::Closed(CloseReason::PeerClosed) => Error::ClosedByPeer,
+            State::Closed(CloseReason::Local) => Error::Closed,
+            _ => self
+                .error
+                .as_ref()
+                .map(clone_error)
+                .unwrap_or(Error::Closed),
+        }
+    }
+
+    fn drive(&mut self) -> Result<()> {
+        if self.state != State::Handshaking {
+            return Ok(());
+        }
+        match self.stream.do_handshake() {
+            Ok(()) => {
+                self.state = State::Established;
+                self.events.push_back(Event::Connected);
+                if let Some((cfg, Some(key))) = &self.client {
+                    if let Some(s) = self.stream.ssl().session() {
+                        if let Ok(der) = s.to_der() {
+                            if let Ok(owned) = openssl::ssl::SslSession::from_der(&der) {
+                                cfg.store_session(key, owned);
+                            }
+                        }
+                    }
+                }
+                log::debug!(
+                    "connection {:?}: established, {} {}",
+                    self.peer,
+                    self.version(),
+                    self.cipher().unwrap_or_default()
+                );
+                Ok(())
+            }
+            Err(e) if would_block(&e) => Ok(()),
+            Err(e) => {
+                let err = map_ssl_error(e, self.stream.ssl());
+                Err(self.fail(err))
+            }
+        }
+    }
+
+    /// Feeds one datagram received from the peer. Empty datagrams are dropped
+    /// before OpenSSL sees them; when the receive queue is full the datagram
+    /// is dropped and counted. During the handshake this advances it; an
+    /// error ends the connection.
+    pub fn feed(&mut self, datagram: &[u8]) -> Result<()> {
+        self.stats.datagrams_in += 1;
+        if datagram.is_empty() {
+            self.stats.dropped += 1;
+            log::debug!("connection {:?}: dropped an empty datagram", self.peer);
+            return Ok(());
+        }
+        if matches!(self.state, State::Closed(_)) && self.close_received {
+            self.stats.dropped += 1;
+            return Ok(());
+        }
+        if !self.stream.get_mut().push_inbound(datagram) {
+            self.stats.dropped += 1;
+            log::debug!(
+                "connection {:?}: receive queue full, datagram dropped",
+                self.peer
+            );
+            return Ok(());
+        }
+        self.drive()
+    }
+
+    /// The next datagram to send to the peer, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        let d = self.stream.get_mut().pop_outbound();
+        if d.is_some() {
+            self.stats.datagrams_out += 1;
+        }
+        d
+    }
+
+    /// The next datagram to send, without taking it (send it, then call
+    /// [`Self::pop_transmit`]; a send that would block can retry it later).
+    pub fn peek_transmit(&self) -> Option<&[u8]> {
+        self.stream.get_ref().outbound.front().map(Vec::as_slice)
+    }
+
+    /// Discards the datagram [`Self::peek_transmit`] showed, reusing its buffer.
+    pub fn pop_transmit(&mut self) {
+        let pipe = self.stream.get_mut();
+        if let Some(v) = pipe.outbound.pop_front() {
+            pipe.recycle(v);
+            self.stats.datagrams_out += 1;
+        }
+    }
+
+    /// Whether datagrams wait to be sent.
+    pub fn has_transmit(&self) -> bool {
+        !self.stream.get_ref().outbound.is_empty()
+    }
+
+    /// Time left until [`Self::handle_timeout`] must be called: the earlier of
+    /// the retransmission timer and the handshake deadline.
+    pub fn timeout(&self) -> Option<Duration> {
+        if matches!(self.state, State::Closed(_)) {
+            return None;
+        }
+        let rt = ffi::get_timeout(self.stream.ssl());
+        let hs = match (self.state == State::Handshaking, self.handshake_deadline) {
+            (true, Some(d)) => Some(d.saturating_duration_since(Instant::now())),
+            _ => None,
+        };
+        match (rt, hs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The instant at which [`Self::handle_timeout`] must be called.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timeout().map(|t| Instant::now() + t)
+    }
+
+    /// Acts on a passed deadline: resends the last flight when its timer
+    /// expired (returns true), or ends the connection with
+    /// [`Error::HandshakeTimeout`] or [`Error::RetransmitLimit`]. Calling it
+    /// early does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<bool> {
+        if matches!(self.state, State::Closed(_)) {
+            return Ok(false);
+        }
+        if self.state == State::Handshaking {
+            if let Some(d) = self.handshake_deadline {
+                if now >= d {
+                    return Err(self.fail(Error::HandshakeTimeout));
+                }
+            }
+        }
+        match ffi::handle_timeout(self.stream.ssl()) {
+            r if r > 0 => {
+                self.stats.retransmissions += 1;
+                log::debug!("connection {:?}: retransmitted a flight", self.peer);
+                Ok(true)
+            }
+            0 => Ok(false),
+            _ => {
+                let stack = ErrorStack::get();
+                let e = if reason_in(&stack, &[R_READ_TIMEOUT_EXPIRED]).is_some()
+                    || stack.errors().is_empty()
+                {
+                    Error::RetransmitLimit
+                } else {
+                    Error::Ssl {
+                        code: ErrorCode::SSL.as_raw(),
+                        stack: Some(stack),
+                    }
+                };
+                Err(self.fail(e))
+            }
+        }
+    }
+
+    /// Reads one datagram of plaintext into `buf` (use a buffer of at least
+    /// [`Self::data_mtu`] bytes: the rest of a longer record waits for the next
+    /// call). `Ok(None)` when nothing is readable now.
+    /// [`Error::ClosedByPeer`] once the peer's close_notify arrived; this
+    /// side answers it with its own close_notify.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        match &self.state {
+            State::Handshaking => {
+                self.drive()?;
+                if self.state == State::Handshaking {
+                    return Ok(None);
+                }
+            }
+            State::Established => {}
+            State::Closed(CloseReason::Local) if !self.close_received => {}
+            State::Closed(_) => return Err(self.closed_error()),
+        }
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        match self.stream.ssl_read(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if would_block(&e) => Ok(None),
+            Err(e) => match e.code() {
+                ErrorCode::ZERO_RETURN => {
+                    self.close_received = true;
+                    if !self.close_sent {
+                        self.close_sent = true;
+                        let _ = self.stream.shutdown();
+                    }
+                    if !matches!(self.state, State::Closed(_)) {
+                        self.state = State::Closed(CloseReason::PeerClosed);
+                        self.events
+                            .push_back(Event::Closed(CloseReason::PeerClosed));
+                    }
+                    log::debug!("connection {:?}: close_notify received", self.peer);
+                    Err(Error::ClosedByPeer)
+                }
+                _ => {
+                    let err = map_ssl_error(e, self.stream.ssl());
+                    Err(self.fail(err))
+                }
+            },
+        }
+    }
+
+    /// Seals one datagram of plaintext; the record is then in
+    /// [`Self::poll_transmit`]. Larger than [`Self::data_mtu`] is an error,
+    /// never a silent fragment. An empty slice sends nothing.
+    pub fn send(&mut self, plaintext: &[u8]) -> Result<usize> {
+        match &self.state {
+            State::Established => {}
+            State::Handshaking => return Err(Error::WouldBlock),
+            State::Closed(_) => {
+                return Err(if self.close_sent {
+                    Error::Closed
+                } else {
+                    self.closed_error()
+                })
+            }
+        }
+        let mtu = self.data_mtu();
+        if plaintext.len() > mtu {
+            return Err(Error::TooLarge {
+                len: plaintext.len(),
+                mtu,
+            });
+        }
+        if plaintext.is_empty() {
+            return Ok(0);
+        }
+        match self.stream.ssl_write(plaintext) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                let err = map_ssl_error(e, self.stream.ssl());
+                Err(self.fail(err))
+            }
+        }
+    }
+
+    /// Starts the close: queues close_notify for the peer. After it nothing
+    /// can be sent; [`Self::recv`] still reports the peer's close_notify
+    /// ([`Error::ClosedByPeer`]). Idempotent.
+    pub fn close(&mut self) {
+        if self.close_sent {
+            return;
+        }
+        self.close_sent = true;
+        match self.stream.shutdown() {
+            Ok(ShutdownResult::Received) => self.close_received = true,
+            Ok(ShutdownResult::Sent) => {}
+            Err(e) => log::debug!("connection {:?}: close_notify not sent: {e}", self.peer),
+        }
+        if !matches!(self.state, State::Closed(_)) {
+            self.state = State::Closed(CloseReason::Local);
+            self.events.push_back(Event::Closed(CloseReason::Local));
+        }
+    }
+
+    /// Whether this side queued its close_notify.
+    pub fn is_close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Whether the peer's close_notify arrived.
+    pub fn is_close_received(&self) -> bool {
+        self.close_received
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Where the connection is.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// True while the handshake runs.
+    pub fn is_handshaking(&self) -> bool {
+        self.state == State::Handshaking
+    }
+
+    /// True once the handshake completed and until the connection closes.
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// True once closed, for any reason.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed(_))
+    }
+
+    /// The error that ended the connection, if one did.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// Client or server.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The peer's address, for server connections.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The peer's certificate, once the handshake has seen one.
+    pub fn peer_certificate(&self) -> Option<PeerCertificate> {
+        self.stream
+            .ssl()
+            .peer_certificate()
+            .map(|x509| PeerCertificate { x509 })
+    }
+
+    /// The chain the peer sent (on a client, leaf first; on a server, without the leaf).
+    pub fn peer_certificate_chain(&self) -> Vec<PeerCertificate> {
+        self.stream
+            .ssl()
+            .peer_cert_chain()
+            .map(|s| {
+                s.iter()
+                    .map(|c| PeerCertificate { x509: c.to_owned() })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The negotiated cipher suite's OpenSSL name.
+    pub fn cipher(&self) -> Option<String> {
+        self.stream
+            .ssl()
+            .current_cipher()
+            .map(|c| c.name().to_string())
+    }
+
+    /// The negotiated protocol: `"DTLSv1.2"` or `"DTLSv1"`.
+    pub fn version(&self) -> &'static str {
+        self.stream.ssl().version_str()
+    }
+
+    /// Whether the session was resumed rather than fully negotiated.
+    pub fn session_reused(&self) -> bool {
+        self.stream.ssl().session_reused()
+    }
+
+    /// Largest plaintext datagram one record can carry with the configured MTU.
+    pub fn data_mtu(&self) -> usize {
+        ffi::data_mtu(self.stream.ssl())
+    }
+
+    /// Decrypted plaintext bytes OpenSSL holds from the current record.
+    pub fn pending(&self) -> usize {
+        self.stream.ssl().pending()
+    }
+
+    /// Whether there is anything [`Self::recv`] can return without new input:
+    /// queued datagrams or plaintext held by OpenSSL.
+    pub fn has_pending(&self) -> bool {
+        !self.stream.get_ref().inbound.is_empty() || ffi::has_pending(self.stream.ssl())
+    }
+
+    /// RFC 5705 keying material exporter.
+    pub fn export_keying_material(
+        &self,
+        out: &mut [u8],
+        label: &str,
+        context: Option<&[u8]>,
+    ) -> Result<()> {
+        if self.state != State::Established {
+            return Err(Error::NotConnected);
+        }
+        self.stream
+            .ssl()
+            .export_keying_material(out, label, context)
+            .map_err(|e| Error::Ssl {
+                code: ErrorCode::SSL.as_raw(),
+                stack: Some(e),
+            })
+    }
+
+    /// The negotiated SRTP protection profile's name, if any.
+    pub fn srtp_profile(&self) -> Option<String> {
+        self.stream
+            .ssl()
+            .selected_srtp_profile()
+            .map(|p| p.name().to_string())
+    }
+
+    /// The connection's counters.
+    pub fn stats(&self) -> ConnStats {
+        self.stats
+    }
+
+    /// The rust-openssl session, for queries this type does not offer.
+    pub fn ssl(&self) -> &SslRef {
+        self.stream.ssl()
+    }
+}
+
+/// A copy of an error for reporting again later (`io::Error` keeps its kind and text).
+pub(crate) fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Config {
+            setting,
+            reason,
+            stack,
+        } => Error::Config {
+            setting,
+            reason: reason.clone(),
+            stack: stack.clone(),
+        },
+        Error::WouldBlock => Error::WouldBlock,
+        Error::HandshakeTimeout => Error::HandshakeTimeout,
+        Error::ReadTimeout => Error::ReadTimeout,
+        Error::WriteTimeout => Error::WriteTimeout,
+        Error::RetransmitLimit => Error::RetransmitLimit,
+        Error::PeerUnreachable(io) => {
+            Error::PeerUnreachable(io::Error::new(io.kind(), io.to_string()))
+        }
+        Error::ClosedByPeer => Error::ClosedByPeer,
+        Error::Closed => Error::Closed,
+        Error::NotConnected => Error::NotConnected,
+        Error::VersionMismatch(s) => Error::VersionMismatch(s.clone()),
+        Error::Verification { reason, stack } => Error::Verification {
+            reason: reason.clone(),
+            stack: stack.clone(),
+        },
+        Error::TooLarge { len, mtu } => Error::TooLarge {
+            len: *len,
+            mtu: *mtu,
+        },
+        Error::Ssl { code, stack } => Error::Ssl {
+            code: *code,
+            stack: stack.clone(),
+        },
+        Error::Io(io) => Error::Io(io::Error::new(io.kind(), io.to_string())),
+    }
+}

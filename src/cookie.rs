@@ -1,0 +1,384 @@
+//! The stateless cookie stage (RFC 6347 section 4.2.1).
+//!
+//! A datagram from a peer that has no connection yet goes through
+//! [`CookieStage::handle`]. A ClientHello without a valid cookie is answered
+//! with a HelloVerifyRequest and forgotten; one with a valid cookie becomes a
+//! [`Connection`] already primed with it; anything else is dropped with a
+//! [`DropReason`]. The stage reuses one scratch OpenSSL session for every
+//! datagram, so nothing is allocated per peer before a cookie verifies.
+//!
+//! Cookies are HMAC-SHA256 over the peer's address and port, keyed with a
+//! secret that can be rotated: the current and the previous secret both verify.
+
+use std::cell::Cell;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use openssl::ssl::SslStream;
+
+use crate::config::ServerConfig;
+use crate::conn::{Connection, Pipe};
+use crate::error::{Error, Result};
+use crate::ffi;
+use crate::record;
+
+const SECRET_LEN: usize = 32;
+/// Length of the cookies we issue (a full HMAC-SHA256).
+pub const COOKIE_LEN: usize = 32;
+
+thread_local! {
+    static CURRENT_PEER: Cell<Option<SocketAddr>> = const { Cell::new(None) };
+}
+
+/// The peer whose ClientHello OpenSSL is checking on this thread, if any.
+pub(crate) fn current_peer() -> Option<SocketAddr> {
+    CURRENT_PEER.with(|c| c.get())
+}
+
+struct Secrets {
+    current: [u8; SECRET_LEN],
+    previous: Option<[u8; SECRET_LEN]>,
+}
+
+/// The cookie secrets of a server: the current one and the one before it.
+///
+/// Clones share the same secrets, so rotating one rotates all.
+///
+/// ```
+/// use dtls_reactor::CookieKeys;
+/// let keys = CookieKeys::random().unwrap();
+/// let peer = "192.0.2.1:5684".parse().unwrap();
+/// let mut cookie = [0u8; 32];
+/// let n = keys.generate(peer, &mut cookie).unwrap();
+/// assert!(keys.verify(peer, &cookie[..n]));
+/// keys.rotate().unwrap();
+/// assert!(keys.verify(peer, &cookie[..n]), "the previous secret still verifies");
+/// keys.rotate().unwrap();
+/// assert!(!keys.verify(peer, &cookie[..n]), "two rotations retire it");
+/// ```
+#[derive(Clone)]
+pub struct CookieKeys {
+    secrets: Arc<RwLock<Secrets>>,
+}
+
+impl fmt::Debug for CookieKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CookieKeys { .. }")
+    }
+}
+
+fn random_secret() -> Result<[u8; SECRET_LEN], ErrorStack> {
+    let mut s = [0u8; SECRET_LEN];
+    openssl::rand::rand_bytes(&mut s)?;
+    Ok(s)
+}
+
+impl CookieKeys {
+    /// New keys with a random current secret and no previous one.
+    pub fn random() -> Result<Self, ErrorStack> {
+        Ok(Self::from_secret(random_secret()?))
+    }
+
+    /// Keys with a given current secret (for servers that must agree across
+    /// processes). Keep it secret and at least 16 random bytes.
+    pub fn from_secret(secret: [u8; SECRET_LEN]) -> Self {
+        CookieKeys {
+            secrets: Arc::new(RwLock::new(Secrets {
+                current: secret,
+                previous: None,
+            })),
+        }
+    }
+
+    /// Makes a new random secret current; the old current one still verifies
+    /// until the next rotation.
+    pub fn rotate(&self) -> Result<(), ErrorStack> {
+        let fresh = random_secret()?;
+        let mut s = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        s.previous = Some(s.current);
+        s.current = fresh;
+        Ok(())
+    }
+
+    /// Writes the cookie for `peer` into `out` and returns its length.
+    pub fn generate(&self, peer: SocketAddr, out: &mut [u8]) -> Result<usize, ErrorStack> {
+        let secret = self
+            .secrets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .current;
+        let mac = mac(&secret, peer)?;
+        let n = COOKIE_LEN.min(out.len());
+        out[..n].copy_from_slice(&mac[..n]);
+        Ok(n)
+    }
+
+    /// Whether `cookie` was issued to `peer` under the current or previous
+    /// secret. Compares in constant time.
+    pub fn verify(&self, peer: SocketAddr, cookie: &[u8]) -> bool {
+        if cookie.len() != COOKIE_LEN {
+            return false;
+        }
+        let (current, previous) = {
+            let s = self.secrets.read().unwrap_or_else(|p| p.into_inner());
+            (s.current, s.previous)
+        };
+        let check = |secret: &[u8; SECRET_LEN]| match mac(secret, peer) {
+            Ok(m) => openssl::memcmp::eq(&m, cookie),
+            Err(_) => false,
+        };
+        // Evaluate both so timing does not reveal which secret matched.
+        let a = check(&current);
+        let b = previous.as_ref().map(check).unwrap_or(false);
+        a | b
+    }
+}
+
+fn mac(secret: &[u8; SECRET_LEN], peer: SocketAddr) -> Result<[u8; COOKIE_LEN], ErrorStack> {
+    let key = PKey::hmac(secret)?;
+    let mut signer = Signer::new(MessageDigest::sha256(), &key)?;
+    match peer {
+        SocketAddr::V4(a) => {
+            signer.update(&[4])?;
+            signer.update(&a.ip().octets())?;
+        }
+        SocketAddr::V6(a) => {
+            signer.update(&[6])?;
+            signer.update(&a.ip().octets())?;
+            signer.update(&a.scope_id().to_be_bytes())?;
+        }
+    }
+    signer.update(&peer.port().to_be_bytes())?;
+    let mut out = [0u8; COOKIE_LEN];
+    signer.sign(&mut out)?;
+    Ok(out)
+}
+
+/// Why the cookie stage dropped a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A zero-length datagram.
+    Empty,
+    /// Not a DTLS handshake record, or too short to be one.
+    NotHandshake,
+    /// A handshake record, but not a ClientHello (a connection-less peer may
+    /// only start with one).
+    NotClientHello,
+    /// OpenSSL rejected the ClientHello (malformed, unsupported version...).
+    Rejected,
+    /// The server could not create a connection (allocation or OpenSSL failure).
+    Internal,
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DropReason::Empty => "empty datagram",
+            DropReason::NotHandshake => "not a DTLS handshake record",
+            DropReason::NotClientHello => "not a ClientHello",
+            DropReason::Rejected => "ClientHello rejected by OpenSSL",
+            DropReason::Internal => "internal error",
+        })
+    }
+}
+
+/// What to do with a datagram from a peer that has no connection.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Send this HelloVerifyRequest back to the peer; nothing else was kept.
+    HelloVerify(Vec<u8>),
+    /// The cookie verified: a new server connection, primed with the
+    /// ClientHello. Drain its datagrams ([`Connection::poll_transmit`]) to send
+    /// the server's first flight.
+    Accept(Box<Connection>),
+    /// The cookie verified, but the handshake failed on the ClientHello itself
+    /// (no shared version, cipher or group...). Send `alert` (when there is
+    /// one) back to the peer so it fails fast; nothing was kept.
+    Refused {
+        /// The fatal alert for the peer.
+        alert: Option<Vec<u8>>,
+        /// Why the handshake failed.
+        error: Error,
+    },
+    /// Dropped, for the reason given.
+    Drop(DropReason),
+}
+
+/// Counters of the cookie stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CookieStats {
+    /// HelloVerifyRequests sent.
+    pub hello_verify: u64,
+    /// Connections created after a valid cookie.
+    pub accepted: u64,
+    /// Handshakes refused on the first ClientHello (see [`Verdict::Refused`]).
+    pub refused: u64,
+    /// Datagrams dropped, any reason.
+    pub dropped: u64,
+}
+
+/// The stateless front door of a DTLS server: see the module docs.
+///
+/// ```
+/// use dtls_reactor::{ClientConfig, Connection, CookieStage, ServerConfig, Verdict};
+/// let server = ServerConfig::builder()
+///     .certificate_chain_pem(include_bytes!("../tests/certs/server.pem"))
+///     .private_key_pem(include_bytes!("../tests/certs/server.key"))
+///     .build().unwrap();
+/// let client_cfg = ClientConfig::builder()
+///     .ca_pem(include_bytes!("../tests/certs/ca.pem"))
+///     .server_name("localhost").build().unwrap();
+/// let mut stage = CookieStage::new(&server).unwrap();
+/// let mut client = Connection::client(&client_cfg, None).unwrap();
+/// let peer = "127.0.0.1:40000".parse().unwrap();
+///
+/// // The first ClientHello has no cookie: the answer is a HelloVerifyRequest.
+/// let hello = client.poll_transmit().unwrap();
+/// let Verdict::HelloVerify(hvr) = stage.handle(peer, &hello) else { panic!() };
+/// client.feed(&hvr).unwrap();
+/// // The second carries the cookie: a connection is born.
+/// let hello2 = client.poll_transmit().unwrap();
+/// assert!(matches!(stage.handle(peer, &hello2), Verdict::Accept(_)));
+/// ```
+pub struct CookieStage {
+    config: ServerConfig,
+    scratch: Option<SslStream<Pipe>>,
+    addr: ffi::OwnedBioAddr,
+    stats: CookieStats,
+}
+
+impl fmt::Debug for CookieStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CookieStage")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CookieStage {
+    /// A cookie stage for listeners of `config`.
+    pub fn new(config: &ServerConfig) -> Result<Self> {
+        let addr = ffi::OwnedBioAddr::new().ok_or_else(|| Error::Ssl {
+            code: 1,
+            stack: Some(ErrorStack::get()),
+        })?;
+        let mut s = CookieStage {
+            config: config.clone(),
+            scratch: None,
+            addr,
+            stats: CookieStats::default(),
+        };
+        s.scratch = Some(s.fresh_scratch()?);
+        Ok(s)
+    }
+
+    fn fresh_scratch(&self) -> Result<SslStream<Pipe>> {
+        let shared = &self.config.inner.shared;
+        let mut ssl = shared.new_ssl()?;
+        ssl.set_accept_state();
+        ssl.set_mtu(shared.mtu)
+            .map_err(|e| Error::config_ssl("mtu", e))?;
+        SslStream::new(ssl, Pipe::new(shared.recv_queue)).map_err(|e| Error::Ssl {
+            code: 1,
+            stack: Some(e),
+        })
+    }
+
+    /// The stage's counters.
+    pub fn stats(&self) -> CookieStats {
+        self.stats
+    }
+
+    /// The configuration this stage admits connections for.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    fn drop_with(&mut self, peer: SocketAddr, reason: DropReason) -> Verdict {
+        self.stats.dropped += 1;
+        log::debug!("cookie stage: dropped datagram from {peer}: {reason}");
+        Verdict::Drop(reason)
+    }
+
+    fn admit(&mut self, peer: SocketAddr, mut conn: Connection) -> Verdict {
+        if conn.is_closed() {
+            self.stats.refused += 1;
+            let alert = conn.poll_transmit();
+            let error = conn.take_error().unwrap_or(Error::Closed);
+            log::debug!("cookie stage: handshake with {peer} refused: {error}");
+            return Verdict::Refused { alert, error };
+        }
+        self.stats.accepted += 1;
+        log::debug!("cookie stage: {peer} admitted");
+        Verdict::Accept(Box::new(conn))
+    }
+
+    /// Checks one datagram from `peer`, which has no connection. See [`Verdict`].
+    pub fn handle(&mut self, peer: SocketAddr, datagram: &[u8]) -> Verdict {
+        if datagram.is_empty() {
+            return self.drop_with(peer, DropReason::Empty);
+        }
+        match record::classify(datagram) {
+            record::Kind::ClientHello => {}
+            record::Kind::OtherHandshake => {
+                return self.drop_with(peer, DropReason::NotClientHello)
+            }
+            record::Kind::Other => return self.drop_with(peer, DropReason::NotHandshake),
+        }
+        if !self.config.inner.require_cookie {
+            return match Connection::server(&self.config, peer, datagram) {
+                Ok(c) => self.admit(peer, c),
+                Err(e) => {
+                    log::debug!("cookie stage: connection for {peer} failed: {e}");
+                    self.drop_with(peer, DropReason::Internal)
+                }
+            };
+        }
+        let mut stream = match self.scratch.take() {
+            Some(s) => s,
+            None => match self.fresh_scratch() {
+                Ok(s) => s,
+                Err(e) => {
+                    log::debug!("cookie stage: cannot create a session: {e}");
+                    return self.drop_with(peer, DropReason::Internal);
+                }
+            },
+        };
+        stream.get_mut().reset();
+        stream.get_mut().push_inbound(datagram);
+        CURRENT_PEER.with(|c| c.set(Some(peer)));
+        let r = ffi::listen(stream.ssl(), &mut self.addr);
+        if r > 0 {
+            // The scratch session is now this peer's connection. OpenSSL
+            // checks the cookie once more while it processes the hello.
+            let conn = Connection::from_listen(&self.config, peer, stream);
+            CURRENT_PEER.with(|c| c.set(None));
+            self.admit(peer, conn)
+        } else {
+            CURRENT_PEER.with(|c| c.set(None));
+            let reply = stream.get_mut().pop_outbound();
+            if r < 0 {
+                // Clear the thread's error queue; the next listen starts with
+                // SSL_clear, but an errored session is not worth keeping.
+                let stack = ErrorStack::get();
+                log::debug!("cookie stage: ClientHello from {peer} rejected: {stack}");
+                self.stats.dropped += 1;
+                return Verdict::Drop(DropReason::Rejected);
+            }
+            stream.get_mut().reset();
+            self.scratch = Some(stream);
+            match reply {
+                Some(hvr) => {
+                    self.stats.hello_verify += 1;
+                    Verdict::HelloVerify(hvr)
+                }
+                None => self.drop_with(peer, DropReason::Rejected),
+            }
+        }
+    }
+}

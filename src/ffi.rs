@@ -1,0 +1,143 @@
+//! The few OpenSSL calls that rust-openssl does not bind.
+//!
+//! Everything here is a thin, safe wrapper around one C function or macro. The
+//! wrappers take rust-openssl's `&SslRef`: its pointer is valid for the
+//! borrow, and `SslRef` is an opaque (`UnsafeCell`) type, so OpenSSL may mutate
+//! the object behind a shared reference, as rust-openssl's own `&self`
+//! methods already let it do.
+
+use std::os::raw::{c_int, c_long, c_uint, c_void};
+use std::time::Duration;
+
+use foreign_types_shared::ForeignTypeRef;
+use openssl::ssl::SslRef;
+use openssl_sys::SSL;
+
+/// `DTLS_CTRL_GET_TIMEOUT` from `<openssl/ssl.h>`: the macro `DTLSv1_get_timeout`.
+const DTLS_CTRL_GET_TIMEOUT: c_int = 73;
+/// `DTLS_CTRL_HANDLE_TIMEOUT`: the macro `DTLSv1_handle_timeout`.
+const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
+
+/// The callback type of `DTLS_set_timer_cb`: given the previous timeout in
+/// microseconds (0 at the start of a flight), return the next one.
+pub(crate) type TimerCb = unsafe extern "C" fn(s: *mut SSL, timer_us: c_uint) -> c_uint;
+
+/// Opaque `BIO_ADDR`.
+#[repr(C)]
+pub(crate) struct BioAddr {
+    _private: [u8; 0],
+}
+
+extern "C" {
+    fn DTLSv1_listen(s: *mut SSL, client: *mut BioAddr) -> c_int;
+    fn DTLS_set_timer_cb(s: *mut SSL, cb: Option<TimerCb>);
+    fn DTLS_get_data_mtu(s: *const SSL) -> usize;
+    fn SSL_has_pending(s: *const SSL) -> c_int;
+    fn BIO_ADDR_new() -> *mut BioAddr;
+    fn SSL_CTX_use_psk_identity_hint(
+        ctx: *mut openssl_sys::SSL_CTX,
+        hint: *const std::os::raw::c_char,
+    ) -> c_int;
+    fn BIO_ADDR_free(a: *mut BioAddr);
+}
+
+/// Remaining time of the DTLS retransmission timer, or `None` when no timer runs.
+pub(crate) fn get_timeout(ssl: &SslRef) -> Option<Duration> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    // SAFETY: the pointer comes from a live SslRef; the control writes one
+    // `struct timeval` through `parg`, which points at our local.
+    let r = unsafe {
+        openssl_sys::SSL_ctrl(
+            ssl.as_ptr(),
+            DTLS_CTRL_GET_TIMEOUT,
+            0,
+            &mut tv as *mut libc::timeval as *mut c_void,
+        )
+    };
+    if r <= 0 {
+        return None;
+    }
+    let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
+    let micros = u64::try_from(tv.tv_usec).unwrap_or(0);
+    Some(Duration::from_secs(secs) + Duration::from_micros(micros))
+}
+
+/// Acts on an expired retransmission timer: 1 when a flight was resent, 0 when
+/// the timer had not expired, negative when the retransmission limit is reached.
+pub(crate) fn handle_timeout(ssl: &SslRef) -> c_long {
+    // SAFETY: live SSL pointer; this control takes no argument.
+    unsafe {
+        openssl_sys::SSL_ctrl(
+            ssl.as_ptr(),
+            DTLS_CTRL_HANDLE_TIMEOUT,
+            0,
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// Installs the retransmission timer callback.
+pub(crate) fn set_timer_cb(ssl: &SslRef, cb: TimerCb) {
+    // SAFETY: live SSL pointer; `cb` is a plain function with the C signature
+    // OpenSSL expects and lives for the whole program.
+    unsafe { DTLS_set_timer_cb(ssl.as_ptr(), Some(cb)) }
+}
+
+/// Largest plaintext that fits one record in one datagram of the configured MTU.
+pub(crate) fn data_mtu(ssl: &SslRef) -> usize {
+    // SAFETY: live SSL pointer; the call only reads.
+    unsafe { DTLS_get_data_mtu(ssl.as_ptr()) }
+}
+
+/// True when OpenSSL holds unprocessed records or decrypted plaintext.
+pub(crate) fn has_pending(ssl: &SslRef) -> bool {
+    // SAFETY: live SSL pointer; the call only reads.
+    unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
+}
+
+/// One `BIO_ADDR`, owned, for `DTLSv1_listen` to write the (unknown) peer into.
+pub(crate) struct OwnedBioAddr(*mut BioAddr);
+
+// SAFETY: a BIO_ADDR is plain memory with no thread affinity; we never share it.
+unsafe impl Send for OwnedBioAddr {}
+
+impl OwnedBioAddr {
+    pub(crate) fn new() -> Option<Self> {
+        // SAFETY: allocation function with no preconditions; null means failure.
+        let p = unsafe { BIO_ADDR_new() };
+        if p.is_null() {
+            None
+        } else {
+            Some(OwnedBioAddr(p))
+        }
+    }
+}
+
+impl Drop for OwnedBioAddr {
+    fn drop(&mut self) {
+        // SAFETY: we own the pointer, allocated by BIO_ADDR_new, freed once.
+        unsafe { BIO_ADDR_free(self.0) }
+    }
+}
+
+/// Runs `DTLSv1_listen` on a server SSL whose read BIO holds one datagram.
+/// Returns 1 for a ClientHello with a valid cookie (the SSL is then primed
+/// for `SSL_accept`), 0 when more input is needed (a HelloVerifyRequest may
+/// have been written), negative on a fatal error.
+pub(crate) fn listen(ssl: &SslRef, addr: &mut OwnedBioAddr) -> c_int {
+    // SAFETY: live SSL pointer with both BIOs set; `addr.0` is a valid
+    // BIO_ADDR that OpenSSL may clear or fill.
+    unsafe { DTLSv1_listen(ssl.as_ptr(), addr.0) }
+}
+
+/// Sets the PSK identity hint a server sends. False if OpenSSL refused it.
+pub(crate) fn set_psk_identity_hint(
+    ctx: &openssl::ssl::SslContextBuilder,
+    hint: &std::ffi::CStr,
+) -> bool {
+    // SAFETY: live SSL_CTX pointer; OpenSSL copies the NUL-terminated string.
+    unsafe { SSL_CTX_use_psk_identity_hint(ctx.as_ptr(), hint.as_ptr()) == 1 }
+}
