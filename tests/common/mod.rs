@@ -247,3 +247,48 @@ pub fn echo(p: &mut Pair) {
     assert_eq!(transfer(&mut p.client, server, b"ping"), b"ping");
     assert_eq!(transfer(server, &mut p.client, b"pong"), b"pong");
 }
+
+/// One of the four ways every socket test runs: IPv4 or IPv6 loopback, OsNet or Router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variant {
+    /// The loopback address of the family.
+    pub ip: std::net::IpAddr,
+    /// The demux the server listens with.
+    pub demux: dtls_demux::DemuxKind,
+}
+
+impl Variant {
+    pub fn new(v6: bool, demux: dtls_demux::DemuxKind) -> Self {
+        let ip = if v6 {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        };
+        Variant { ip, demux }
+    }
+    /// Loopback address of the family with port 0 (the kernel picks a free port).
+    pub fn any_port(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, 0)
+    }
+}
+
+/// Generates, for each listed function `fn name(v: Variant)`, a module `name`
+/// with four tests: `v4_osnet`, `v6_osnet`, `v4_router`, `v6_router`.
+#[macro_export]
+macro_rules! four_ways {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use dtls_demux::DemuxKind;
+                #[test]
+                fn v4_osnet() { super::$name($crate::common::Variant::new(false, DemuxKind::OsNet)) }
+                #[test]
+                fn v6_osnet() { super::$name($crate::common::Variant::new(true, DemuxKind::OsNet)) }
+                #[test]
+                fn v4_router() { super::$name($crate::common::Variant::new(false, DemuxKind::Router)) }
+                #[test]
+                fn v6_router() { super::$name($crate::common::Variant::new(true, DemuxKind::Router)) }
+            }
+        )*
+    };
+}

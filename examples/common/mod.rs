@@ -1,0 +1,92 @@
+//! What the examples share: the embedded test certificates (for `localhost`,
+//! `127.0.0.1` and `::1`, issued by the test CA in `tests/certs/`) and the
+//! command-line options every example takes.
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use dtls_demux::DemuxKind;
+use dtls_reactor::{ClientConfig, Protocol, ServerConfig, Verify};
+
+/// Test CA certificate (PEM).
+pub const TEST_CA: &[u8] = include_bytes!("../../tests/certs/ca.pem");
+/// Test server certificate for localhost (PEM, ECDSA P-256).
+pub const TEST_CERT: &[u8] = include_bytes!("../../tests/certs/server.pem");
+/// Its private key. A test key: never use it for anything real.
+pub const TEST_KEY: &[u8] = include_bytes!("../../tests/certs/server.key");
+
+/// Options of every server example.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerOpts {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// UDP port to listen on.
+    #[arg(long, default_value_t = 28000)]
+    pub port: u16,
+    /// How datagrams reach each peer's connection.
+    #[arg(long, default_value = "osnet")]
+    pub demux: DemuxKind,
+    /// DTLS version: 1.0, 1.2 or any.
+    #[arg(long, default_value = "1.2")]
+    pub dtls: Protocol,
+    /// Certificate chain (PEM); default: the embedded test certificate.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl ServerOpts {
+    /// The server configuration these options describe.
+    pub fn config(&self) -> dtls_reactor::Result<ServerConfig> {
+        let b = ServerConfig::builder().protocol(self.dtls);
+        let b = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => b.certificate_chain_file(c).private_key_file(k),
+            _ => b.certificate_chain_pem(TEST_CERT).private_key_pem(TEST_KEY),
+        };
+        b.build()
+    }
+}
+
+/// Options of every client example.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientOpts {
+    /// DTLS version: 1.0, 1.2 or any.
+    #[arg(long, default_value = "1.2")]
+    pub dtls: Protocol,
+    /// CA file to verify the server with; default: the embedded test CA.
+    #[arg(long, conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Do not verify the server's certificate at all.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Client certificate chain (PEM), for servers that ask for one.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl ClientOpts {
+    /// The client configuration for a server known as `host`.
+    pub fn config(&self, host: &str) -> dtls_reactor::Result<ClientConfig> {
+        let mut b = ClientConfig::builder()
+            .protocol(self.dtls)
+            .server_name(host);
+        if self.insecure {
+            b = b.verify(Verify::None);
+        } else if let Some(ca) = &self.ca {
+            b = b.ca_file(ca);
+        } else {
+            b = b.ca_pem(TEST_CA);
+        }
+        if let (Some(c), Some(k)) = (&self.cert, &self.key) {
+            b = b.certificate_chain_file(c).private_key_file(k);
+        }
+        b.build()
+    }
+}
