@@ -817,3 +817,28 @@ fn receive_queue_is_bounded() {
     }
     assert_eq!(n, 4);
 }
+
+#[test]
+fn trust_from_a_hashed_ca_directory() {
+    let dir = std::env::temp_dir().join(format!("dtls-reactor-cadir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = openssl::x509::X509::from_pem(CA).unwrap();
+    std::fs::write(dir.join(format!("{:08x}.0", ca.subject_name_hash())), CA).unwrap();
+    let c = ClientConfig::builder()
+        .ca_dir(&dir)
+        .server_name("localhost")
+        .build()
+        .unwrap();
+    let ok = handshake(&server().build().unwrap(), &c).ok();
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let c2 = ClientConfig::builder()
+        .ca_dir(&empty)
+        .server_name("localhost")
+        .build()
+        .unwrap();
+    let refused = !handshake(&server().build().unwrap(), &c2).ok();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(ok, "the hashed directory's CA is trusted");
+    assert!(refused, "an empty directory trusts nothing");
+}
