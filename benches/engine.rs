@@ -109,5 +109,25 @@ fn bench_records(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_handshake, bench_records);
+fn bench_cookie(c: &mut Criterion) {
+    let (s, cc) = configs(true, "P-256");
+    let mut stage = CookieStage::new(&s).unwrap();
+    let mut client = Connection::client(&cc, None).unwrap();
+    let hello = client.poll_transmit().unwrap();
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let mut g = c.benchmark_group("cookie");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("hello_verify_request", |b| {
+        b.iter(|| match stage.handle(peer, &hello) {
+            Verdict::HelloVerify(h) => h,
+            other => panic!("{other:?}"),
+        })
+    });
+    g.bench_function("drop_garbage", |b| {
+        b.iter(|| stage.handle(peer, b"not a dtls record at all, just bytes"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_handshake, bench_records, bench_cookie);
 criterion_main!(benches);
