@@ -1,0 +1,769 @@
+//! The performance suite: raw UDP, DTLS, TCP and TLS on loopback, one-way and
+//! echo, as ratios against the raw transport measured in the same run.
+//!
+//! ```sh
+//! cargo run --release --example perf -- --seconds 2 --repeat 3 --csv perf.csv --svg perf.svg
+//! ```
+//!
+//! Suites:
+//! - `udp`: `std::net::UdpSocket`, blocking.
+//! - `dtls`: the dtls-reactor engine (`Connection`) over the same blocking UDP
+//!   sockets, one session (the cookie exchange and handshake happen before timing).
+//! - `tcp`: `std::net::TcpStream`, records written back to back (`TCP_NODELAY`).
+//! - `tls`: rust-openssl TLS 1.2 over TCP (ECDHE-ECDSA-AES128-GCM-SHA256).
+//!
+//! Modes: `oneway` (a sender thread sends as fast as it can for the duration;
+//! the receiver counts what it got, decrypted for DTLS/TLS) and `echo` (one
+//! client thread does request/response round trips; a lost datagram is resent
+//! after 50 ms and counted as lost). The sender/client is pinned to CPU 0 and
+//! the receiver/server to CPU 1 unless `--no-pin`; the placement is printed.
+//! Every configuration runs `--repeat` times; the table gives the median and
+//! the min-max, and each DTLS (TLS) figure as a ratio to UDP (TCP) of the same
+//! mode and size from this run.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use dtls_reactor::{ClientConfig, Connection, CookieStage, ServerConfig, Verdict};
+use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
+
+#[derive(Parser, Debug)]
+#[command(about = "DTLS vs UDP, TLS vs TCP on loopback: goodput and ratios")]
+struct Args {
+    /// Suites to run.
+    #[arg(long, value_delimiter = ',', default_values = ["udp", "dtls", "tcp", "tls"])]
+    suites: Vec<Suite>,
+    /// Modes to run.
+    #[arg(long, value_delimiter = ',', default_values = ["oneway", "echo"])]
+    modes: Vec<Mode>,
+    /// Record (datagram payload) sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![64usize, 1200])]
+    sizes: Vec<usize>,
+    /// Seconds each run lasts.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Runs per configuration (median and min-max are reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Write every run as CSV to this file.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Write a chart (median rate by suite and size) as SVG to this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Do not pin threads to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    Udp,
+    Dtls,
+    Tcp,
+    Tls,
+}
+
+impl Suite {
+    fn name(self) -> &'static str {
+        match self {
+            Suite::Udp => "udp",
+            Suite::Dtls => "dtls",
+            Suite::Tcp => "tcp",
+            Suite::Tls => "tls",
+        }
+    }
+    fn baseline(self) -> Suite {
+        match self {
+            Suite::Udp | Suite::Dtls => Suite::Udp,
+            Suite::Tcp | Suite::Tls => Suite::Tcp,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Oneway,
+    Echo,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Oneway => "oneway",
+            Mode::Echo => "echo",
+        }
+    }
+}
+
+/// One run's counts.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    sent: u64,
+    received: u64,
+    elapsed: f64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.received as f64 / self.elapsed.max(1e-9)
+    }
+}
+
+fn pin(cpu: usize, enabled: bool) -> String {
+    if !enabled {
+        return "unpinned".into();
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it and
+    // sched_setaffinity reads it for the calling thread (pid 0).
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    if ok {
+        format!("cpu{cpu}")
+    } else {
+        format!("cpu{cpu} (pin failed, unpinned)")
+    }
+}
+
+/// CPUs available when the program started (pinning later narrows what
+/// `available_parallelism` reports for the pinned thread).
+fn ncpu() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// CPUs for the sender/client and the receiver/server.
+fn cpus() -> (usize, usize) {
+    if ncpu() >= 2 {
+        (0, 1)
+    } else {
+        (0, 0)
+    }
+}
+
+fn server_config() -> ServerConfig {
+    ServerConfig::builder()
+        .certificate_chain_pem(common::TEST_CERT)
+        .private_key_pem(common::TEST_KEY)
+        .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+        .build()
+        .expect("server config")
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig::builder()
+        .ca_pem(common::TEST_CA)
+        .server_name("localhost")
+        .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+        .build()
+        .expect("client config")
+}
+
+/// A DTLS session over two connected UDP sockets, handshake done.
+fn dtls_pair() -> ((UdpSocket, Connection), (UdpSocket, Connection)) {
+    let ssock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let csock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    csock.connect(ssock.local_addr().unwrap()).unwrap();
+    let caddr = csock.local_addr().unwrap();
+    let scfg = server_config();
+    let mut stage = CookieStage::new(&scfg).unwrap();
+    let mut client = Connection::client(&client_config(), None).unwrap();
+    let mut server: Option<Connection> = None;
+    ssock
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    csock
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let start = Instant::now();
+    while !(client.is_established() && server.as_ref().is_some_and(|s| s.is_established())) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "DTLS handshake did not finish"
+        );
+        while let Some(d) = client.poll_transmit() {
+            csock.send(&d).unwrap();
+        }
+        if let Ok((n, from)) = ssock.recv_from(&mut buf) {
+            match server.as_mut() {
+                Some(s) => s.feed(&buf[..n]).unwrap(),
+                None => match stage.handle(from, &buf[..n]) {
+                    Verdict::HelloVerify(h) => {
+                        ssock.send_to(&h, from).unwrap();
+                    }
+                    Verdict::Accept(c) => server = Some(*c),
+                    other => panic!("cookie stage: {other:?}"),
+                },
+            }
+            if let Some(s) = server.as_mut() {
+                while let Some(d) = s.poll_transmit() {
+                    ssock.send_to(&d, from).unwrap();
+                }
+            }
+        }
+        if let Ok(n) = csock.recv(&mut buf) {
+            client.feed(&buf[..n]).unwrap();
+        }
+        let now = Instant::now();
+        let _ = client.handle_timeout(now);
+        if let Some(s) = server.as_mut() {
+            let _ = s.handle_timeout(now);
+            while let Some(d) = s.poll_transmit() {
+                ssock.send_to(&d, caddr).unwrap();
+            }
+        }
+    }
+    ssock.connect(caddr).unwrap();
+    ((csock, client), (ssock, server.unwrap()))
+}
+
+/// Sends one plaintext datagram through a DTLS session on a connected socket.
+fn dtls_send(sock: &UdpSocket, conn: &mut Connection, msg: &[u8]) -> bool {
+    if conn.send(msg).is_err() {
+        return false;
+    }
+    let mut ok = true;
+    while let Some(d) = conn.peek_transmit() {
+        ok &= sock.send(d).is_ok();
+        conn.pop_transmit();
+    }
+    ok
+}
+
+fn oneway_udp(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    tx.connect(rx.local_addr().unwrap()).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let (c0, c1) = cpus();
+    let sender = thread::spawn(move || {
+        let where_ = pin(c0, pinning);
+        let msg = vec![0x42u8; size];
+        let end = Instant::now() + dur;
+        let mut sent = 0u64;
+        while Instant::now() < end {
+            for _ in 0..64 {
+                if tx.send(&msg).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        (sent, where_)
+    });
+    let where_rx = pin(c1, pinning);
+    let mut buf = vec![0u8; 65536];
+    let start = Instant::now();
+    let mut received = 0u64;
+    let mut last = start;
+    while let Ok(n) = rx.recv(&mut buf) {
+        if n == size {
+            received += 1;
+            last = Instant::now();
+        }
+    }
+    let (sent, where_tx) = sender.join().unwrap();
+    let elapsed = (last - start).as_secs_f64().max(dur.as_secs_f64() * 0.5);
+    (
+        Run {
+            sent,
+            received,
+            elapsed,
+        },
+        format!("sender {where_tx}, receiver {where_rx}"),
+    )
+}
+
+fn oneway_dtls(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
+    let ((csock, mut client), (ssock, mut server)) = dtls_pair();
+    ssock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let (c0, c1) = cpus();
+    let sender = thread::spawn(move || {
+        let where_ = pin(c0, pinning);
+        let msg = vec![0x42u8; size];
+        let end = Instant::now() + dur;
+        let mut sent = 0u64;
+        while Instant::now() < end {
+            for _ in 0..64 {
+                if dtls_send(&csock, &mut client, &msg) {
+                    sent += 1;
+                }
+            }
+        }
+        (sent, where_)
+    });
+    let where_rx = pin(c1, pinning);
+    let mut buf = vec![0u8; 65536];
+    let mut plain = vec![0u8; 65536];
+    let start = Instant::now();
+    let mut received = 0u64;
+    let mut last = start;
+    while let Ok(n) = ssock.recv(&mut buf) {
+        if server.feed(&buf[..n]).is_err() {
+            break;
+        }
+        while let Ok(Some(m)) = server.recv(&mut plain) {
+            if m == size {
+                received += 1;
+                last = Instant::now();
+            }
+        }
+    }
+    let (sent, where_tx) = sender.join().unwrap();
+    let elapsed = (last - start).as_secs_f64().max(dur.as_secs_f64() * 0.5);
+    (
+        Run {
+            sent,
+            received,
+            elapsed,
+        },
+        format!("sender {where_tx}, receiver {where_rx}"),
+    )
+}
+
+/// Request/response over datagrams; `send`/`recv` abstract UDP vs DTLS.
+fn echo_datagrams(size: usize, dur: Duration, pinning: bool, dtls: bool) -> (Run, String) {
+    let (c0, c1) = cpus();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (client_side, server_side): (
+        (UdpSocket, Option<Connection>),
+        (UdpSocket, Option<Connection>),
+    ) = if dtls {
+        let ((cs, c), (ss, s)) = dtls_pair();
+        ((cs, Some(c)), (ss, Some(s)))
+    } else {
+        let ss = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let cs = UdpSocket::bind("127.0.0.1:0").unwrap();
+        cs.connect(ss.local_addr().unwrap()).unwrap();
+        ss.connect(cs.local_addr().unwrap()).unwrap();
+        ((cs, None), (ss, None))
+    };
+    let stop2 = stop.clone();
+    let server = thread::spawn(move || {
+        let where_ = pin(c1, pinning);
+        let (sock, mut conn) = server_side;
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut plain = vec![0u8; 65536];
+        while !stop2.load(Ordering::Relaxed) {
+            let Ok(n) = sock.recv(&mut buf) else { continue };
+            match conn.as_mut() {
+                None => {
+                    let _ = sock.send(&buf[..n]);
+                }
+                Some(c) => {
+                    if c.feed(&buf[..n]).is_err() {
+                        break;
+                    }
+                    while let Ok(Some(m)) = c.recv(&mut plain) {
+                        dtls_send(&sock, c, &plain[..m]);
+                    }
+                }
+            }
+        }
+        where_
+    });
+    let where_c = pin(c0, pinning);
+    let (sock, mut conn) = client_side;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let msg = vec![0x42u8; size];
+    let mut buf = vec![0u8; 65536];
+    let mut plain = vec![0u8; 65536];
+    let (mut sent, mut received) = (0u64, 0u64);
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        sent += 1;
+        match conn.as_mut() {
+            None => {
+                let _ = sock.send(&msg);
+            }
+            Some(c) => {
+                dtls_send(&sock, c, &msg);
+            }
+        }
+        // Wait for the reply (or give up after the read timeout: lost).
+        'reply: while let Ok(n) = sock.recv(&mut buf) {
+            match conn.as_mut() {
+                None => {
+                    if n == size {
+                        received += 1;
+                        break 'reply;
+                    }
+                }
+                Some(c) => {
+                    let _ = c.feed(&buf[..n]);
+                    if let Ok(Some(m)) = c.recv(&mut plain) {
+                        if m == size {
+                            received += 1;
+                            break 'reply;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let where_s = server.join().unwrap();
+    (
+        Run {
+            sent,
+            received,
+            elapsed,
+        },
+        format!("client {where_c}, server {where_s}"),
+    )
+}
+
+/// A connected TCP pair, optionally wrapped in TLS.
+type Stream = Box<dyn ReadWrite + Send>;
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn stream_pair(tls: bool) -> (Stream, Stream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: SocketAddr = l.local_addr().unwrap();
+    let accept = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        if !tls {
+            return Box::new(s) as Stream;
+        }
+        let mut a = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        a.set_certificate(&openssl::x509::X509::from_pem(common::TEST_CERT).unwrap())
+            .unwrap();
+        a.set_private_key(&openssl::pkey::PKey::private_key_from_pem(common::TEST_KEY).unwrap())
+            .unwrap();
+        a.set_max_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+            .unwrap();
+        a.set_cipher_list("ECDHE-ECDSA-AES128-GCM-SHA256").unwrap();
+        Box::new(a.build().accept(s).unwrap()) as Stream
+    });
+    let c = TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let client: Stream = if tls {
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        b.set_max_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+            .unwrap();
+        Box::new(b.build().connect("localhost", c).unwrap())
+    } else {
+        Box::new(c)
+    };
+    (client, accept.join().unwrap())
+}
+
+fn oneway_stream(size: usize, dur: Duration, pinning: bool, tls: bool) -> (Run, String) {
+    let (mut tx, mut rx) = stream_pair(tls);
+    let (c0, c1) = cpus();
+    let sender = thread::spawn(move || {
+        let where_ = pin(c0, pinning);
+        let msg = vec![0x42u8; size];
+        let end = Instant::now() + dur;
+        let mut sent = 0u64;
+        while Instant::now() < end {
+            for _ in 0..64 {
+                if tx.write_all(&msg).is_err() {
+                    return (sent, where_);
+                }
+                sent += 1;
+            }
+        }
+        let _ = tx.flush();
+        drop(tx);
+        (sent, where_)
+    });
+    let where_rx = pin(c1, pinning);
+    let mut buf = vec![0u8; 65536];
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    let mut last = start;
+    while let Ok(n) = rx.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        last = Instant::now();
+    }
+    let (sent, where_tx) = sender.join().unwrap();
+    (
+        Run {
+            sent,
+            received: bytes / size as u64,
+            elapsed: (last - start).as_secs_f64().max(1e-6),
+        },
+        format!("sender {where_tx}, receiver {where_rx}"),
+    )
+}
+
+fn echo_stream(size: usize, dur: Duration, pinning: bool, tls: bool) -> (Run, String) {
+    let (mut c, mut s) = stream_pair(tls);
+    let (c0, c1) = cpus();
+    let server = thread::spawn(move || {
+        let where_ = pin(c1, pinning);
+        let mut buf = vec![0u8; size];
+        while s.read_exact(&mut buf).is_ok() {
+            if s.write_all(&buf).is_err() {
+                break;
+            }
+        }
+        where_
+    });
+    let where_c = pin(c0, pinning);
+    let msg = vec![0x42u8; size];
+    let mut buf = vec![0u8; size];
+    let (mut sent, mut received) = (0u64, 0u64);
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        sent += 1;
+        if c.write_all(&msg).is_err() || c.read_exact(&mut buf).is_err() {
+            break;
+        }
+        received += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(c);
+    let where_s = server.join().unwrap();
+    (
+        Run {
+            sent,
+            received,
+            elapsed,
+        },
+        format!("client {where_c}, server {where_s}"),
+    )
+}
+
+fn run_one(suite: Suite, mode: Mode, size: usize, dur: Duration, pinning: bool) -> (Run, String) {
+    match (suite, mode) {
+        (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning),
+        (Suite::Dtls, Mode::Oneway) => oneway_dtls(size, dur, pinning),
+        (Suite::Udp, Mode::Echo) => echo_datagrams(size, dur, pinning, false),
+        (Suite::Dtls, Mode::Echo) => echo_datagrams(size, dur, pinning, true),
+        (Suite::Tcp, Mode::Oneway) => oneway_stream(size, dur, pinning, false),
+        (Suite::Tls, Mode::Oneway) => oneway_stream(size, dur, pinning, true),
+        (Suite::Tcp, Mode::Echo) => echo_stream(size, dur, pinning, false),
+        (Suite::Tls, Mode::Echo) => echo_stream(size, dur, pinning, true),
+    }
+}
+
+struct Row {
+    suite: Suite,
+    mode: Mode,
+    size: usize,
+    runs: Vec<Run>,
+    placement: String,
+}
+
+impl Row {
+    fn median(&self) -> f64 {
+        let mut r: Vec<f64> = self.runs.iter().map(Run::rate).collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        r[r.len() / 2]
+    }
+    fn min_max(&self) -> (f64, f64) {
+        let r = self.runs.iter().map(Run::rate);
+        let min = r.clone().fold(f64::INFINITY, f64::min);
+        let max = r.fold(0.0, f64::max);
+        (min, max)
+    }
+}
+
+fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1000, 420 * modes.len() as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((modes.len(), 1));
+    for (panel, mode) in panels.iter().zip(modes) {
+        let sel: Vec<&Row> = rows.iter().filter(|r| r.mode == *mode).collect();
+        let labels: Vec<String> = sel
+            .iter()
+            .map(|r| format!("{} {}B", r.suite.name(), r.size))
+            .collect();
+        let max = sel.iter().map(|r| r.min_max().1).fold(1.0, f64::max) / 1000.0;
+        let mut c = ChartBuilder::on(panel)
+            .caption(
+                format!(
+                    "{}: thousand records per second (median, min-max)",
+                    mode.name()
+                ),
+                ("sans-serif", 20),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0..sel.len(), 0.0..max * 1.1)?;
+        c.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(sel.len())
+            .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
+            .y_desc("k/s")
+            .draw()?;
+        c.draw_series(sel.iter().enumerate().map(|(i, r)| {
+            let color = match r.suite {
+                Suite::Udp => BLUE,
+                Suite::Dtls => RED,
+                Suite::Tcp => GREEN,
+                Suite::Tls => MAGENTA,
+            };
+            Rectangle::new(
+                [(i, 0.0), (i + 1, r.median() / 1000.0)],
+                color.mix(0.6).filled(),
+            )
+        }))?;
+        c.draw_series(sel.iter().enumerate().map(|(i, r)| {
+            let (lo, hi) = r.min_max();
+            PathElement::new(
+                vec![(i, lo / 1000.0), (i, hi / 1000.0)],
+                BLACK.stroke_width(3),
+            )
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    ncpu();
+    let dur = Duration::from_secs_f64(args.seconds);
+    let pinning = !args.no_pin;
+    let mut configs = Vec::new();
+    for &mode in &args.modes {
+        for &size in &args.sizes {
+            for &suite in &args.suites {
+                configs.push((suite, mode, size));
+            }
+        }
+    }
+    let total = (configs.len() * args.repeat.max(1)) as u64;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total)
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} {msg} (eta {eta})",
+    )?);
+    println!(
+        "machine: {} CPUs, {}; runs of {:.1} s, repeated {} times",
+        ncpu(),
+        dtls_reactor::openssl_version(),
+        args.seconds,
+        args.repeat
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    // Repeats are interleaved so a slow minute hits every suite alike.
+    for rep in 0..args.repeat.max(1) {
+        for &(suite, mode, size) in &configs {
+            bar.set_message(format!(
+                "{} {} {}B #{}",
+                suite.name(),
+                mode.name(),
+                size,
+                rep + 1
+            ));
+            let (run, placement) = run_one(suite, mode, size, dur, pinning);
+            match rows
+                .iter_mut()
+                .find(|r| r.suite == suite && r.mode == mode && r.size == size)
+            {
+                Some(r) => r.runs.push(run),
+                None => rows.push(Row {
+                    suite,
+                    mode,
+                    size,
+                    runs: vec![run],
+                    placement,
+                }),
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+
+    println!(
+        "\n| suite | mode | size | median records/s | min-max | goodput MB/s | sent | received | lost | ratio to raw | placement |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let (min, max) = r.min_max();
+        let sent: u64 = r.runs.iter().map(|x| x.sent).sum();
+        let received: u64 = r.runs.iter().map(|x| x.received).sum();
+        let base = rows
+            .iter()
+            .find(|b| b.suite == r.suite.baseline() && b.mode == r.mode && b.size == r.size);
+        let ratio = match base {
+            Some(b) if b.suite != r.suite => {
+                format!("{:.2}x {}", r.median() / b.median(), b.suite.name())
+            }
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0}-{:.0} | {:.1} | {} | {} | {} | {} | {} |",
+            r.suite.name(),
+            r.mode.name(),
+            r.size,
+            r.median(),
+            min,
+            max,
+            r.median() * r.size as f64 / 1e6,
+            sent,
+            received,
+            sent.saturating_sub(received),
+            ratio,
+            r.placement
+        );
+    }
+    if let Some(path) = &args.csv {
+        let mut f = std::fs::File::create(path)?;
+        writeln!(f, "suite,mode,size,run,sent,received,seconds,records_per_s")?;
+        for r in &rows {
+            for (i, x) in r.runs.iter().enumerate() {
+                writeln!(
+                    f,
+                    "{},{},{},{},{},{},{:.4},{:.1}",
+                    r.suite.name(),
+                    r.mode.name(),
+                    r.size,
+                    i + 1,
+                    x.sent,
+                    x.received,
+                    x.elapsed,
+                    x.rate()
+                )?;
+            }
+        }
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.svg {
+        chart(path, &rows, &args.modes)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
