@@ -895,6 +895,22 @@ impl Connection {
         self.stats
     }
 
+    /// Gives idle memory back: OpenSSL's record buffers (when empty) and this
+    /// connection's spare datagram buffers. Call it on connections that go
+    /// quiet; the next datagram allocates again. True when OpenSSL's buffers
+    /// were freed.
+    pub fn shrink(&mut self) -> bool {
+        let pipe = self.stream.get_mut();
+        pipe.pool = Vec::new();
+        if pipe.inbound.is_empty() {
+            pipe.inbound = VecDeque::new();
+        }
+        if pipe.outbound.is_empty() {
+            pipe.outbound = VecDeque::new();
+        }
+        ffi::free_buffers(self.stream.ssl())
+    }
+
     /// The rust-openssl session, for queries this type does not offer.
     pub fn ssl(&self) -> &SslRef {
         self.stream.ssl()

@@ -33,6 +33,7 @@ extern "C" {
     fn DTLS_set_timer_cb(s: *mut SSL, cb: Option<TimerCb>);
     fn DTLS_get_data_mtu(s: *const SSL) -> usize;
     fn SSL_has_pending(s: *const SSL) -> c_int;
+    fn SSL_free_buffers(s: *mut SSL) -> c_int;
     fn BIO_ADDR_new() -> *mut BioAddr;
     fn SSL_CTX_use_psk_identity_hint(
         ctx: *mut openssl_sys::SSL_CTX,
@@ -140,4 +141,12 @@ pub(crate) fn set_psk_identity_hint(
 ) -> bool {
     // SAFETY: live SSL_CTX pointer; OpenSSL copies the NUL-terminated string.
     unsafe { SSL_CTX_use_psk_identity_hint(ctx.as_ptr(), hint.as_ptr()) == 1 }
+}
+
+/// Frees the session's record buffers when they hold nothing (OpenSSL
+/// allocates them again on the next read or write). True when freed.
+pub(crate) fn free_buffers(ssl: &SslRef) -> bool {
+    // SAFETY: live SSL pointer; OpenSSL refuses (returns 0) when a buffer
+    // still holds data.
+    unsafe { SSL_free_buffers(ssl.as_ptr()) == 1 }
 }

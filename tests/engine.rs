@@ -842,3 +842,21 @@ fn trust_from_a_hashed_ca_directory() {
     assert!(ok, "the hashed directory's CA is trusted");
     assert!(refused, "an empty directory trusts nothing");
 }
+
+#[test]
+fn shrink_keeps_the_session_working() {
+    let mut p = handshake(&server().build().unwrap(), &client().build().unwrap());
+    established(&p);
+    echo(&mut p);
+    assert!(p.server().shrink(), "idle buffers are freed");
+    assert!(p.client.shrink());
+    echo(&mut p);
+    // With a datagram waiting, nothing the session needs is thrown away.
+    p.client.send(b"queued").unwrap();
+    let d = p.client.poll_transmit().unwrap();
+    p.server().feed(&d).unwrap();
+    p.server().shrink();
+    let mut buf = [0u8; 64];
+    assert_eq!(p.server().recv(&mut buf).unwrap(), Some(6));
+    assert_eq!(&buf[..6], b"queued");
+}
