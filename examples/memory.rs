@@ -101,10 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn pair(stage: &mut CookieStage, c: &ClientConfig, i: usize) -> (Connection, Connection) {
-    let peer = SocketAddr::from((
-        [127, 0, (i >> 8) as u8 & 0xff, i as u8],
-        1024 + (i % 60000) as u16,
-    ));
+    let peer = SocketAddr::from(([127, 0, (i >> 8) as u8, i as u8], 1024 + (i % 60000) as u16));
     let mut client = Connection::client(c, None).expect("client");
     let mut server: Option<Box<Connection>> = None;
     for _ in 0..16 {
