@@ -355,8 +355,12 @@ impl<R> ConfigBuilder<R> {
         }
         b.set_options(opts);
         b.set_read_ahead(false);
-        // Idle sessions give their record buffers back (about 34 KiB each).
         b.set_mode(SslMode::RELEASE_BUFFERS);
+        // No record can exceed the MTU, so the write buffer need not hold 16 KiB.
+        let fragment = self.mtu.clamp(512, 16384);
+        if !ffi::set_max_send_fragment(&b, fragment) {
+            return Err(Error::config_ssl("mtu", openssl::error::ErrorStack::get()));
+        }
 
         if let Some(list) = &self.ciphers {
             b.set_cipher_list(list)

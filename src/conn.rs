@@ -895,11 +895,12 @@ impl Connection {
         self.stats
     }
 
-    /// Gives idle memory back: OpenSSL's record buffers (when empty) and this
-    /// connection's spare datagram buffers. Call it on connections that go
-    /// quiet; the next datagram allocates again. True when OpenSSL's buffers
-    /// were freed.
-    pub fn shrink(&mut self) -> bool {
+    /// Gives this connection's spare datagram buffers back; call it on
+    /// connections that go quiet (the next datagram allocates again).
+    ///
+    /// OpenSSL's own record buffers stay: on OpenSSL 3.0 a DTLS write after
+    /// `SSL_free_buffers` crashes (seen on 3.0.19), so it is never called.
+    pub fn shrink(&mut self) {
         let pipe = self.stream.get_mut();
         pipe.pool = Vec::new();
         if pipe.inbound.is_empty() {
@@ -908,7 +909,6 @@ impl Connection {
         if pipe.outbound.is_empty() {
             pipe.outbound = VecDeque::new();
         }
-        ffi::free_buffers(self.stream.ssl())
     }
 
     /// The rust-openssl session, for queries this type does not offer.

@@ -16,9 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use openssl::error::ErrorStack;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
+use openssl::sha::Sha256;
 use openssl::ssl::SslStream;
 
 use crate::config::ServerConfig;
@@ -40,9 +38,52 @@ pub(crate) fn current_peer() -> Option<SocketAddr> {
     CURRENT_PEER.with(|c| c.get())
 }
 
+/// HMAC-SHA256 with the key's inner and outer pad states absorbed once, so a
+/// cookie costs two short SHA-256 finishes and no allocation.
+#[derive(Clone)]
+struct Hmac {
+    inner: Sha256,
+    outer: Sha256,
+}
+
+impl Hmac {
+    fn new(key: &[u8; SECRET_LEN]) -> Self {
+        let mut ipad = [0x36u8; 64];
+        let mut opad = [0x5cu8; 64];
+        for (i, k) in key.iter().enumerate() {
+            ipad[i] ^= k;
+            opad[i] ^= k;
+        }
+        let mut inner = Sha256::new();
+        inner.update(&ipad);
+        let mut outer = Sha256::new();
+        outer.update(&opad);
+        Hmac { inner, outer }
+    }
+
+    fn mac(&self, peer: SocketAddr) -> [u8; COOKIE_LEN] {
+        let mut h = self.inner.clone();
+        match peer {
+            SocketAddr::V4(a) => {
+                h.update(&[4]);
+                h.update(&a.ip().octets());
+            }
+            SocketAddr::V6(a) => {
+                h.update(&[6]);
+                h.update(&a.ip().octets());
+                h.update(&a.scope_id().to_be_bytes());
+            }
+        }
+        h.update(&peer.port().to_be_bytes());
+        let mut o = self.outer.clone();
+        o.update(&h.finish());
+        o.finish()
+    }
+}
+
 struct Secrets {
-    current: [u8; SECRET_LEN],
-    previous: Option<[u8; SECRET_LEN]>,
+    current: Hmac,
+    previous: Option<Hmac>,
 }
 
 /// The cookie secrets of a server: the current one and the one before it.
@@ -89,7 +130,7 @@ impl CookieKeys {
     pub fn from_secret(secret: [u8; SECRET_LEN]) -> Self {
         CookieKeys {
             secrets: Arc::new(RwLock::new(Secrets {
-                current: secret,
+                current: Hmac::new(&secret),
                 previous: None,
             })),
         }
@@ -99,20 +140,20 @@ impl CookieKeys {
     /// until the next rotation.
     pub fn rotate(&self) -> Result<(), ErrorStack> {
         let fresh = random_secret()?;
+        let fresh = Hmac::new(&fresh);
         let mut s = self.secrets.write().unwrap_or_else(|p| p.into_inner());
-        s.previous = Some(s.current);
-        s.current = fresh;
+        s.previous = Some(std::mem::replace(&mut s.current, fresh));
         Ok(())
     }
 
     /// Writes the cookie for `peer` into `out` and returns its length.
     pub fn generate(&self, peer: SocketAddr, out: &mut [u8]) -> Result<usize, ErrorStack> {
-        let secret = self
+        let mac = self
             .secrets
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .current;
-        let mac = mac(&secret, peer)?;
+            .current
+            .mac(peer);
         let n = COOKIE_LEN.min(out.len());
         out[..n].copy_from_slice(&mac[..n]);
         Ok(n)
@@ -124,39 +165,15 @@ impl CookieKeys {
         if cookie.len() != COOKIE_LEN {
             return false;
         }
-        let (current, previous) = {
-            let s = self.secrets.read().unwrap_or_else(|p| p.into_inner());
-            (s.current, s.previous)
-        };
-        let check = |secret: &[u8; SECRET_LEN]| match mac(secret, peer) {
-            Ok(m) => openssl::memcmp::eq(&m, cookie),
-            Err(_) => false,
-        };
+        let s = self.secrets.read().unwrap_or_else(|p| p.into_inner());
         // Evaluate both so timing does not reveal which secret matched.
-        let a = check(&current);
-        let b = previous.as_ref().map(check).unwrap_or(false);
+        let a = openssl::memcmp::eq(&s.current.mac(peer), cookie);
+        let b = s
+            .previous
+            .as_ref()
+            .is_some_and(|p| openssl::memcmp::eq(&p.mac(peer), cookie));
         a | b
     }
-}
-
-fn mac(secret: &[u8; SECRET_LEN], peer: SocketAddr) -> Result<[u8; COOKIE_LEN], ErrorStack> {
-    let key = PKey::hmac(secret)?;
-    let mut signer = Signer::new(MessageDigest::sha256(), &key)?;
-    match peer {
-        SocketAddr::V4(a) => {
-            signer.update(&[4])?;
-            signer.update(&a.ip().octets())?;
-        }
-        SocketAddr::V6(a) => {
-            signer.update(&[6])?;
-            signer.update(&a.ip().octets())?;
-            signer.update(&a.scope_id().to_be_bytes())?;
-        }
-    }
-    signer.update(&peer.port().to_be_bytes())?;
-    let mut out = [0u8; COOKIE_LEN];
-    signer.sign(&mut out)?;
-    Ok(out)
 }
 
 /// Why the cookie stage dropped a datagram.
@@ -380,5 +397,53 @@ impl CookieStage {
                 None => self.drop_with(peer, DropReason::Rejected),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::sign::Signer;
+
+    #[test]
+    fn hmac_matches_openssl() {
+        let key = [7u8; SECRET_LEN];
+        for peer in ["192.0.2.1:5684", "[2001:db8::1%3]:443", "[::1]:1"] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            let mut msg = Vec::new();
+            match peer {
+                SocketAddr::V4(a) => {
+                    msg.push(4);
+                    msg.extend_from_slice(&a.ip().octets());
+                }
+                SocketAddr::V6(a) => {
+                    msg.push(6);
+                    msg.extend_from_slice(&a.ip().octets());
+                    msg.extend_from_slice(&a.scope_id().to_be_bytes());
+                }
+            }
+            msg.extend_from_slice(&peer.port().to_be_bytes());
+            let pkey = PKey::hmac(&key).unwrap();
+            let mut signer = Signer::new(MessageDigest::sha256(), &pkey).unwrap();
+            signer.update(&msg).unwrap();
+            let want = signer.sign_to_vec().unwrap();
+            assert_eq!(Hmac::new(&key).mac(peer).to_vec(), want, "{peer}");
+        }
+    }
+
+    #[test]
+    fn cookies_depend_on_address_port_and_secret() {
+        let keys = CookieKeys::from_secret([1u8; SECRET_LEN]);
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let mut c = [0u8; COOKIE_LEN];
+        keys.generate(a, &mut c).unwrap();
+        assert!(keys.verify(a, &c));
+        assert!(!keys.verify("127.0.0.1:1001".parse().unwrap(), &c));
+        assert!(!keys.verify("127.0.0.2:1000".parse().unwrap(), &c));
+        assert!(!keys.verify(a, &c[..31]), "short cookie");
+        let other = CookieKeys::from_secret([2u8; SECRET_LEN]);
+        assert!(!other.verify(a, &c));
     }
 }
