@@ -217,3 +217,83 @@ pub fn echo_rounds(s: &mut DtlsSocket, count: usize, size: usize) {
         assert_eq!(&buf[..n], &msg[..], "echo {i} differs");
     }
 }
+
+/// The two ends of one handshake over real sockets.
+pub struct Outcome {
+    /// The client's result.
+    pub client: dtls_reactor::Result<DtlsSocket>,
+    /// The server's: `None` when the listener never accepted a connection
+    /// (the cookie stage refused or the client gave up first).
+    pub server: Option<dtls_reactor::Result<DtlsSocket>>,
+    /// Keeps accepting (and, with Router, forwarding) while the pair is used.
+    pub accept: Option<AcceptLoop>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.client.is_ok() && matches!(self.server, Some(Ok(_)))
+    }
+    pub fn client(&mut self) -> &mut DtlsSocket {
+        self.client.as_mut().expect("client established")
+    }
+    pub fn server(&mut self) -> &mut DtlsSocket {
+        match self.server.as_mut() {
+            Some(Ok(s)) => s,
+            _ => panic!("server not established"),
+        }
+    }
+    pub fn client_err(&self) -> &Error {
+        self.client.as_ref().expect_err("client failed")
+    }
+}
+
+/// Runs a handshake: a listener of `scfg` in a server thread that accepts
+/// and handshakes one connection, and `connect_fn` in this thread.
+pub fn pair_with(
+    v: Variant,
+    scfg: &ServerConfig,
+    connect_fn: impl FnOnce(SocketAddr) -> dtls_reactor::Result<DtlsSocket>,
+) -> Outcome {
+    let l = listen(v, scfg);
+    let addr = l.local_addr().expect("addr");
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let srv = std::thread::spawn(move || {
+        let acc = AcceptLoop::start(l);
+        let start = std::time::Instant::now();
+        let mut idle_since: Option<std::time::Instant> = None;
+        loop {
+            match acc.conns.recv_timeout(Duration::from_millis(20)) {
+                Ok((mut s, _)) => {
+                    s.set_read_timeout(Some(T)).expect("timeout");
+                    s.set_write_timeout(Some(T)).expect("timeout");
+                    let r = s.handshake().map(|_| s);
+                    return (Some(r), acc);
+                }
+                Err(_) => {
+                    assert!(start.elapsed() < T * 3, "pair_with: no end in sight");
+                    if d2.load(Ordering::Relaxed) {
+                        let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() > Duration::from_millis(200) {
+                            return (None, acc);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let client = connect_fn(addr);
+    done.store(true, Ordering::Relaxed);
+    let (server, acc) = srv.join().expect("server thread");
+    Outcome {
+        client,
+        server,
+        accept: Some(acc),
+    }
+}
+
+/// [`pair_with`] with a blocking client connect.
+pub fn pair(v: Variant, scfg: &ServerConfig, ccfg: &ClientConfig) -> Outcome {
+    let ccfg = ccfg.clone();
+    pair_with(v, scfg, move |addr| connect(addr, &ccfg))
+}
