@@ -15,6 +15,8 @@ use super::{check_timeout, min_wait, wait_fd, DtlsSocket, MEMORY_QUEUE_CHECK};
 use crate::{CookieStage, CookieStats, Error, Result, ServerConfig, Verdict};
 
 const MAX_DATAGRAM: usize = 65_536;
+/// Receive buffer the listener asks for (capped by `net.core.rmem_max`).
+pub const LISTENER_RCVBUF: usize = 4 << 20;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -90,6 +92,15 @@ impl DtlsListener {
     /// The listener makes its socket non-blocking; leave it so.
     pub fn with_demux(demux: Arc<dyn Demux>, config: &ServerConfig) -> Result<DtlsListener> {
         demux.listener().set_nonblocking(true)?;
+        // Every new peer's handshake (and with Router all traffic) arrives
+        // here: a larger buffer rides out bursts (the kernel caps it at
+        // net.core.rmem_max). Best effort.
+        let sock = socket2::SockRef::from(demux.listener());
+        if sock.recv_buffer_size().is_ok_and(|n| n < LISTENER_RCVBUF) {
+            if let Err(e) = sock.set_recv_buffer_size(LISTENER_RCVBUF) {
+                log::debug!("listener: SO_RCVBUF not raised: {e}");
+            }
+        }
         Ok(DtlsListener {
             stage: Mutex::new(CookieStage::new(config)?),
             demux,

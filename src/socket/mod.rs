@@ -133,8 +133,8 @@ use crate::{ClientConfig, DemuxKind, Error, ServerConfig};
 mod listener;
 mod stream;
 
-pub use listener::{DtlsListener, Incoming, ListenerStats};
-pub use stream::{DtlsSocket, UnwrapError};
+pub use listener::{DtlsListener, Incoming, ListenerStats, LISTENER_RCVBUF};
+pub use stream::{DtlsSocket, UnwrapError, DEFAULT_SHUTDOWN_WAIT};
 
 /// How often a blocking call on a server-side connection, or a blocking
 /// `accept()` on an OsNet listener, re-checks the memory queues the demux

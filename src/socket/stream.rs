@@ -729,8 +729,13 @@ impl DtlsSocket {
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     // An earlier datagram drew ICMP port unreachable; this one
-                    // was not sent and stays queued.
-                    return Err(Error::PeerUnreachable(e));
+                    // was not sent. A client reports it (and retries the
+                    // datagram with the next call); a server-side link
+                    // ignores it (see `read_one`) and sends again.
+                    if matches!(self.transport, Transport::Socket(_)) {
+                        return Err(Error::PeerUnreachable(e));
+                    }
+                    log::debug!("link: ICMP error ignored: {e}");
                 }
                 Err(e) => {
                     // Not sendable (too large for the path...): drop it so
@@ -765,6 +770,16 @@ impl DtlsSocket {
                 match self.transport.recv(&mut buf) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e)
+                        if e.kind() == io::ErrorKind::ConnectionRefused
+                            && matches!(self.transport, Transport::Link(_)) =>
+                    {
+                        // Server side: the per-peer socket shares its address
+                        // with the listener's group, so an ICMP error may
+                        // belong to another peer; DTLS has its own timers.
+                        log::debug!("link: ICMP error ignored: {e}");
+                        continue;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                     Err(e) => return Err(transport_error(e)),
                 }
