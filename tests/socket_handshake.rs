@@ -11,7 +11,7 @@ use dtls_reactor::{ClientConfig, Error, Protocol, ServerConfig, Verify};
 use socket_util::*;
 
 fn expect_ok(what: &str, o: &mut Outcome) {
-    if let Err(e) = &o.client {
+    if let Err(e) = o.client_result() {
         panic!("{what}: client failed: {e}");
     }
     match &o.server {
@@ -31,7 +31,10 @@ fn expect_ok(what: &str, o: &mut Outcome) {
 
 fn expect_fail(what: &str, o: &Outcome) {
     assert!(!o.ok(), "{what}: expected a failed handshake");
-    assert!(o.client.is_err(), "{what}: the client must see the failure");
+    assert!(
+        o.client_result().is_err(),
+        "{what}: the client must see the failure"
+    );
 }
 
 fn fast_cfgs() -> (
@@ -240,9 +243,9 @@ fn fetch_server_certificate(v: Variant) {
         ] {
             let mut o = pair(v, &s, &c);
             assert!(
-                o.client.is_ok(),
+                o.client_result().is_ok(),
                 "{p:?} {what}: {:?}",
-                o.client.as_ref().err()
+                o.client_result().as_ref().err()
             );
             let pem = o.client().peer_certificate().expect("certificate").to_pem();
             assert_eq!(pem, leaf, "{p:?} {what}");

@@ -221,8 +221,8 @@ pub fn echo_rounds(s: &mut DtlsSocket, count: usize, size: usize) {
 
 /// The two ends of one handshake over real sockets.
 pub struct Outcome {
-    /// The client's result.
-    pub client: dtls_reactor::Result<DtlsSocket>,
+    /// The client's result (`None` once taken).
+    pub client: Option<dtls_reactor::Result<DtlsSocket>>,
     /// The server's: `None` when the listener never accepted a connection
     /// (the cookie stage refused or the client gave up first).
     pub server: Option<dtls_reactor::Result<DtlsSocket>>,
@@ -232,10 +232,16 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn ok(&self) -> bool {
-        self.client.is_ok() && matches!(self.server, Some(Ok(_)))
+        matches!(self.client, Some(Ok(_))) && matches!(self.server, Some(Ok(_)))
     }
     pub fn client(&mut self) -> &mut DtlsSocket {
-        self.client.as_mut().expect("client established")
+        match self.client.as_mut() {
+            Some(Ok(c)) => c,
+            _ => panic!("client not established"),
+        }
+    }
+    pub fn client_result(&self) -> &dtls_reactor::Result<DtlsSocket> {
+        self.client.as_ref().expect("client result")
     }
     pub fn server(&mut self) -> &mut DtlsSocket {
         match self.server.as_mut() {
@@ -244,7 +250,7 @@ impl Outcome {
         }
     }
     pub fn client_err(&self) -> &Error {
-        self.client.as_ref().expect_err("client failed")
+        self.client_result().as_ref().expect_err("client failed")
     }
 }
 
@@ -287,7 +293,7 @@ pub fn pair_with(
     done.store(true, Ordering::Relaxed);
     let (server, acc) = srv.join().expect("server thread");
     Outcome {
-        client,
+        client: Some(client),
         server,
         accept: Some(acc),
     }
