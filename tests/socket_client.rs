@@ -395,7 +395,30 @@ fn incoming_iterator(v: Variant) {
     drop(acc);
 }
 
+/// A blocking socket retransmits by itself, with backoff (PyDTLS's wrapper
+/// never called handle_timeout and resent on a fixed 1 s timer): with a
+/// 50 ms first timeout doubling to 400 ms, 800 ms of waiting sends the
+/// ClientHello at about 0, 50, 150, 350 and 750 ms, where a fixed 50 ms
+/// timer would send 16.
+fn retransmits_with_backoff(v: Variant) {
+    let silent = UdpSocket::bind(v.any_port()).unwrap();
+    let sock = UdpSocket::bind(v.any_port()).unwrap();
+    sock.connect(silent.local_addr().unwrap()).unwrap();
+    let mut s = DtlsSocket::wrap_client(sock, &client_cfg(), None).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    assert!(matches!(s.handshake(), Err(Error::HandshakeTimeout)));
+    silent.set_nonblocking(true).unwrap();
+    let mut n = 0;
+    while silent.recv(&mut [0u8; 2048]).is_ok() {
+        n += 1;
+    }
+    assert!((2..=8).contains(&n), "ClientHellos in 800 ms: {n}");
+    assert_eq!(s.stats().retransmissions as usize, n - 1);
+}
+
 four_ways!(
+    retransmits_with_backoff,
     wrap_plain_sockets_lazy_handshake,
     incoming_iterator,
     unconnected_send_fails,
