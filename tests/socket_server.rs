@@ -447,7 +447,47 @@ fn cookie_bound_to_real_peer(v: Variant) {
     assert_eq!((st.accepted, st.cookie.hello_verify), (1, 2), "{st:?}");
 }
 
+/// A listener over a socket bound by the caller (OsNet needs SO_REUSEPORT
+/// set before bind, and says so when it is missing).
+fn listener_from_socket(v: Variant) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let make = |reuseport: bool| -> UdpSocket {
+        let s = Socket::new(
+            Domain::for_address(v.any_port()),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )
+        .unwrap();
+        if v.ip.is_ipv6() {
+            s.set_only_v6(true).unwrap();
+        }
+        if reuseport {
+            s.set_reuse_port(true).unwrap();
+        }
+        s.bind(&v.any_port().into()).unwrap();
+        s.into()
+    };
+    let scfg = server_cfg();
+    if v.demux == dtls_demux::DemuxKind::OsNet {
+        let e = DtlsListener::from_socket(make(false), &scfg, v.demux).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    }
+    let l = Arc::new(DtlsListener::from_socket(make(true), &scfg, v.demux).unwrap());
+    l.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let addr = l.local_addr().unwrap();
+    let acc = AcceptLoop::start(l);
+    let client = std::thread::spawn(move || {
+        let mut c = connect(addr, &client_cfg()).unwrap();
+        echo_rounds(&mut c, 3, 40);
+        c.shutdown().unwrap();
+    });
+    let (s, _) = acc.next();
+    assert_eq!(echo_until_closed(s).unwrap(), 3);
+    client.join().unwrap();
+}
+
 four_ways!(
+    listener_from_socket,
     select_loop_server,
     framework_serves_a_file,
     hundred_clients,

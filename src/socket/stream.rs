@@ -348,7 +348,9 @@ impl DtlsSocket {
     /// Errors: [`Error::ReadTimeout`] (or [`Error::HandshakeTimeout`] during
     /// the handshake), [`Error::WouldBlock`], [`Error::ClosedByPeer`] once the
     /// peer's close_notify arrived (this side answers it),
-    /// [`Error::PeerUnreachable`], and whatever ended the connection.
+    /// [`Error::PeerUnreachable`] (client side: ICMP port unreachable; a
+    /// server-side link ignores ICMP errors, which may belong to another
+    /// peer sharing its address), and whatever ended the connection.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         if let Some(p) = self.peeked.take() {
             let n = p.len().min(buf.len());
