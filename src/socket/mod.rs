@@ -133,7 +133,7 @@ use crate::{ClientConfig, DemuxKind, Error, ServerConfig};
 mod listener;
 mod stream;
 
-pub use listener::{DtlsListener, Incoming, ListenerStats, LISTENER_RCVBUF};
+pub use listener::{DtlsListener, Incoming, ListenerStats, LISTENER_RCVBUF, RECENT_HELLOS};
 pub use stream::{DtlsSocket, UnwrapError, DEFAULT_SHUTDOWN_WAIT};
 
 /// How often a blocking call on a server-side connection, or a blocking
