@@ -187,6 +187,18 @@ impl DtlsListener {
     /// Blocking (the default) waits for a datagram up to the read timeout
     /// ([`Error::ReadTimeout`] when it passes); non-blocking returns
     /// `Ok(None)` when there is none.
+    ///
+    /// The new connection starts blocking, without timeouts (the
+    /// configuration's handshake deadline still bounds its handshake); set
+    /// them in the thread that uses it.
+    ///
+    /// With [`DemuxKind::Router`], keep calling `accept()` (a thread looping
+    /// on it, or a poll loop whenever the listener is readable): it forwards
+    /// every datagram of the established connections.
+    ///
+    /// A copy of an admitted ClientHello that arrives after its connection
+    /// ended (same peer, same client random) is dropped
+    /// ([`ListenerStats::duplicate_hellos`]).
     pub fn accept(&self) -> Result<Option<(DtlsSocket, SocketAddr)>> {
         let deadline = self.deadline();
         match self.step(deadline)? {
