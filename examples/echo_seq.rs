@@ -59,9 +59,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             while !stop.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok(Some((mut other, p))) => {
+                        // Finish its handshake and close it, off this thread
+                        // so forwarding does not pause.
                         println!("busy: closing the connection of {p}");
-                        other.set_read_timeout(Some(Duration::from_secs(1))).ok();
-                        let _ = other.handshake().and_then(|_| other.shutdown());
+                        std::thread::spawn(move || {
+                            other.set_read_timeout(Some(Duration::from_secs(1))).ok();
+                            let _ = other.handshake().and_then(|_| other.shutdown());
+                        });
                     }
                     Ok(None) | Err(Error::ReadTimeout) => {}
                     Err(e) => eprintln!("accept: {e}"),

@@ -15,8 +15,8 @@
 //!   `accept()` connections (or `None`).
 //!
 //! Coming from Python's `ssl` module or PyDTLS? The [`socket`] module docs
-//! have a table from each Python call to ours
-//! ([socket#from-pythons-ssl--pydtls](socket#from-pythons-ssl--pydtls)).
+//! have [a table from each Python call to
+//! ours](socket#from-pythons-ssl--pydtls).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

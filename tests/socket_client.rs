@@ -328,7 +328,99 @@ fn unwrap_plaintext_rewrap(v: Variant) {
     server.join().unwrap().unwrap();
 }
 
+/// Python's `wrap_socket(sock, server_side=True)` on a plain UDP socket
+/// connected to one peer, against a client whose handshake runs lazily on
+/// its first send (both non-blocking-free, in two threads).
+fn wrap_plain_sockets_lazy_handshake(v: Variant) {
+    let ssock = UdpSocket::bind(v.any_port()).unwrap();
+    let csock = UdpSocket::bind(v.any_port()).unwrap();
+    ssock.connect(csock.local_addr().unwrap()).unwrap();
+    csock.connect(ssock.local_addr().unwrap()).unwrap();
+    ssock.set_read_timeout(Some(T)).unwrap();
+    let srv = DtlsSocket::wrap_server(ssock, &server_cfg()).unwrap();
+    assert!(srv.is_handshaking());
+    assert_eq!(srv.read_timeout(), Some(T));
+    let server = std::thread::spawn(move || echo_until_closed(srv));
+    let mut c = DtlsSocket::wrap_client(csock, &client_cfg(), Some("localhost")).unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    assert!(
+        c.connection().is_none(),
+        "nothing sent before the first call"
+    );
+    // The first send runs the handshake (cookie exchange included).
+    assert_eq!(c.send(b"lazy").unwrap(), 4);
+    assert!(c.is_established());
+    let mut buf = [0u8; 16];
+    let n = c.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"lazy");
+    c.shutdown().unwrap();
+    assert_eq!(server.join().unwrap().unwrap(), 1);
+    // A server wrap needs a peer.
+    let lone = UdpSocket::bind(v.any_port()).unwrap();
+    assert!(matches!(
+        DtlsSocket::wrap_server(lone, &server_cfg()),
+        Err(Error::NotConnected)
+    ));
+}
+
+/// The blocking `incoming()` iterator skips the Nones (cookie exchange),
+/// reports the read timeout, and WouldBlock when non-blocking.
+fn incoming_iterator(v: Variant) {
+    let l = listen(v, &server_cfg());
+    l.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let start = Instant::now();
+    let r = l.incoming().next().unwrap();
+    assert!(matches!(r, Err(Error::ReadTimeout)), "{:?}", r.err());
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    l.set_nonblocking(true).unwrap();
+    assert!(matches!(l.incoming().next(), Some(Err(Error::WouldBlock))));
+    assert!(l.accept().unwrap().is_none(), "non-blocking accept: None");
+    l.set_nonblocking(false).unwrap();
+    l.set_read_timeout(Some(T)).unwrap();
+    let addr = l.local_addr().unwrap();
+    let client = std::thread::spawn(move || {
+        let mut c = connect(addr, &client_cfg()).unwrap();
+        echo_rounds(&mut c, 3, 30);
+        c.shutdown().unwrap();
+    });
+    let (s, peer) = l.incoming().next().unwrap().expect("a connection");
+    assert!(l.stats().cookie.hello_verify >= 1, "the None was skipped");
+    assert!(peer.ip().is_loopback() || peer.ip().to_string().contains("127.0.0.1"));
+    // Keep the listener reading (Router forwards through it).
+    l.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let acc = AcceptLoop::start(l);
+    assert_eq!(echo_until_closed(s).unwrap(), 3);
+    client.join().unwrap();
+    drop(acc);
+}
+
+/// A blocking socket retransmits by itself, with backoff (PyDTLS's wrapper
+/// never called handle_timeout and resent on a fixed 1 s timer): with a
+/// 50 ms first timeout doubling to 400 ms, 800 ms of waiting sends the
+/// ClientHello at about 0, 50, 150, 350 and 750 ms, where a fixed 50 ms
+/// timer would send 16.
+fn retransmits_with_backoff(v: Variant) {
+    let silent = UdpSocket::bind(v.any_port()).unwrap();
+    let sock = UdpSocket::bind(v.any_port()).unwrap();
+    sock.connect(silent.local_addr().unwrap()).unwrap();
+    let mut s = DtlsSocket::wrap_client(sock, &client_cfg(), None).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    assert!(matches!(s.handshake(), Err(Error::HandshakeTimeout)));
+    silent.set_nonblocking(true).unwrap();
+    let mut n = 0;
+    while silent.recv(&mut [0u8; 2048]).is_ok() {
+        n += 1;
+    }
+    assert!((2..=8).contains(&n), "ClientHellos in 800 ms: {n}");
+    assert_eq!(s.stats().retransmissions as usize, n - 1);
+}
+
 four_ways!(
+    retransmits_with_backoff,
+    wrap_plain_sockets_lazy_handshake,
+    incoming_iterator,
     unconnected_send_fails,
     silent_port_times_out,
     closed_port_unreachable,

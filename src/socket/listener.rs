@@ -1,6 +1,7 @@
 //! `DtlsListener`: a UDP port that admits DTLS connections.
 
 use std::cell::RefCell;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -17,6 +18,53 @@ use crate::{CookieStage, CookieStats, Error, Result, ServerConfig, Verdict};
 const MAX_DATAGRAM: usize = 65_536;
 /// Receive buffer the listener asks for (capped by `net.core.rmem_max`).
 pub const LISTENER_RCVBUF: usize = 4 << 20;
+/// How many admitted ClientHellos (peer and client random) a listener
+/// remembers to recognise late duplicates.
+pub const RECENT_HELLOS: usize = 4096;
+
+/// The client random of an unfragmented ClientHello record, if `d` starts with one.
+fn client_random(d: &[u8]) -> Option<[u8; 32]> {
+    use crate::record::{classify, Kind, HANDSHAKE_HEADER, RECORD_HEADER};
+    if classify(d) != Kind::ClientHello {
+        return None;
+    }
+    let h = RECORD_HEADER;
+    // fragment_offset (3 bytes at +6 of the handshake header) must be 0.
+    if d[h + 6..h + 9] != [0, 0, 0] {
+        return None;
+    }
+    let start = h + HANDSHAKE_HEADER + 2; // after client_version
+    let rec_len = usize::from(u16::from_be_bytes([d[11], d[12]]));
+    if start + 32 > h + rec_len || start + 32 > d.len() {
+        return None;
+    }
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&d[start..start + 32]);
+    Some(r)
+}
+
+/// Bounded memory of admitted (peer, client random) pairs, oldest forgotten first.
+#[derive(Default)]
+struct RecentHellos {
+    set: HashSet<(SocketAddr, [u8; 32])>,
+    order: VecDeque<(SocketAddr, [u8; 32])>,
+}
+
+impl RecentHellos {
+    fn contains(&self, k: &(SocketAddr, [u8; 32])) -> bool {
+        self.set.contains(k)
+    }
+    fn insert(&mut self, k: (SocketAddr, [u8; 32])) {
+        if self.set.insert(k) {
+            self.order.push_back(k);
+            if self.order.len() > RECENT_HELLOS {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -36,6 +84,10 @@ pub struct ListenerStats {
     pub attach_failed: u64,
     /// Replies (HelloVerifyRequest, alert) that could not be sent.
     pub send_failed: u64,
+    /// Late duplicates of an admitted ClientHello (same peer, same client
+    /// random) that arrived after that connection's link was gone: dropped
+    /// instead of starting a connection nobody will finish.
+    pub duplicate_hellos: u64,
 }
 
 /// A DTLS server's listening UDP port: see the [module docs](crate::socket).
@@ -48,6 +100,8 @@ pub struct DtlsListener {
     demux: Arc<dyn Demux>,
     config: ServerConfig,
     stage: Mutex<CookieStage>,
+    recent: Mutex<RecentHellos>,
+    duplicate_hellos: AtomicU64,
     read_timeout: Mutex<Option<Duration>>,
     nonblocking: AtomicBool,
     accepted: AtomicU64,
@@ -103,6 +157,8 @@ impl DtlsListener {
         }
         Ok(DtlsListener {
             stage: Mutex::new(CookieStage::new(config)?),
+            recent: Mutex::new(RecentHellos::default()),
+            duplicate_hellos: AtomicU64::new(0),
             demux,
             config: config.clone(),
             read_timeout: Mutex::new(None),
@@ -131,6 +187,18 @@ impl DtlsListener {
     /// Blocking (the default) waits for a datagram up to the read timeout
     /// ([`Error::ReadTimeout`] when it passes); non-blocking returns
     /// `Ok(None)` when there is none.
+    ///
+    /// The new connection starts blocking, without timeouts (the
+    /// configuration's handshake deadline still bounds its handshake); set
+    /// them in the thread that uses it.
+    ///
+    /// With [`DemuxKind::Router`], keep calling `accept()` (a thread looping
+    /// on it, or a poll loop whenever the listener is readable): it forwards
+    /// every datagram of the established connections.
+    ///
+    /// A copy of an admitted ClientHello that arrives after its connection
+    /// ended (same peer, same client random) is dropped
+    /// ([`ListenerStats::duplicate_hellos`]).
     pub fn accept(&self) -> Result<Option<(DtlsSocket, SocketAddr)>> {
         let deadline = self.deadline();
         match self.step(deadline)? {
@@ -210,6 +278,22 @@ impl DtlsListener {
     }
 
     fn admit(&self, peer: SocketAddr, datagram: &[u8]) -> Result<Step> {
+        // A copy of an admitted ClientHello that waited in the socket's
+        // queue until its connection had ended: the stateless cookie still
+        // verifies, so recognise it by its client random.
+        let key = client_random(datagram).map(|r| (peer, r));
+        if let Some(k) = &key {
+            if self
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(k)
+            {
+                self.duplicate_hellos.fetch_add(1, Ordering::Relaxed);
+                log::debug!("listener: late duplicate ClientHello from {peer} dropped");
+                return Ok(Step::Consumed);
+            }
+        }
         let verdict = self
             .stage
             .lock()
@@ -229,6 +313,12 @@ impl DtlsListener {
                         return Ok(Step::Consumed);
                     }
                 };
+                if let Some(k) = key {
+                    self.recent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(k);
+                }
                 let s = DtlsSocket::accepted(*conn, link, self.demux.clone())?;
                 self.accepted.fetch_add(1, Ordering::Relaxed);
                 Ok(Step::Conn(Box::new(s), peer))
@@ -300,6 +390,7 @@ impl DtlsListener {
             routed: self.routed.load(Ordering::Relaxed),
             attach_failed: self.attach_failed.load(Ordering::Relaxed),
             send_failed: self.send_failed.load(Ordering::Relaxed),
+            duplicate_hellos: self.duplicate_hellos.load(Ordering::Relaxed),
         }
     }
 }

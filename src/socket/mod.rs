@@ -24,7 +24,7 @@
 //!
 //! A non-blocking socket ([`DtlsSocket::set_nonblocking`]) does one step per
 //! call and returns [`Error::WouldBlock`] (`io::ErrorKind::WouldBlock`) when it
-//! needs a datagram; poll its descriptor ([`AsRawFd`](std::os::fd::AsRawFd))
+//! needs a datagram; poll its descriptor ([`AsRawFd`])
 //! for readability, wake at [`DtlsSocket::next_timeout`] and call
 //! [`DtlsSocket::handle_timeout`] then (every call also acts on an expired
 //! timer by itself).
@@ -133,7 +133,7 @@ use crate::{ClientConfig, DemuxKind, Error, ServerConfig};
 mod listener;
 mod stream;
 
-pub use listener::{DtlsListener, Incoming, ListenerStats, LISTENER_RCVBUF};
+pub use listener::{DtlsListener, Incoming, ListenerStats, LISTENER_RCVBUF, RECENT_HELLOS};
 pub use stream::{DtlsSocket, UnwrapError, DEFAULT_SHUTDOWN_WAIT};
 
 /// How often a blocking call on a server-side connection, or a blocking

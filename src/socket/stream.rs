@@ -25,6 +25,9 @@ pub const DEFAULT_SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// Records drained and discarded while waiting for the peer's close_notify,
 /// per call (bounds the work hostile input can cause).
 const SHUTDOWN_DRAIN_MAX: usize = 1024;
+/// Datagrams one non-blocking call reads at most before it returns
+/// `WouldBlock` (the descriptor stays readable; the caller comes back).
+const NONBLOCKING_READ_BUDGET: usize = 256;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -348,7 +351,9 @@ impl DtlsSocket {
     /// Errors: [`Error::ReadTimeout`] (or [`Error::HandshakeTimeout`] during
     /// the handshake), [`Error::WouldBlock`], [`Error::ClosedByPeer`] once the
     /// peer's close_notify arrived (this side answers it),
-    /// [`Error::PeerUnreachable`], and whatever ended the connection.
+    /// [`Error::PeerUnreachable`] (client side: ICMP port unreachable; a
+    /// server-side link ignores ICMP errors, which may belong to another
+    /// peer sharing its address), and whatever ended the connection.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         if let Some(p) = self.peeked.take() {
             let n = p.len().min(buf.len());
@@ -831,6 +836,7 @@ impl DtlsSocket {
         mut attempt: impl FnMut(&mut Connection) -> Result<Option<T>>,
     ) -> Result<T> {
         self.start()?;
+        let mut budget = NONBLOCKING_READ_BUDGET;
         loop {
             if let Err(e) = self.fire_timer() {
                 self.flush_quietly();
@@ -858,7 +864,20 @@ impl DtlsSocket {
                     }
                 }
             }
+            // A stream of datagrams that make no progress (a flood, garbage)
+            // must not outlast the caller's timeout.
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(self.timeout_error(op));
+            }
             match self.read_one() {
+                Ok(true) if self.nonblocking => {
+                    // Non-blocking calls do a bounded amount of work.
+                    budget -= 1;
+                    if budget == 0 {
+                        return Err(Error::WouldBlock);
+                    }
+                    continue;
+                }
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => {
