@@ -283,3 +283,53 @@ four_ways!(
     flood_of_cookieless_hellos,
     garbage_to_listener_and_connection
 );
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// 10,000 connect / echo / close cycles against one listener: descriptors
+/// come back to where they started and memory stays flat.
+fn connect_close_cycles(v: Variant) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    const CYCLES: usize = 10_000;
+    let server = Server::start(v);
+    let addr = server.listener.local_addr().unwrap();
+    let cfg = client_cfg();
+    let cycle = |i: usize| {
+        let mut c = connect(addr, &cfg).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        echo_ok(&mut c, b"cycle");
+        c.shutdown()
+            .unwrap_or_else(|e| panic!("cycle {i}: shutdown: {e}"));
+        // The server's connection thread ends after close_notify.
+        server
+            .stats
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server side closed");
+    };
+    // Warm up, then take the starting level.
+    for i in 0..200 {
+        cycle(i);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let (fds_before, rss_before) = (open_fds(), rss_bytes());
+    for i in 0..CYCLES {
+        cycle(i);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let (fds_after, rss_after) = (open_fds(), rss_bytes());
+    eprintln!(
+        "{v:?}: {CYCLES} cycles; fds {fds_before} -> {fds_after}; RSS {rss_before} -> {rss_after}"
+    );
+    assert_eq!(fds_after, fds_before, "file descriptors leaked");
+    assert_eq!(server.listener.demux().counters().links_open, 0);
+    assert!(
+        rss_after.saturating_sub(rss_before) < 4 * 1024 * 1024,
+        "resident memory grew by {} bytes over {CYCLES} cycles",
+        rss_after - rss_before
+    );
+}
+
+four_ways!(connect_close_cycles);
