@@ -55,14 +55,14 @@ fn silent_port_times_out(v: Variant) {
     assert_eq!(io_kind(&r), ErrorKind::TimedOut);
     assert!(took >= Duration::from_millis(200), "{took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
-    // The client retransmitted meanwhile (50 ms timer): the silent port saw
-    // the ClientHello more than once.
+    // The silent port saw the ClientHello (and, usually, a retransmission:
+    // retransmits_with_backoff checks those).
     silent.set_nonblocking(true).unwrap();
     let mut n = 0;
     while silent.recv(&mut [0u8; 2048]).is_ok() {
         n += 1;
     }
-    assert!(n >= 2, "ClientHellos seen: {n}");
+    assert!(n >= 1, "ClientHellos seen: {n}");
     // connect_timeout says the same.
     let r = DtlsSocket::connect_timeout(
         silent.local_addr().unwrap(),
