@@ -1,16 +1,34 @@
-//! The engine on its own: a client and a server session in one process,
-//! passing datagrams through memory (no sockets), then echoing a message.
+//! The main job in one command: a DTLS echo server and a client talking to it
+//! over loopback, with the embedded test certificate.
 //!
-//! `cargo run --example demo`
+//! `cargo run --release --example demo [-- --demux router --count 10]`
 
 #[path = "common/mod.rs"]
 mod common;
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use dtls_reactor::{ClientConfig, Connection, CookieStage, ServerConfig, Verdict};
+use clap::Parser;
+use dtls_demux::DemuxKind;
+use dtls_reactor::{ClientConfig, DtlsListener, DtlsSocket, Error, ServerConfig};
+
+#[derive(Parser)]
+#[command(about = "A DTLS echo server and client on loopback, in one process")]
+struct Args {
+    /// How the server routes each peer's datagrams.
+    #[arg(long, default_value = "osnet")]
+    demux: DemuxKind,
+    /// Address to serve on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: SocketAddr,
+    /// Echoes the client asks for.
+    #[arg(long, default_value_t = 5)]
+    count: usize,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
     let server_cfg = ServerConfig::builder()
         .certificate_chain_pem(common::TEST_CERT)
         .private_key_pem(common::TEST_KEY)
@@ -19,60 +37,77 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ca_pem(common::TEST_CA)
         .server_name("localhost")
         .build()?;
-    let peer: SocketAddr = "127.0.0.1:50000".parse()?;
-    let mut stage = CookieStage::new(&server_cfg)?;
-    let mut client = Connection::client(&client_cfg, None)?;
-    let mut server: Option<Box<Connection>> = None;
 
-    let mut datagrams = 0;
-    while !client.is_established() || !server.as_ref().is_some_and(|s| s.is_established()) {
-        while let Some(d) = client.poll_transmit() {
-            datagrams += 1;
-            match server.as_mut() {
-                Some(s) => s.feed(&d)?,
-                None => match stage.handle(peer, &d) {
-                    Verdict::HelloVerify(hvr) => {
-                        datagrams += 1;
-                        client.feed(&hvr)?
+    // The server: an accept loop (with Router it also forwards every
+    // datagram to its connection) and a thread per connection.
+    let listener = DtlsListener::bind(args.bind, &server_cfg, args.demux)?;
+    listener.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let addr = listener.local_addr()?;
+    println!("server: listening on {addr} ({} demux)", args.demux);
+    std::thread::spawn(move || loop {
+        match listener.accept() {
+            Ok(Some((mut conn, peer))) => {
+                println!("server: new peer {peer}");
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 2048];
+                    loop {
+                        match conn.recv(&mut buf) {
+                            Ok(n) => {
+                                if let Err(e) = conn.send(&buf[..n]) {
+                                    println!("server: send to {peer} failed: {e}");
+                                    return;
+                                }
+                            }
+                            Err(Error::ClosedByPeer) => {
+                                println!("server: {peer} closed (close_notify)");
+                                return;
+                            }
+                            Err(e) => {
+                                println!("server: {peer}: {e}");
+                                return;
+                            }
+                        }
                     }
-                    Verdict::Accept(conn) => server = Some(conn),
-                    other => return Err(format!("server said {other:?}").into()),
-                },
+                });
+            }
+            Ok(None) | Err(Error::ReadTimeout) => {}
+            Err(e) => {
+                println!("server: accept failed: {e}");
+                return;
             }
         }
-        if let Some(s) = server.as_mut() {
-            while let Some(d) = s.poll_transmit() {
-                datagrams += 1;
-                client.feed(&d)?;
-            }
-        }
-        if client.is_closed() {
-            return Err(format!("handshake failed: {:?}", client.error()).into());
-        }
-    }
-    let server = server.as_mut().expect("established");
-    println!("handshake done in {datagrams} datagrams");
-    println!("version: {}", client.version());
-    println!("cipher:  {}", client.cipher().unwrap_or_default());
+    });
+
+    // The client.
+    let start = Instant::now();
+    let mut client = DtlsSocket::connect_timeout(addr, &client_cfg, Duration::from_secs(5))?;
+    client.set_read_timeout(Some(Duration::from_secs(5)))?;
+    println!(
+        "client: connected in {:.1} ms: {} {}",
+        start.elapsed().as_secs_f64() * 1e3,
+        client.version().unwrap_or("?"),
+        client.cipher().unwrap_or_default()
+    );
     if let Some(cert) = client.peer_certificate() {
         println!(
-            "server:  {:?} {:?}",
-            cert.common_name(),
+            "client: server certificate {:?}, {:?}",
+            cert.common_name().unwrap_or_default(),
             cert.subject_alt_names()
         );
     }
-
     let mut buf = vec![0u8; 2048];
-    client.send(b"hello, DTLS")?;
-    while let Some(d) = client.poll_transmit() {
-        server.feed(&d)?;
+    for i in 0..args.count {
+        let msg = format!("hello #{i} over DTLS");
+        client.send(msg.as_bytes())?;
+        let n = client.recv(&mut buf)?;
+        println!("client: echoed {:?}", String::from_utf8_lossy(&buf[..n]));
+        if buf[..n] != *msg.as_bytes() {
+            return Err("the echo differs".into());
+        }
     }
-    let n = server.recv(&mut buf)?.ok_or("nothing arrived")?;
-    server.send(&buf[..n])?; // echo
-    while let Some(d) = server.poll_transmit() {
-        client.feed(&d)?;
-    }
-    let n = client.recv(&mut buf)?.ok_or("no echo")?;
-    println!("echoed:  {}", String::from_utf8_lossy(&buf[..n]));
+    client.shutdown()?;
+    println!("client: closed (close_notify exchanged)");
+    // Let the server thread print its line.
+    std::thread::sleep(Duration::from_millis(50));
     Ok(())
 }

@@ -7,6 +7,16 @@
 //! - [`CookieStage`]: the stateless HelloVerifyRequest exchange that admits a
 //!   peer before any per-peer state exists.
 //! - [`Error`]: one error type, convertible to `std::io::Error`.
+//!
+//! Sockets in the shape of `std::net` ([`socket`] module):
+//! - [`DtlsSocket`]: one connection, client or server side, blocking with
+//!   timeouts or non-blocking; `shutdown`/`unwrap` give the UDP socket back.
+//! - [`DtlsListener`]: bind a port with a demux ([`DemuxKind`]) and
+//!   `accept()` connections (or `None`).
+//!
+//! Coming from Python's `ssl` module or PyDTLS? The [`socket`] module docs
+//! have [a table from each Python call to
+//! ours](socket#from-pythons-ssl--pydtls).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -16,6 +26,7 @@ mod cookie;
 mod error;
 mod ffi;
 mod record;
+pub mod socket;
 
 pub use config::{
     Client, ClientConfig, ConfigBuilder, Protocol, Server, ServerConfig, Timers, Verify,
@@ -24,6 +35,10 @@ pub use config::{
 pub use conn::{CloseReason, ConnStats, Connection, Event, PeerCertificate, Role, State};
 pub use cookie::{CookieKeys, CookieStage, CookieStats, DropReason, Verdict, COOKIE_LEN};
 pub use error::{Error, Result};
+pub use socket::{DtlsListener, DtlsSocket, ListenerStats, Transport, UnwrapError};
+
+/// The demux choice of [`DtlsListener::bind`], from the `dtls-demux` crate.
+pub use dtls_demux::DemuxKind;
 
 /// The OpenSSL version this library runs on, as OpenSSL prints it.
 ///

@@ -1,0 +1,440 @@
+//! `DtlsListener`: a UDP port that admits DTLS connections.
+
+use std::cell::RefCell;
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dtls_demux::{Demux, DemuxKind};
+
+use super::{check_timeout, min_wait, wait_fd, DtlsSocket, MEMORY_QUEUE_CHECK};
+use crate::{CookieStage, CookieStats, Error, Result, ServerConfig, Verdict};
+
+const MAX_DATAGRAM: usize = 65_536;
+/// Receive buffer the listener asks for (capped by `net.core.rmem_max`).
+pub const LISTENER_RCVBUF: usize = 4 << 20;
+/// How many admitted ClientHellos (peer and client random) a listener
+/// remembers to recognise late duplicates.
+pub const RECENT_HELLOS: usize = 4096;
+
+/// The client random of an unfragmented ClientHello record, if `d` starts with one.
+fn client_random(d: &[u8]) -> Option<[u8; 32]> {
+    use crate::record::{classify, Kind, HANDSHAKE_HEADER, RECORD_HEADER};
+    if classify(d) != Kind::ClientHello {
+        return None;
+    }
+    let h = RECORD_HEADER;
+    // fragment_offset (3 bytes at +6 of the handshake header) must be 0.
+    if d[h + 6..h + 9] != [0, 0, 0] {
+        return None;
+    }
+    let start = h + HANDSHAKE_HEADER + 2; // after client_version
+    let rec_len = usize::from(u16::from_be_bytes([d[11], d[12]]));
+    if start + 32 > h + rec_len || start + 32 > d.len() {
+        return None;
+    }
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&d[start..start + 32]);
+    Some(r)
+}
+
+/// Bounded memory of admitted (peer, client random) pairs, oldest forgotten first.
+#[derive(Default)]
+struct RecentHellos {
+    set: HashSet<(SocketAddr, [u8; 32])>,
+    order: VecDeque<(SocketAddr, [u8; 32])>,
+}
+
+impl RecentHellos {
+    fn contains(&self, k: &(SocketAddr, [u8; 32])) -> bool {
+        self.set.contains(k)
+    }
+    fn insert(&mut self, k: (SocketAddr, [u8; 32])) {
+        if self.set.insert(k) {
+            self.order.push_back(k);
+            if self.order.len() > RECENT_HELLOS {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Counters of a listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// The cookie stage's counters (HelloVerifyRequests, accepted, refused, dropped).
+    pub cookie: CookieStats,
+    /// Connections handed out by `accept()`.
+    pub accepted: u64,
+    /// Datagrams `accept()` routed to an existing connection.
+    pub routed: u64,
+    /// Admitted peers for which no link could be attached (dropped; the
+    /// client retries its ClientHello).
+    pub attach_failed: u64,
+    /// Replies (HelloVerifyRequest, alert) that could not be sent.
+    pub send_failed: u64,
+    /// Late duplicates of an admitted ClientHello (same peer, same client
+    /// random) that arrived after that connection's link was gone: dropped
+    /// instead of starting a connection nobody will finish.
+    pub duplicate_hellos: u64,
+}
+
+/// A DTLS server's listening UDP port: see the [module docs](crate::socket).
+///
+/// [`Self::accept`] reads one datagram per call and never waits for a peer's
+/// handshake, so an unanswered ClientHello costs nothing and never stalls
+/// anyone. All methods take `&self`: share the listener (`Arc`) between an
+/// accept thread and others.
+pub struct DtlsListener {
+    demux: Arc<dyn Demux>,
+    config: ServerConfig,
+    stage: Mutex<CookieStage>,
+    recent: Mutex<RecentHellos>,
+    duplicate_hellos: AtomicU64,
+    read_timeout: Mutex<Option<Duration>>,
+    nonblocking: AtomicBool,
+    accepted: AtomicU64,
+    routed: AtomicU64,
+    attach_failed: AtomicU64,
+    send_failed: AtomicU64,
+}
+
+impl fmt::Debug for DtlsListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtlsListener")
+            .field("demux", &self.demux)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one step of accepting did.
+enum Step {
+    Conn(Box<DtlsSocket>, SocketAddr),
+    Consumed,
+    WouldBlock,
+}
+
+impl DtlsListener {
+    /// Binds `addr` with the given demux (see `dtls_demux::bind`).
+    pub fn bind(addr: SocketAddr, config: &ServerConfig, kind: DemuxKind) -> Result<DtlsListener> {
+        Self::with_demux(dtls_demux::bind(kind, addr)?, config)
+    }
+
+    /// Wraps a bound socket. `OsNet` needs `SO_REUSEPORT` set on it before
+    /// it was bound (else `InvalidInput`).
+    pub fn from_socket(
+        socket: UdpSocket,
+        config: &ServerConfig,
+        kind: DemuxKind,
+    ) -> Result<DtlsListener> {
+        Self::with_demux(dtls_demux::from_socket(kind, socket)?, config)
+    }
+
+    /// Serves connections over a demux made by hand (e.g. with options).
+    /// The listener makes its socket non-blocking; leave it so.
+    pub fn with_demux(demux: Arc<dyn Demux>, config: &ServerConfig) -> Result<DtlsListener> {
+        demux.listener().set_nonblocking(true)?;
+        // Every new peer's handshake (and with Router all traffic) arrives
+        // here: a larger buffer rides out bursts (the kernel caps it at
+        // net.core.rmem_max). Best effort.
+        let sock = socket2::SockRef::from(demux.listener());
+        if sock.recv_buffer_size().is_ok_and(|n| n < LISTENER_RCVBUF) {
+            if let Err(e) = sock.set_recv_buffer_size(LISTENER_RCVBUF) {
+                log::debug!("listener: SO_RCVBUF not raised: {e}");
+            }
+        }
+        Ok(DtlsListener {
+            stage: Mutex::new(CookieStage::new(config)?),
+            recent: Mutex::new(RecentHellos::default()),
+            duplicate_hellos: AtomicU64::new(0),
+            demux,
+            config: config.clone(),
+            read_timeout: Mutex::new(None),
+            nonblocking: AtomicBool::new(false),
+            accepted: AtomicU64::new(0),
+            routed: AtomicU64::new(0),
+            attach_failed: AtomicU64::new(0),
+            send_failed: AtomicU64::new(0),
+        })
+    }
+
+    /// Reads ONE datagram from the listening socket and deals with it:
+    ///
+    /// - from a peer with a connection: handed to it (with Router, forwarded
+    ///   to its socket); `Ok(None)`.
+    /// - a ClientHello without a valid cookie: answered with a
+    ///   HelloVerifyRequest, nothing kept; `Ok(None)`.
+    /// - a ClientHello with a valid cookie: a link is attached for the peer,
+    ///   the server's first flight sent, and `Ok(Some((conn, peer)))`
+    ///   returned with the handshake in progress: it completes in the first
+    ///   `recv`/`send`/`handshake` call on `conn`.
+    /// - a ClientHello that fails at once (no shared version...): the alert
+    ///   is sent back; `Ok(None)`. Anything else from an unknown peer is
+    ///   dropped and counted; `Ok(None)`.
+    ///
+    /// Blocking (the default) waits for a datagram up to the read timeout
+    /// ([`Error::ReadTimeout`] when it passes); non-blocking returns
+    /// `Ok(None)` when there is none.
+    ///
+    /// The new connection starts blocking, without timeouts (the
+    /// configuration's handshake deadline still bounds its handshake); set
+    /// them in the thread that uses it.
+    ///
+    /// With [`DemuxKind::Router`], keep calling `accept()` (a thread looping
+    /// on it, or a poll loop whenever the listener is readable): it forwards
+    /// every datagram of the established connections.
+    ///
+    /// A copy of an admitted ClientHello that arrives after its connection
+    /// ended (same peer, same client random) is dropped
+    /// ([`ListenerStats::duplicate_hellos`]).
+    pub fn accept(&self) -> Result<Option<(DtlsSocket, SocketAddr)>> {
+        let deadline = self.deadline();
+        match self.step(deadline)? {
+            Step::Conn(s, p) => Ok(Some((*s, p))),
+            Step::Consumed | Step::WouldBlock => Ok(None),
+        }
+    }
+
+    /// A blocking iterator over new connections: calls [`Self::accept`] and
+    /// skips the `None`s. Yields `Err(ReadTimeout)` when a read timeout is set
+    /// and passes, `Err(WouldBlock)` when non-blocking and nothing is left;
+    /// iteration may continue after either.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            return None;
+        }
+        let t = *self.read_timeout.lock().unwrap_or_else(|p| p.into_inner());
+        t.map(|t| Instant::now() + t)
+    }
+
+    fn step(&self, deadline: Option<Instant>) -> Result<Step> {
+        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
+        loop {
+            let got = SCRATCH.with(|s| {
+                let mut buf = s.borrow_mut();
+                if buf.len() < MAX_DATAGRAM {
+                    buf.resize(MAX_DATAGRAM, 0);
+                }
+                match self.demux.recv_from(&mut buf) {
+                    Ok(dtls_demux::Incoming::Routed { .. }) => {
+                        self.routed.fetch_add(1, Ordering::Relaxed);
+                        Ok(Some(Step::Consumed))
+                    }
+                    Ok(dtls_demux::Incoming::Unknown { len, peer }) => {
+                        self.admit(peer, &buf[..len]).map(Some)
+                    }
+                    Err(e) => match e.kind() {
+                        io::ErrorKind::WouldBlock => Ok(None),
+                        // A signal, or an ICMP error queued on the listener
+                        // for some earlier reply: nothing to do with the next
+                        // datagram.
+                        io::ErrorKind::Interrupted
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset => {
+                            log::debug!("listener: {e} (ignored)");
+                            Ok(Some(Step::Consumed))
+                        }
+                        _ => Err(Error::Io(e)),
+                    },
+                }
+            })?;
+            if let Some(step) = got {
+                return Ok(step);
+            }
+            if nonblocking {
+                return Ok(Step::WouldBlock);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Err(Error::ReadTimeout);
+            }
+            if self.demux.has_buffered() {
+                continue;
+            }
+            // OsNet connections may hand strays to the demux from their own
+            // threads: look again now and then.
+            let wait = match self.demux.kind() {
+                DemuxKind::OsNet => min_wait(left, Some(MEMORY_QUEUE_CHECK)),
+                DemuxKind::Router => left,
+            };
+            wait_fd(self.demux.listener().as_fd(), false, wait)?;
+        }
+    }
+
+    fn admit(&self, peer: SocketAddr, datagram: &[u8]) -> Result<Step> {
+        // A copy of an admitted ClientHello that waited in the socket's
+        // queue until its connection had ended: the stateless cookie still
+        // verifies, so recognise it by its client random.
+        let key = client_random(datagram).map(|r| (peer, r));
+        if let Some(k) = &key {
+            if self
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(k)
+            {
+                self.duplicate_hellos.fetch_add(1, Ordering::Relaxed);
+                log::debug!("listener: late duplicate ClientHello from {peer} dropped");
+                return Ok(Step::Consumed);
+            }
+        }
+        let verdict = self
+            .stage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle(peer, datagram);
+        match verdict {
+            Verdict::HelloVerify(hvr) => {
+                self.reply(&hvr, peer);
+                Ok(Step::Consumed)
+            }
+            Verdict::Accept(conn) => {
+                let link = match self.demux.attach(peer) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        self.attach_failed.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("listener: no link for {peer}: {e}; dropped");
+                        return Ok(Step::Consumed);
+                    }
+                };
+                if let Some(k) = key {
+                    self.recent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(k);
+                }
+                let s = DtlsSocket::accepted(*conn, link, self.demux.clone())?;
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+                Ok(Step::Conn(Box::new(s), peer))
+            }
+            Verdict::Refused { alert, error } => {
+                log::debug!("listener: handshake with {peer} refused: {error}");
+                if let Some(a) = alert {
+                    self.reply(&a, peer);
+                }
+                Ok(Step::Consumed)
+            }
+            Verdict::Drop(_) => Ok(Step::Consumed),
+        }
+    }
+
+    fn reply(&self, d: &[u8], peer: SocketAddr) {
+        if let Err(e) = self.demux.send_to(d, peer) {
+            self.send_failed.fetch_add(1, Ordering::Relaxed);
+            log::debug!("listener: reply to {peer} not sent: {e}");
+        }
+    }
+
+    /// Read timeout of a blocking [`Self::accept`] (`None`: wait forever).
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
+        check_timeout(t)?;
+        *self.read_timeout.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        Ok(())
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        *self.read_timeout.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Non-blocking mode: [`Self::accept`] returns `Ok(None)` at once when no
+    /// datagram is ready.
+    pub fn set_nonblocking(&self, on: bool) -> Result<()> {
+        self.nonblocking.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// True when datagrams wait in memory (OsNet strays) that polling the
+    /// listener's descriptor would not show: call [`Self::accept`] without
+    /// waiting.
+    pub fn has_pending(&self) -> bool {
+        self.demux.has_buffered()
+    }
+
+    /// The listening address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.demux.local_addr()?)
+    }
+
+    /// The demux (counters, kind). Do not change its socket's blocking mode.
+    pub fn demux(&self) -> &Arc<dyn Demux> {
+        &self.demux
+    }
+
+    /// The server configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ListenerStats {
+        ListenerStats {
+            cookie: self.stage.lock().unwrap_or_else(|p| p.into_inner()).stats(),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            routed: self.routed.load(Ordering::Relaxed),
+            attach_failed: self.attach_failed.load(Ordering::Relaxed),
+            send_failed: self.send_failed.load(Ordering::Relaxed),
+            duplicate_hellos: self.duplicate_hellos.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl AsRawFd for DtlsListener {
+    /// The listening socket: readable when [`DtlsListener::accept`] has work.
+    fn as_raw_fd(&self) -> RawFd {
+        self.demux.listener().as_raw_fd()
+    }
+}
+
+impl AsFd for DtlsListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.demux.listener().as_fd()
+    }
+}
+
+/// The iterator of [`DtlsListener::incoming`].
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a DtlsListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = Result<(DtlsSocket, SocketAddr)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let deadline = self.listener.deadline();
+        loop {
+            match self.listener.step(deadline) {
+                Ok(Step::Conn(s, p)) => return Some(Ok((*s, p))),
+                Ok(Step::Consumed) => continue,
+                Ok(Step::WouldBlock) => return Some(Err(Error::WouldBlock)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+// Shared between an accept thread and others.
+const _: () = {
+    fn send_sync<T: Send + Sync>() {}
+    fn check() {
+        send_sync::<DtlsListener>();
+    }
+    let _ = check;
+};
