@@ -21,6 +21,7 @@ use openssl::x509::{X509NameRef, X509VerifyResult, X509};
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{Error, Result};
 use crate::ffi;
+use crate::record;
 
 /// Reusable buffers kept per pipe, so steady traffic does not allocate.
 const POOL_MAX: usize = 16;
@@ -35,6 +36,8 @@ pub struct Pipe {
     pool: Vec<Vec<u8>>,
     cap: usize,
     dropped: u64,
+    /// Application-data records in the datagrams OpenSSL has read.
+    app_records_read: u64,
 }
 
 impl Pipe {
@@ -45,6 +48,7 @@ impl Pipe {
             pool: Vec::new(),
             cap,
             dropped: 0,
+            app_records_read: 0,
         }
     }
 
@@ -92,6 +96,7 @@ impl Read for Pipe {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inbound.pop_front() {
             Some(d) => {
+                self.app_records_read += record::frames(&d).unwrap_or(0) as u64;
                 let n = d.len().min(buf.len());
                 buf[..n].copy_from_slice(&d[..n]);
                 self.recycle(d);
@@ -164,8 +169,16 @@ pub struct ConnStats {
     pub datagrams_in: u64,
     /// Datagrams produced for sending.
     pub datagrams_out: u64,
-    /// Datagrams dropped before OpenSSL: empty, or the receive queue was full.
+    /// Datagrams dropped before OpenSSL: empty, not a sequence of whole DTLS
+    /// records (unknown content type, not DTLS, length past the end), or the
+    /// receive queue was full.
     pub dropped: u64,
+    /// Application-data records OpenSSL read and threw away: failed
+    /// authentication (forged or corrupted), replayed or too old, or of an
+    /// epoch not in use. Exact whenever [`Connection::recv`] has just returned
+    /// `Ok(None)`; in between it may include records OpenSSL still holds.
+    /// (A zero-length application record, which carries nothing, counts too.)
+    pub discarded: u64,
     /// Retransmission timeouts that resent a flight.
     pub retransmissions: u64,
 }
@@ -315,6 +328,10 @@ pub struct Connection {
     close_sent: bool,
     close_received: bool,
     stats: ConnStats,
+    /// Application records delivered by `recv` (each counted once).
+    app_records_delivered: u64,
+    /// `stats().discarded` when last logged.
+    discards_logged: u64,
 }
 
 impl fmt::Debug for Connection {
@@ -423,6 +440,8 @@ impl Connection {
             close_sent: false,
             close_received: false,
             stats: ConnStats::default(),
+            app_records_delivered: 0,
+            discards_logged: 0,
         }
     }
 
@@ -543,10 +562,12 @@ impl Connection {
         }
     }
 
-    /// Feeds one datagram received from the peer. Empty datagrams are dropped
-    /// before OpenSSL sees them; when the receive queue is full the datagram
-    /// is dropped and counted. During the handshake this advances it; an
-    /// error ends the connection.
+    /// Feeds one datagram received from the peer. Empty datagrams and those
+    /// that are not whole DTLS records are dropped before OpenSSL sees them;
+    /// when the receive queue is full the datagram is dropped. Each drop is
+    /// counted ([`ConnStats::dropped`]); records OpenSSL rejects later are
+    /// counted in [`ConnStats::discarded`]. During the handshake this
+    /// advances it; an error ends the connection.
     pub fn feed(&mut self, datagram: &[u8]) -> Result<()> {
         self.stats.datagrams_in += 1;
         if datagram.is_empty() {
@@ -556,6 +577,15 @@ impl Connection {
         }
         if matches!(self.state, State::Closed(_)) && self.close_received {
             self.stats.dropped += 1;
+            return Ok(());
+        }
+        if record::frames(datagram).is_none() {
+            self.stats.dropped += 1;
+            log::debug!(
+                "connection {:?}: dropped a datagram that is not whole DTLS records ({} bytes)",
+                self.peer,
+                datagram.len()
+            );
             return Ok(());
         }
         if !self.stream.get_mut().push_inbound(datagram) {
@@ -679,9 +709,28 @@ impl Connection {
         if buf.is_empty() {
             return Ok(None);
         }
+        // The rest of a record read in part is not a new record.
+        let continues = self.stream.ssl().pending() > 0;
         match self.stream.ssl_read(buf) {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if would_block(&e) => Ok(None),
+            Ok(n) => {
+                if !continues {
+                    self.app_records_delivered += 1;
+                }
+                Ok(Some(n))
+            }
+            Err(e) if would_block(&e) => {
+                let discarded = self.stats().discarded;
+                if discarded > self.discards_logged {
+                    log::debug!(
+                        "connection {:?}: OpenSSL discarded {} application record(s) \
+                         (forged, corrupted, replayed or wrong epoch)",
+                        self.peer,
+                        discarded - self.discards_logged
+                    );
+                    self.discards_logged = discarded;
+                }
+                Ok(None)
+            }
             Err(e) => match e.code() {
                 ErrorCode::ZERO_RETURN => {
                     self.close_received = true;
@@ -892,7 +941,13 @@ impl Connection {
 
     /// The connection's counters.
     pub fn stats(&self) -> ConnStats {
-        self.stats
+        let mut s = self.stats;
+        s.discarded = self
+            .stream
+            .get_ref()
+            .app_records_read
+            .saturating_sub(self.app_records_delivered);
+        s
     }
 
     /// The rust-openssl session, for queries this type does not offer.
