@@ -14,8 +14,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::ssl::{ErrorCode, ShutdownResult, SslRef, SslStream};
+use openssl::symm::Cipher;
 use openssl::x509::{X509NameRef, X509VerifyResult, X509};
 
 use crate::config::{ClientConfig, ServerConfig};
@@ -96,7 +98,7 @@ impl Read for Pipe {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inbound.pop_front() {
             Some(d) => {
-                self.app_records_read += record::frames(&d).unwrap_or(0) as u64;
+                self.app_records_read += record::frames(&d, 0).unwrap_or(0) as u64;
                 let n = d.len().min(buf.len());
                 buf[..n].copy_from_slice(&d[..n]);
                 self.recycle(d);
@@ -170,8 +172,9 @@ pub struct ConnStats {
     /// Datagrams produced for sending.
     pub datagrams_out: u64,
     /// Datagrams dropped before OpenSSL: empty, not a sequence of whole DTLS
-    /// records (unknown content type, not DTLS, length past the end), or the
-    /// receive queue was full.
+    /// records (unknown content type, not DTLS, length past the end), with a
+    /// protected record shorter than any the negotiated cipher produces, or
+    /// the receive queue was full.
     pub dropped: u64,
     /// Application-data records OpenSSL read and threw away: failed
     /// authentication (forged or corrupted), replayed or too old, or of an
@@ -332,6 +335,9 @@ pub struct Connection {
     app_records_delivered: u64,
     /// `stats().discarded` when last logged.
     discards_logged: u64,
+    /// The cipher (its address) and the smallest authentic protected record
+    /// body under it, from the last datagram that needed it.
+    min_protected: Option<(usize, usize)>,
 }
 
 impl fmt::Debug for Connection {
@@ -442,6 +448,7 @@ impl Connection {
             stats: ConnStats::default(),
             app_records_delivered: 0,
             discards_logged: 0,
+            min_protected: None,
         }
     }
 
@@ -579,7 +586,12 @@ impl Connection {
             self.stats.dropped += 1;
             return Ok(());
         }
-        if record::frames(datagram).is_none() {
+        let min = if record::has_protected(datagram) {
+            self.min_protected_body()
+        } else {
+            0
+        };
+        if record::frames(datagram, min).is_none() {
             self.stats.dropped += 1;
             log::debug!(
                 "connection {:?}: dropped a datagram that is not whole DTLS records ({} bytes)",
@@ -597,6 +609,53 @@ impl Connection {
             return Ok(());
         }
         self.drive()
+    }
+
+    /// The smallest body an authentic protected record can have under the
+    /// negotiated cipher: the overhead of sealing an empty plaintext. OpenSSL
+    /// 3.0 ends the session with a fatal alert (internal_error or
+    /// decode_error) on a protected record shorter than its cipher's
+    /// overhead instead of discarding it, so anyone able to send one
+    /// datagram from the peer's address could end the session: such records
+    /// are dropped here before OpenSSL sees them. 0 before a cipher is known.
+    fn min_protected_body(&mut self) -> usize {
+        let Some(c) = self.stream.ssl().current_cipher() else {
+            return 0;
+        };
+        let key = c as *const openssl::ssl::SslCipherRef as usize;
+        if let Some((k, min)) = self.min_protected {
+            if k == key {
+                return min;
+            }
+        }
+        let digest = ffi::cipher_digest_nid(c);
+        let min = if digest == 0 {
+            // AEAD: explicit nonce + tag. ChaCha20-Poly1305: no explicit
+            // nonce, 16-byte tag; AES-CCM8: 8 + 8; AES-GCM, AES-CCM: 8 + 16.
+            let name = c.name();
+            if name.contains("CHACHA20") || name.contains("CCM8") {
+                16
+            } else {
+                8 + 16
+            }
+        } else {
+            let mac = MessageDigest::from_nid(Nid::from_raw(digest)).map_or(0, |m| m.size());
+            let bs = c
+                .cipher_nid()
+                .and_then(Cipher::from_nid)
+                .map_or(1, |c| c.block_size());
+            if bs <= 1 {
+                mac
+            } else {
+                // Explicit IV, then MAC and at least one byte of padding
+                // (MAC-then-encrypt), or one block and the MAC
+                // (encrypt-then-MAC): the smaller of the two.
+                let round = |n: usize| n.div_ceil(bs) * bs;
+                bs + round(mac + 1).min(bs + mac)
+            }
+        };
+        self.min_protected = Some((key, min));
+        min
     }
 
     /// The next datagram to send to the peer, if any.
