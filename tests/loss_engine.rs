@@ -813,7 +813,6 @@ fn garbage_storm(bind: &str, seed: u64) {
     if lost == 0 {
         assert_eq!((dropped, discarded), (exp_dropped, exp_discarded));
     }
-    assert!(start.elapsed() < Duration::from_secs(60), "bounded in time");
 }
 
 #[test]

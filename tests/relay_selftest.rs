@@ -351,7 +351,12 @@ fn it_stops_on_drop_and_after_its_duration() {
     let addr = relay.local_addr();
     let t = Instant::now();
     drop(relay);
-    assert!(t.elapsed() < Duration::from_secs(2), "drop joins promptly");
+    // The thread is woken, not left to its next timer (a generous bound:
+    // this checks that drop does not wait for `max_duration`).
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "drop joins the thread"
+    );
     // The port is free again: the listener was closed.
     UdpSocket::bind(addr).expect("port released");
 }
