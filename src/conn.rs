@@ -83,8 +83,10 @@ impl Pipe {
         self.outbound.pop_front()
     }
 
-    /// Empties both queues (the cookie stage reuses one pipe).
+    /// Empties both queues and the record count (the cookie stage reuses
+    /// one pipe).
     pub(crate) fn reset(&mut self) {
+        self.app_records_read = 0;
         while let Some(v) = self.inbound.pop_front() {
             self.recycle(v);
         }
