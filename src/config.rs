@@ -349,7 +349,17 @@ impl<R> ConfigBuilder<R> {
         if self.protocol != Protocol::Dtls1_2 {
             b.set_security_level(0);
         }
-        let mut opts = SslOptions::NO_QUERY_MTU;
+        // SSL_OP_NO_ENCRYPT_THEN_MAC (SSL_OP_BIT(19) in OpenSSL 1.1.1 and 3;
+        // rust-openssl names no constant for it). With encrypt-then-MAC,
+        // OpenSSL 3.0's DTLS ends the session with a fatal bad_record_mac on
+        // one forged CBC record instead of discarding it (openssl#24972), so
+        // anyone able to send one datagram from the peer's address could end
+        // it. Without it, CBC suites use MAC-then-encrypt, whose bad records
+        // OpenSSL discards silently. AEAD suites (the DTLS 1.2 default) are
+        // not affected by this option.
+        const NO_ENCRYPT_THEN_MAC: u64 = 1 << 19;
+        let mut opts =
+            SslOptions::NO_QUERY_MTU | SslOptions::from_bits_retain(NO_ENCRYPT_THEN_MAC as _);
         if !self.renegotiation {
             opts |= SslOptions::NO_RENEGOTIATION;
         }

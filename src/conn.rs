@@ -14,13 +14,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::ssl::{ErrorCode, ShutdownResult, SslRef, SslStream};
+use openssl::symm::Cipher;
 use openssl::x509::{X509NameRef, X509VerifyResult, X509};
 
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{Error, Result};
 use crate::ffi;
+use crate::record;
 
 /// Reusable buffers kept per pipe, so steady traffic does not allocate.
 const POOL_MAX: usize = 16;
@@ -35,6 +38,8 @@ pub struct Pipe {
     pool: Vec<Vec<u8>>,
     cap: usize,
     dropped: u64,
+    /// Application-data records in the datagrams OpenSSL has read.
+    app_records_read: u64,
 }
 
 impl Pipe {
@@ -45,6 +50,7 @@ impl Pipe {
             pool: Vec::new(),
             cap,
             dropped: 0,
+            app_records_read: 0,
         }
     }
 
@@ -77,8 +83,10 @@ impl Pipe {
         self.outbound.pop_front()
     }
 
-    /// Empties both queues (the cookie stage reuses one pipe).
+    /// Empties both queues and the record count (the cookie stage reuses
+    /// one pipe).
     pub(crate) fn reset(&mut self) {
+        self.app_records_read = 0;
         while let Some(v) = self.inbound.pop_front() {
             self.recycle(v);
         }
@@ -92,6 +100,7 @@ impl Read for Pipe {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inbound.pop_front() {
             Some(d) => {
+                self.app_records_read += record::frames(&d, 0).unwrap_or(0) as u64;
                 let n = d.len().min(buf.len());
                 buf[..n].copy_from_slice(&d[..n]);
                 self.recycle(d);
@@ -164,8 +173,17 @@ pub struct ConnStats {
     pub datagrams_in: u64,
     /// Datagrams produced for sending.
     pub datagrams_out: u64,
-    /// Datagrams dropped before OpenSSL: empty, or the receive queue was full.
+    /// Datagrams dropped before OpenSSL: empty, not a sequence of whole DTLS
+    /// records (unknown content type, not DTLS, length past the end), with a
+    /// protected record shorter than any the negotiated cipher produces, or
+    /// the receive queue was full.
     pub dropped: u64,
+    /// Application-data records OpenSSL read and threw away: failed
+    /// authentication (forged or corrupted), replayed or too old, or of an
+    /// epoch not in use. Exact whenever [`Connection::recv`] has just returned
+    /// `Ok(None)`; in between it may include records OpenSSL still holds.
+    /// (A zero-length application record, which carries nothing, counts too.)
+    pub discarded: u64,
     /// Retransmission timeouts that resent a flight.
     pub retransmissions: u64,
 }
@@ -315,6 +333,13 @@ pub struct Connection {
     close_sent: bool,
     close_received: bool,
     stats: ConnStats,
+    /// Application records delivered by `recv` (each counted once).
+    app_records_delivered: u64,
+    /// `stats().discarded` when last logged.
+    discards_logged: u64,
+    /// The cipher (its address) and the smallest authentic protected record
+    /// body under it, from the last datagram that needed it.
+    min_protected: Option<(usize, usize)>,
 }
 
 impl fmt::Debug for Connection {
@@ -423,6 +448,9 @@ impl Connection {
             close_sent: false,
             close_received: false,
             stats: ConnStats::default(),
+            app_records_delivered: 0,
+            discards_logged: 0,
+            min_protected: None,
         }
     }
 
@@ -543,10 +571,12 @@ impl Connection {
         }
     }
 
-    /// Feeds one datagram received from the peer. Empty datagrams are dropped
-    /// before OpenSSL sees them; when the receive queue is full the datagram
-    /// is dropped and counted. During the handshake this advances it; an
-    /// error ends the connection.
+    /// Feeds one datagram received from the peer. Empty datagrams and those
+    /// that are not whole DTLS records are dropped before OpenSSL sees them;
+    /// when the receive queue is full the datagram is dropped. Each drop is
+    /// counted ([`ConnStats::dropped`]); records OpenSSL rejects later are
+    /// counted in [`ConnStats::discarded`]. During the handshake this
+    /// advances it; an error ends the connection.
     pub fn feed(&mut self, datagram: &[u8]) -> Result<()> {
         self.stats.datagrams_in += 1;
         if datagram.is_empty() {
@@ -558,6 +588,20 @@ impl Connection {
             self.stats.dropped += 1;
             return Ok(());
         }
+        let min = if record::has_protected(datagram) {
+            self.min_protected_body()
+        } else {
+            0
+        };
+        if record::frames(datagram, min).is_none() {
+            self.stats.dropped += 1;
+            log::debug!(
+                "connection {:?}: dropped a datagram that is not whole DTLS records ({} bytes)",
+                self.peer,
+                datagram.len()
+            );
+            return Ok(());
+        }
         if !self.stream.get_mut().push_inbound(datagram) {
             self.stats.dropped += 1;
             log::debug!(
@@ -567,6 +611,53 @@ impl Connection {
             return Ok(());
         }
         self.drive()
+    }
+
+    /// The smallest body an authentic protected record can have under the
+    /// negotiated cipher: the overhead of sealing an empty plaintext. OpenSSL
+    /// 3.0 ends the session with a fatal alert (internal_error or
+    /// decode_error) on a protected record shorter than its cipher's
+    /// overhead instead of discarding it, so anyone able to send one
+    /// datagram from the peer's address could end the session: such records
+    /// are dropped here before OpenSSL sees them. 0 before a cipher is known.
+    fn min_protected_body(&mut self) -> usize {
+        let Some(c) = self.stream.ssl().current_cipher() else {
+            return 0;
+        };
+        let key = c as *const openssl::ssl::SslCipherRef as usize;
+        if let Some((k, min)) = self.min_protected {
+            if k == key {
+                return min;
+            }
+        }
+        let digest = ffi::cipher_digest_nid(c);
+        let min = if digest == 0 {
+            // AEAD: explicit nonce + tag. ChaCha20-Poly1305: no explicit
+            // nonce, 16-byte tag; AES-CCM8: 8 + 8; AES-GCM, AES-CCM: 8 + 16.
+            let name = c.name();
+            if name.contains("CHACHA20") || name.contains("CCM8") {
+                16
+            } else {
+                8 + 16
+            }
+        } else {
+            let mac = MessageDigest::from_nid(Nid::from_raw(digest)).map_or(0, |m| m.size());
+            let bs = c
+                .cipher_nid()
+                .and_then(Cipher::from_nid)
+                .map_or(1, |c| c.block_size());
+            if bs <= 1 {
+                mac
+            } else {
+                // Explicit IV, then MAC and at least one byte of padding
+                // (MAC-then-encrypt), or one block and the MAC
+                // (encrypt-then-MAC): the smaller of the two.
+                let round = |n: usize| n.div_ceil(bs) * bs;
+                bs + round(mac + 1).min(bs + mac)
+            }
+        };
+        self.min_protected = Some((key, min));
+        min
     }
 
     /// The next datagram to send to the peer, if any.
@@ -679,9 +770,28 @@ impl Connection {
         if buf.is_empty() {
             return Ok(None);
         }
+        // The rest of a record read in part is not a new record.
+        let continues = self.stream.ssl().pending() > 0;
         match self.stream.ssl_read(buf) {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if would_block(&e) => Ok(None),
+            Ok(n) => {
+                if !continues {
+                    self.app_records_delivered += 1;
+                }
+                Ok(Some(n))
+            }
+            Err(e) if would_block(&e) => {
+                let discarded = self.stats().discarded;
+                if discarded > self.discards_logged {
+                    log::debug!(
+                        "connection {:?}: OpenSSL discarded {} application record(s) \
+                         (forged, corrupted, replayed or wrong epoch)",
+                        self.peer,
+                        discarded - self.discards_logged
+                    );
+                    self.discards_logged = discarded;
+                }
+                Ok(None)
+            }
             Err(e) => match e.code() {
                 ErrorCode::ZERO_RETURN => {
                     self.close_received = true;
@@ -892,7 +1002,13 @@ impl Connection {
 
     /// The connection's counters.
     pub fn stats(&self) -> ConnStats {
-        self.stats
+        let mut s = self.stats;
+        s.discarded = self
+            .stream
+            .get_ref()
+            .app_records_read
+            .saturating_sub(self.app_records_delivered);
+        s
     }
 
     /// Gives this connection's spare datagram buffers back; call it on

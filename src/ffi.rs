@@ -98,6 +98,14 @@ pub(crate) fn has_pending(ssl: &SslRef) -> bool {
     unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
 }
 
+/// `SSL_CIPHER_get_digest_nid`: the record MAC's digest, `NID_undef` (0)
+/// for AEAD ciphers.
+pub(crate) fn cipher_digest_nid(cipher: &openssl::ssl::SslCipherRef) -> c_int {
+    // SAFETY: live SSL_CIPHER pointer (ciphers are static tables in
+    // OpenSSL); the call only reads.
+    unsafe { openssl_sys::SSL_CIPHER_get_digest_nid(cipher.as_ptr()) }
+}
+
 /// One `BIO_ADDR`, owned, for `DTLSv1_listen` to write the (unknown) peer into.
 pub(crate) struct OwnedBioAddr(*mut BioAddr);
 

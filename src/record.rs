@@ -18,6 +18,58 @@ pub(crate) enum Kind {
     Other,
 }
 
+/// Content types a DTLS 1.0/1.2 peer may send: change_cipher_spec, alert,
+/// handshake, application_data.
+const TYPES: std::ops::RangeInclusive<u8> = 20..=23;
+/// Application data content type.
+pub(crate) const CONTENT_APPLICATION_DATA: u8 = 23;
+
+/// Checks that `d` is a sequence of whole DTLS records (known content type,
+/// DTLS version, length inside the datagram, and for protected records,
+/// epoch above 0, a body of at least `min_protected` bytes) and returns how
+/// many of them are application data; `None` when the framing is broken.
+/// Nothing beyond `d` is trusted.
+pub(crate) fn frames(d: &[u8], min_protected: usize) -> Option<usize> {
+    let mut rest = d;
+    let mut app = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        if rest.len() < RECORD_HEADER || !TYPES.contains(&rest[0]) || rest[1] != 0xfe {
+            return None;
+        }
+        let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+        let end = RECORD_HEADER.checked_add(len)?;
+        if end > rest.len() {
+            return None;
+        }
+        let epoch = u16::from_be_bytes([rest[3], rest[4]]);
+        if epoch > 0 && len < min_protected {
+            return None;
+        }
+        if rest[0] == CONTENT_APPLICATION_DATA {
+            app += 1;
+        }
+        rest = &rest[end..];
+    }
+    Some(app)
+}
+
+/// Whether any record in `d` (walked as far as its framing holds) is
+/// protected (epoch above 0).
+pub(crate) fn has_protected(d: &[u8]) -> bool {
+    let mut rest = d;
+    while rest.len() >= RECORD_HEADER {
+        if u16::from_be_bytes([rest[3], rest[4]]) > 0 {
+            return true;
+        }
+        let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+        rest = rest.get(RECORD_HEADER + len..).unwrap_or(&[]);
+    }
+    false
+}
+
 /// Classifies the first record of `d` without trusting any length beyond `d`.
 pub(crate) fn classify(d: &[u8]) -> Kind {
     if d.len() < RECORD_HEADER + HANDSHAKE_HEADER {
@@ -70,10 +122,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn frames_counts_whole_records() {
+        assert_eq!(frames(&hello(), 0), Some(0));
+        let mut two = hello();
+        let mut app = vec![23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 3, 9, 9, 9];
+        two.append(&mut app.clone());
+        assert_eq!(frames(&two, 0), Some(1));
+        assert_eq!(frames(&two, 3), Some(1));
+        assert_eq!(frames(&two, 4), None, "protected body too short");
+        assert_eq!(frames(&hello(), 100), Some(0), "epoch 0 is not protected");
+        assert!(has_protected(&two) && !has_protected(&hello()));
+        assert_eq!(frames(&[], 0), None);
+        for n in 1..two.len() {
+            if n != hello().len() {
+                assert_eq!(frames(&two[..n], 0), None, "cut at {n}");
+            }
+        }
+        app[0] = 24;
+        assert_eq!(frames(&app, 0), None, "unknown content type");
+        app[0] = 23;
+        app[1] = 0x03;
+        assert_eq!(frames(&app, 0), None, "TLS version");
+    }
+
     proptest! {
         #[test]
         fn never_panics(d in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = classify(&d);
+            if let Some(app) = frames(&d, 0) {
+                prop_assert!(app * RECORD_HEADER <= d.len());
+            }
+            let _ = has_protected(&d);
         }
     }
 }

@@ -2,6 +2,8 @@
 //! pair of connections passing datagrams.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
