@@ -7,6 +7,10 @@
 //! - [`CookieStage`]: the stateless HelloVerifyRequest exchange that admits a
 //!   peer before any per-peer state exists.
 //! - [`Error`]: one error type, convertible to `std::io::Error`.
+//!
+//! The reactor: [`Reactor`] (a single-threaded mio event loop serving many
+//! peers), [`Handler`] (what the application does on each event), [`Ctx`],
+//! [`ReactorHandle`] (for other threads), [`Limits`].
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -15,6 +19,7 @@ mod conn;
 mod cookie;
 mod error;
 mod ffi;
+mod reactor;
 mod record;
 
 pub use config::{
@@ -24,6 +29,10 @@ pub use config::{
 pub use conn::{CloseReason, ConnStats, Connection, Event, PeerCertificate, Role, State};
 pub use cookie::{CookieKeys, CookieStage, CookieStats, DropReason, Verdict, COOKIE_LEN};
 pub use error::{Error, Result};
+pub use reactor::{
+    CloseCause, ConnId, Ctx, DtlsTimeout, Handler, Limits, ListenerId, Reactor, ReactorHandle,
+    ReactorStats, TimerId,
+};
 
 /// The OpenSSL version this library runs on, as OpenSSL prints it.
 ///
