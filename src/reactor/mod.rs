@@ -872,6 +872,11 @@ impl<H: Handler> Reactor<H> {
         self.inner.handle.clone()
     }
 
+    /// Calls [`Handler::on_timer`] with `token` after `after` (see [`Ctx::set_timer`]).
+    pub fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
+        self.inner.set_timer(after, token)
+    }
+
     /// The handler.
     pub fn handler(&self) -> &H {
         &self.handler
