@@ -173,6 +173,11 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// Most datagrams read from one socket per turn. Default 64.
     pub datagrams_per_turn: usize,
+    /// Receive buffer (`SO_RCVBUF`) asked for each listener, in bytes; the
+    /// kernel caps it (`net.core.rmem_max` on Linux); 0 leaves the system
+    /// default. Every new peer's first datagrams, and all of Router's
+    /// traffic, queue there: default 4 MiB.
+    pub listener_recv_buffer: usize,
 }
 
 impl Default for Limits {
@@ -183,6 +188,7 @@ impl Default for Limits {
             handshake_timeout: Some(Duration::from_secs(10)),
             idle_timeout: Some(Duration::from_secs(300)),
             datagrams_per_turn: 64,
+            listener_recv_buffer: 4 << 20,
         }
     }
 }
@@ -206,6 +212,11 @@ impl Limits {
     /// Sets [`Limits::idle_timeout`].
     pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
         self.idle_timeout = d;
+        self
+    }
+    /// Sets [`Limits::listener_recv_buffer`].
+    pub fn listener_recv_buffer(mut self, bytes: usize) -> Self {
+        self.listener_recv_buffer = bytes;
         self
     }
     /// Sets [`Limits::datagrams_per_turn`] (at least 1).
@@ -361,12 +372,6 @@ impl Io {
         match self {
             Io::Link(l) => l.has_queued(),
             Io::Socket(_) => false,
-        }
-    }
-    fn fd(&self) -> i32 {
-        match self {
-            Io::Link(l) => l.as_raw_fd(),
-            Io::Socket(s) => s.as_raw_fd(),
         }
     }
 }
@@ -679,8 +684,7 @@ impl Inner {
         if self.conns.len() >= self.limits.max_connections {
             SharedStats::inc(&self.stats.limit_connections);
             log::debug!("reactor: connect to {addr} refused: max_connections reached");
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::Other,
+            return Err(Error::Io(io::Error::other(
                 "reactor: max_connections reached",
             )));
         }
@@ -845,6 +849,15 @@ impl<H: Handler> Reactor<H> {
     pub fn listen(&mut self, demux: Arc<dyn Demux>, config: &ServerConfig) -> Result<ListenerId> {
         let stage = CookieStage::new(config)?;
         demux.listener().set_nonblocking(true)?;
+        let want = self.inner.limits.listener_recv_buffer;
+        if want > 0 {
+            let sock = socket2::SockRef::from(demux.listener());
+            if sock.recv_buffer_size().map_or(true, |have| have < want) {
+                if let Err(e) = sock.set_recv_buffer_size(want) {
+                    log::debug!("reactor: SO_RCVBUF {want} on the listener: {e}");
+                }
+            }
+        }
         let li = self.inner.listeners.len();
         let fd = demux.listener().as_raw_fd();
         self.inner.poll.registry().register(
@@ -1496,15 +1509,5 @@ impl<H: Handler> Reactor<H> {
         self.inner.blocked.clear();
         self.inner.stopped = true;
         log::debug!("reactor: stopped");
-    }
-}
-
-// Io::fd is used only for diagnostics in debug output.
-impl fmt::Debug for Io {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Io::Link(l) => write!(f, "Link(fd {})", l.as_raw_fd()),
-            Io::Socket(_) => write!(f, "Socket(fd {})", self.fd()),
-        }
     }
 }

@@ -119,6 +119,10 @@ impl<H: Handler + Send + 'static> Running<H> {
         self.handle.stop().expect("stop");
         self.join()
     }
+    /// True once the reactor thread ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
     /// Waits for the reactor to stop by itself (bounded by `limit`).
     pub fn join_within(mut self, limit: Duration) -> H {
         let t = self.thread.take().unwrap();
