@@ -1,0 +1,365 @@
+//! Many concurrent DTLS echo sessions from one thread, on the reactor.
+//!
+//! ```text
+//! cargo run --release --example reactor_client -- 127.0.0.1 28000 --sessions 64 --count 1000 --size 100
+//! cargo run --release --example reactor_client -- 127.0.0.1 28000 --sessions 1000 --count 0   # handshakes only
+//! cargo run --release --example reactor_client -- 127.0.0.1 28000 --raw --sessions 64 --count 1000
+//! ```
+//!
+//! Each session runs its handshake, then `--count` round trips of one
+//! `--size`-byte datagram (the next sent when the echo of the last arrives),
+//! then closes. At most `--parallel` handshakes run at once. Prints a summary
+//! and exits non-zero if any session failed (an error, a wrong echo, or not
+//! done within `--timeout`). `--raw` runs the same sessions over plain UDP
+//! (connected sockets, the same loop shape) against `reactor_echo --raw`.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dtls_reactor::{ClientConfig, CloseCause, ConnId, Ctx, Handler, Limits, Reactor, TimerId};
+
+#[derive(Parser, Debug)]
+#[command(about = "Concurrent DTLS echo sessions from one reactor thread")]
+struct Args {
+    /// Server host name or address.
+    host: String,
+    /// Server port.
+    port: u16,
+    #[command(flatten)]
+    client: common::ClientOpts,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// Echo round trips per session (0: handshake, then close).
+    #[arg(long, default_value_t = 10)]
+    count: u64,
+    /// Bytes per datagram.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Most handshakes in flight at once.
+    #[arg(long, default_value_t = 64)]
+    parallel: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Plain UDP instead of DTLS (baseline).
+    #[arg(long)]
+    raw: bool,
+    /// Pin the thread to this CPU.
+    #[arg(long)]
+    pin: Option<usize>,
+}
+
+const START: u64 = 0;
+const GIVE_UP: u64 = 1;
+
+struct Sessions {
+    addr: SocketAddr,
+    cfg: ClientConfig,
+    payload: Vec<u8>,
+    count: u64,
+    total: usize,
+    parallel: usize,
+    to_start: usize,
+    handshaking: usize,
+    done: HashMap<ConnId, u64>,
+    ok: usize,
+    failed: usize,
+    round_trips: u64,
+    connected: usize,
+    first_connect: Option<Instant>,
+    last_connect: Option<Instant>,
+    started: Instant,
+    finished: Option<Instant>,
+}
+
+impl Sessions {
+    fn start_more(&mut self, ctx: &mut Ctx<'_>) {
+        while self.to_start > 0 && self.handshaking < self.parallel {
+            self.to_start -= 1;
+            match ctx.connect(self.addr, &self.cfg) {
+                Ok(_) => self.handshaking += 1,
+                Err(e) => {
+                    eprintln!("connect: {e}");
+                    self.failed += 1;
+                }
+            }
+        }
+        self.check_done(ctx);
+    }
+    fn check_done(&mut self, ctx: &mut Ctx<'_>) {
+        if self.ok + self.failed == self.total && self.finished.is_none() {
+            self.finished = Some(Instant::now());
+            ctx.stop();
+        }
+    }
+    fn finish(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        self.done.remove(&id);
+        self.ok += 1;
+        ctx.close(id);
+        self.check_done(ctx);
+    }
+}
+
+impl Handler for Sessions {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _t: TimerId, token: u64) {
+        match token {
+            START => self.start_more(ctx),
+            _ => {
+                eprintln!(
+                    "timeout: {} session(s) unfinished",
+                    self.total - self.ok - self.failed
+                );
+                self.failed = self.total - self.ok;
+                self.check_done(ctx);
+            }
+        }
+    }
+    fn on_connected(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let now = Instant::now();
+        self.first_connect.get_or_insert(now);
+        self.last_connect = Some(now);
+        self.handshaking -= 1;
+        self.connected += 1;
+        self.done.insert(id, 0);
+        if self.count == 0 {
+            self.finish(ctx, id);
+        } else if let Err(e) = ctx.send(id, &self.payload) {
+            eprintln!("send: {e}");
+        }
+        self.start_more(ctx);
+    }
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
+        if data != self.payload.as_slice() {
+            eprintln!("{id}: wrong echo ({} bytes)", data.len());
+            self.done.remove(&id);
+            self.failed += 1;
+            ctx.close(id);
+            self.check_done(ctx);
+            return;
+        }
+        self.round_trips += 1;
+        let n = match self.done.get_mut(&id) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => return,
+        };
+        if n >= self.count {
+            self.finish(ctx, id);
+        } else if let Err(e) = ctx.send(id, &self.payload) {
+            eprintln!("send: {e}");
+        }
+    }
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, cause: &CloseCause) {
+        if *cause == CloseCause::Local || *cause == CloseCause::Stopped {
+            return;
+        }
+        eprintln!("{id}: {cause:?}");
+        if self.done.remove(&id).is_none() {
+            // Closed during its handshake.
+            self.handshaking = self.handshaking.saturating_sub(1);
+        }
+        self.failed += 1;
+        self.start_more(ctx);
+        self.check_done(ctx);
+    }
+    fn on_error(&mut self, _ctx: &mut Ctx<'_>, id: Option<ConnId>, error: &dtls_reactor::Error) {
+        eprintln!("error ({id:?}): {error}");
+    }
+}
+
+fn pin(cpu: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: cpu_set_t is plain data, written by CPU_ZERO/CPU_SET and read by
+    // sched_setaffinity for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!("pin to CPU {cpu}: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+/// Plain UDP sessions with the same loop shape: returns (ok, failed, round trips).
+fn raw_sessions(args: &Args, addr: SocketAddr) -> io::Result<(usize, usize, u64)> {
+    use mio::{Events, Interest, Poll, Token};
+    let mut poll = Poll::new()?;
+    let payload = vec![0x5au8; args.size];
+    let local: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let mut socks = Vec::with_capacity(args.sessions);
+    let mut left = vec![args.count; args.sessions];
+    for i in 0..args.sessions {
+        let mut s = mio::net::UdpSocket::bind(local)?;
+        s.connect(addr)?;
+        poll.registry()
+            .register(&mut s, Token(i), Interest::READABLE)?;
+        if args.count > 0 {
+            s.send(&payload)?;
+        }
+        socks.push(s);
+    }
+    let mut ok = left.iter().filter(|&&n| n == 0).count();
+    let mut failed = 0;
+    let mut round_trips = 0;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 65_536];
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    while ok + failed < args.sessions {
+        let now = Instant::now();
+        if now >= deadline {
+            failed = args.sessions - ok;
+            eprintln!("timeout: {failed} raw session(s) unfinished");
+            break;
+        }
+        poll.poll(&mut events, Some(deadline - now))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            for _ in 0..64 {
+                match socks[i].recv(&mut buf) {
+                    Ok(n) => {
+                        if buf[..n] != payload[..] {
+                            failed += 1;
+                            left[i] = 0;
+                            continue;
+                        }
+                        round_trips += 1;
+                        left[i] -= 1;
+                        if left[i] == 0 {
+                            ok += 1;
+                        } else {
+                            let _ = socks[i].send(&payload);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        eprintln!("raw session {i}: {e}");
+                        failed += 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok((ok, failed, round_trips))
+}
+
+fn main() -> ExitCode {
+    env_logger::init();
+    let args = Args::parse();
+    if let Some(cpu) = args.pin {
+        pin(cpu);
+    }
+    let addr = match (args.host.as_str(), args.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    {
+        Some(a) => a,
+        None => {
+            eprintln!("cannot resolve {}", args.host);
+            return ExitCode::FAILURE;
+        }
+    };
+    let t0 = Instant::now();
+    if args.raw {
+        return match raw_sessions(&args, addr) {
+            Ok((ok, failed, rt)) => {
+                let secs = t0.elapsed().as_secs_f64();
+                println!(
+                    "raw: sessions {ok} ok / {failed} failed, {rt} round trips in {secs:.3} s: {:.0} round trips/s",
+                    rt as f64 / secs
+                );
+                if failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("raw: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cfg = match args.client.config(&args.host) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handler = Sessions {
+        addr,
+        cfg,
+        payload: vec![0x5a; args.size],
+        count: args.count,
+        total: args.sessions,
+        parallel: args.parallel.max(1),
+        to_start: args.sessions,
+        handshaking: 0,
+        done: HashMap::new(),
+        ok: 0,
+        failed: 0,
+        round_trips: 0,
+        connected: 0,
+        first_connect: None,
+        last_connect: None,
+        started: t0,
+        finished: None,
+    };
+    let limits = Limits::default()
+        .max_connections(args.sessions + 16)
+        .idle_timeout(None);
+    let mut r = match Reactor::with_limits(handler, limits) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("reactor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    r.set_timer(Duration::ZERO, START);
+    r.set_timer(Duration::from_secs(args.timeout), GIVE_UP);
+    if let Err(e) = r.run() {
+        eprintln!("reactor: {e}");
+        return ExitCode::FAILURE;
+    }
+    let st = r.stats();
+    let h = r.into_handler();
+    let end = h.finished.unwrap_or_else(Instant::now);
+    let secs = (end - h.started).as_secs_f64();
+    let hs_secs = match (h.first_connect, h.last_connect) {
+        (Some(_), Some(l)) => (l - h.started).as_secs_f64(),
+        _ => 0.0,
+    };
+    println!(
+        "dtls: sessions {} ok / {} failed, {} connected; {} round trips in {secs:.3} s: {:.0} round trips/s; handshakes {:.0}/s (all {} connected after {hs_secs:.3} s); retransmissions {}",
+        h.ok,
+        h.failed,
+        h.connected,
+        h.round_trips,
+        h.round_trips as f64 / secs,
+        if hs_secs > 0.0 { h.connected as f64 / hs_secs } else { 0.0 },
+        h.connected,
+        st.retransmissions
+    );
+    if h.failed == 0 && h.ok == h.total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

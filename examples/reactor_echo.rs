@@ -1,0 +1,222 @@
+//! A DTLS echo server on the reactor: one reactor per thread, all on one port.
+//!
+//! ```text
+//! cargo run --release --example reactor_echo -- --port 28000 --threads 2
+//! cargo run --release --example reactor_echo -- --demux router --in-memory
+//! cargo run --release --example reactor_echo -- --raw     # plain UDP echo, same loop shape
+//! ```
+//!
+//! With `--threads N` the port is served by N reactors: OsNet listeners form one
+//! reuseport group whose BPF program spreads peers by address and port
+//! (`OsNet::bind_group`); Router listeners are N `SO_REUSEPORT` sockets (the
+//! kernel's own hash by address and port). `--raw` echoes plain UDP datagrams
+//! with a mio loop built like the reactor's (edge-triggered, drained to
+//! WouldBlock, 64 datagrams per socket per turn): the baseline of the bench.
+//! `--pin` pins thread i to CPU i (modulo the CPUs available).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use dtls_demux::{Demux, DemuxKind, OsNet, Router, RouterOptions};
+use dtls_reactor::{ConnId, Ctx, Handler, Limits, Reactor, TimerId};
+
+#[derive(Parser, Debug)]
+#[command(about = "DTLS echo server on the dtls-reactor reactor")]
+struct Args {
+    #[command(flatten)]
+    server: common::ServerOpts,
+    /// Reactors (threads) serving the port.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Router only: hand datagrams to links in memory instead of through the kernel.
+    #[arg(long)]
+    in_memory: bool,
+    /// Echo plain UDP (no DTLS): the baseline for benchmarks.
+    #[arg(long)]
+    raw: bool,
+    /// Pin reactor thread i to CPU i.
+    #[arg(long)]
+    pin: bool,
+    /// Print each reactor's counters every this many seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    stats: u64,
+    /// Most connections per reactor.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Most handshakes in flight per reactor.
+    #[arg(long, default_value_t = 1_000)]
+    max_handshakes: usize,
+}
+
+struct Echo {
+    index: usize,
+    stats_every: Duration,
+}
+
+impl Handler for Echo {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
+        if let Err(e) = ctx.send(id, data) {
+            log::debug!("echo to {id}: {e}");
+        }
+    }
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _t: TimerId, _token: u64) {
+        eprintln!("reactor {}: {:?}", self.index, ctx.stats());
+        ctx.set_timer(self.stats_every, 0);
+    }
+}
+
+fn pin(i: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write into our local value
+        // and sched_setaffinity reads it for the calling thread (pid 0).
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_ZERO(&mut set);
+            libc::CPU_SET(i % cpus, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                eprintln!("pin to CPU {}: {}", i % cpus, io::Error::last_os_error());
+            }
+        }
+    }
+}
+
+fn listeners(args: &Args, addr: SocketAddr) -> io::Result<Vec<Arc<dyn Demux>>> {
+    let n = args.threads.max(1);
+    match args.server.demux {
+        DemuxKind::OsNet => Ok(OsNet::bind_group(addr, n)?
+            .into_iter()
+            .map(|d| d as Arc<dyn Demux>)
+            .collect()),
+        DemuxKind::Router => {
+            let opts = RouterOptions::default().in_memory(args.in_memory);
+            let mut v: Vec<Arc<dyn Demux>> = Vec::new();
+            let mut port = addr.port();
+            for _ in 0..n {
+                let s = reuseport_socket(SocketAddr::new(addr.ip(), port))?;
+                port = s.local_addr()?.port();
+                v.push(Router::from_socket_with(s, opts)?);
+            }
+            Ok(v)
+        }
+    }
+}
+
+fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Plain UDP echo with the reactor's loop shape.
+fn raw_echo(sock: UdpSocket, index: usize) -> io::Result<()> {
+    use mio::{Events, Interest, Poll, Token};
+    sock.set_nonblocking(true)?;
+    let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(4 << 20);
+    let mut sock = mio::net::UdpSocket::from_std(sock);
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut sock, Token(0), Interest::READABLE)?;
+    let mut events = Events::with_capacity(64);
+    let mut buf = vec![0u8; 65_536];
+    let mut more = false;
+    loop {
+        let wait = if more { Some(Duration::ZERO) } else { None };
+        poll.poll(&mut events, wait)?;
+        more = true;
+        for _ in 0..64 {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    more = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("raw echo {index}: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::init();
+    let args = Args::parse();
+    let addr = SocketAddr::new(args.server.bind, args.server.port);
+    if args.raw {
+        let mut threads = Vec::new();
+        let mut port = addr.port();
+        for i in 0..args.threads.max(1) {
+            let s = reuseport_socket(SocketAddr::new(addr.ip(), port))?;
+            port = s.local_addr()?.port();
+            let pin_it = args.pin;
+            threads.push(std::thread::spawn(move || {
+                if pin_it {
+                    pin(i);
+                }
+                raw_echo(s, i)
+            }));
+        }
+        eprintln!(
+            "raw UDP echo on {}:{port}, {} thread(s)",
+            addr.ip(),
+            args.threads.max(1)
+        );
+        for t in threads {
+            t.join().expect("thread")?;
+        }
+        return Ok(());
+    }
+    let cfg = args.server.config()?;
+    let demuxes = listeners(&args, addr)?;
+    let mut threads = Vec::new();
+    eprintln!(
+        "DTLS echo on {} ({} demux{}), {} reactor(s)",
+        demuxes[0].local_addr()?,
+        args.server.demux,
+        if args.in_memory { ", in memory" } else { "" },
+        demuxes.len()
+    );
+    let limits = Limits::default()
+        .max_connections(args.max_connections)
+        .max_handshakes(args.max_handshakes);
+    for (i, demux) in demuxes.into_iter().enumerate() {
+        let cfg = cfg.clone();
+        let stats = args.stats;
+        let pin_it = args.pin;
+        threads.push(std::thread::spawn(move || -> dtls_reactor::Result<()> {
+            if pin_it {
+                pin(i);
+            }
+            let every = Duration::from_secs(stats.max(1));
+            let mut r = Reactor::with_limits(
+                Echo {
+                    index: i,
+                    stats_every: every,
+                },
+                limits,
+            )?;
+            r.listen(demux, &cfg)?;
+            if stats > 0 {
+                r.set_timer(every, 0);
+            }
+            r.run()
+        }));
+    }
+    for t in threads {
+        t.join().expect("reactor thread")?;
+    }
+    Ok(())
+}
