@@ -14,7 +14,7 @@
 //! Set `REACTOR_BENCH_QUICK=1` for one repetition with smaller counts.
 
 use std::net::UdpSocket;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -60,7 +60,7 @@ impl Drop for Server {
     }
 }
 
-fn server(dir: &PathBuf, port: u16, extra: &[&str]) -> Server {
+fn server(dir: &Path, port: u16, extra: &[&str]) -> Server {
     let child = Command::new(dir.join("reactor_echo"))
         .args(["--port", &port.to_string(), "--pin"])
         .args(extra)
@@ -73,7 +73,7 @@ fn server(dir: &PathBuf, port: u16, extra: &[&str]) -> Server {
 }
 
 /// Runs the client; returns (round trips/s, handshakes/s or sessions/s).
-fn client(dir: &PathBuf, port: u16, cpu: usize, args: &[String]) -> (f64, f64) {
+fn client(dir: &Path, port: u16, cpu: usize, args: &[String]) -> (f64, f64) {
     let out = Command::new(dir.join("reactor_client"))
         .args(["127.0.0.1", &port.to_string(), "--pin", &cpu.to_string()])
         .args(args)
