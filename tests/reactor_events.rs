@@ -260,6 +260,42 @@ fn stop_from_thread(v: Variant) {
     assert!(!cev.contains(&Ev::Close(CloseCause::Stopped)), "{cev:?}");
 }
 
+/// Another thread sends on a server connection and closes it through the
+/// handle; a command for an unknown connection is reported to on_error.
+fn handle_send_close(v: Variant) {
+    let slog = log();
+    let server = serve(v, &server_cfg(), Limits::default(), Rec::new(slog.clone()));
+    let clog = log();
+    let mut ch = Rec::new(clog.clone());
+    ch.greet = vec![b"hello".to_vec()];
+    let client = clients(
+        server.addr.unwrap(),
+        &client_cfg(),
+        1,
+        Limits::default(),
+        ch,
+    );
+    assert!(wait_for(T, || events(&slog).contains(&Ev::Data(b"hello".to_vec()))));
+    let id = slog.lock().unwrap().iter().find_map(|x| x.0).unwrap();
+    let h = server.handle.clone();
+    std::thread::spawn(move || h.send(id, b"pushed").unwrap())
+        .join()
+        .unwrap();
+    assert!(wait_for(T, || events(&clog).contains(&Ev::Data(b"pushed".to_vec()))));
+    server.handle.close(id).unwrap();
+    assert!(wait_for(T, || events(&clog)
+        .contains(&Ev::Close(CloseCause::PeerClosed))));
+    // The id is gone now: a send through the handle is an error for the handler.
+    server.handle.send(id, b"late").unwrap();
+    assert!(wait_for(T, || events(&slog)
+        .iter()
+        .any(|e| matches!(e, Ev::Error(_)))));
+    let s = server.stop();
+    let sev = events(&s.log);
+    assert!(sev.contains(&Ev::Close(CloseCause::Local)), "{sev:?}");
+    client.stop();
+}
+
 /// User timers fire in order; a cancelled one does not.
 fn user_timers(v: Variant) {
     struct Timers {
@@ -306,5 +342,6 @@ four_ways!(
     never_finishes,
     idle_timeout,
     stop_from_thread,
+    handle_send_close,
     user_timers,
 );

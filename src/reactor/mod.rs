@@ -85,7 +85,7 @@ pub use handle::ReactorHandle;
 use timer::{Timer, Timers};
 
 const WAKER: Token = Token(usize::MAX - 1);
-const LISTENER_BASE: usize = 1 << 40;
+const LISTENER_BASE: usize = usize::MAX / 2;
 /// Largest datagram read from a socket.
 const RECV_BUF: usize = 65_536;
 
