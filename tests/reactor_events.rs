@@ -296,6 +296,35 @@ fn handle_send_close(v: Variant) {
     client.stop();
 }
 
+/// Two records in one datagram: the second is plaintext OpenSSL holds after
+/// the first read; the reactor delivers it without another readiness event.
+fn two_records_one_datagram(v: Variant) {
+    let slog = log();
+    let server = serve(v, &server_cfg(), Limits::default(), Rec::new(slog.clone()));
+    let mut c = HandClient::new(server.addr.unwrap(), &client_cfg());
+    assert!(c.handshake(T));
+    c.conn.send(b"first").unwrap();
+    c.conn.send(b"second").unwrap();
+    let mut both = c.conn.poll_transmit().unwrap();
+    both.extend_from_slice(&c.conn.poll_transmit().unwrap());
+    c.sock.send(&both).unwrap();
+    assert!(
+        wait_for(T, || events(&slog).len() >= 4),
+        "{:?}",
+        events(&slog)
+    );
+    let s = server.stop();
+    let sev = events(&s.log);
+    assert_eq!(
+        &sev[1..4],
+        &[
+            Ev::Connected,
+            Ev::Data(b"first".to_vec()),
+            Ev::Data(b"second".to_vec())
+        ]
+    );
+}
+
 /// User timers fire in order; a cancelled one does not.
 fn user_timers(v: Variant) {
     struct Timers {
@@ -343,5 +372,51 @@ four_ways!(
     idle_timeout,
     stop_from_thread,
     handle_send_close,
+    two_records_one_datagram,
     user_timers,
 );
+
+/// Router with in-memory hand-over: the link's descriptor never becomes
+/// readable, so the reactor must serve its memory queue after each routing.
+fn router_in_memory(v6: bool) {
+    let v = Variant::new(v6, dtls_demux::DemuxKind::Router);
+    let demux = dtls_demux::Router::bind_with(
+        v.any_port(),
+        dtls_demux::RouterOptions::default().in_memory(true),
+    )
+    .unwrap();
+    let demux: std::sync::Arc<dyn dtls_demux::Demux> = demux;
+    let addr = demux.local_addr().unwrap();
+    let slog = log();
+    let mut sh = Rec::new(slog.clone());
+    sh.echo = true;
+    let cfg = server_cfg();
+    let server = spawn(Some(addr), move || {
+        let mut r = dtls_reactor::Reactor::new(sh).unwrap();
+        r.listen(demux, &cfg).unwrap();
+        r
+    });
+    let clog = log();
+    let mut ch = Rec::new(clog.clone());
+    ch.greet = (0..20u8).map(|i| vec![i; 10]).collect();
+    ch.close_after = Some(20);
+    ch.stop_on_close = true;
+    let client = clients(addr, &client_cfg(), 1, Limits::default(), ch);
+    client.join_within(T);
+    let cev = events(&clog);
+    assert_eq!(cev.len(), 22, "{cev:?}");
+    assert_eq!(cev[21], Ev::Close(CloseCause::Local));
+    assert!(wait_for(T, || events(&slog)
+        .contains(&Ev::Close(CloseCause::PeerClosed))));
+    server.stop();
+}
+
+#[test]
+fn router_in_memory_v4() {
+    router_in_memory(false)
+}
+
+#[test]
+fn router_in_memory_v6() {
+    router_in_memory(true)
+}
