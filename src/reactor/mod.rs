@@ -779,6 +779,25 @@ impl Inner {
     }
 }
 
+/// True when `d` starts with an unfragmented epoch-0 ClientHello whose cookie is not
+/// empty. Reads nothing beyond `d`.
+fn carries_cookie(d: &[u8]) -> bool {
+    use crate::record::{classify, Kind, HANDSHAKE_HEADER, RECORD_HEADER};
+    if classify(d) != Kind::ClientHello {
+        return false;
+    }
+    // Fragment offset 0 (bytes 6..9 of the handshake header).
+    if d.get(RECORD_HEADER + 6..RECORD_HEADER + 9) != Some(&[0, 0, 0][..]) {
+        return false;
+    }
+    // client_version (2), random (32), session_id (1 + n), cookie (1 + n).
+    let sid_at = RECORD_HEADER + HANDSHAKE_HEADER + 2 + 32;
+    let Some(&sid_len) = d.get(sid_at) else {
+        return false;
+    };
+    matches!(d.get(sid_at + 1 + usize::from(sid_len)), Some(&n) if n > 0)
+}
+
 /// The reactor: see the [module docs](self).
 pub struct Reactor<H: Handler> {
     inner: Inner,
@@ -1114,6 +1133,13 @@ impl<H: Handler> Reactor<H> {
 
     fn unknown(&mut self, li: usize, demux: &Arc<dyn Demux>, peer: SocketAddr, data: &[u8]) {
         let stats = self.inner.stats.clone();
+        // At a cap, a ClientHello that carries a cookie would be dropped after the cookie
+        // stage built its connection (and signed the server's first flight): drop it now.
+        // A wrong cookie would only earn a new HelloVerifyRequest, which it does not need.
+        if self.at_cap().is_some() && carries_cookie(data) {
+            self.admit_refused_at_cap(peer);
+            return;
+        }
         match self.inner.listeners[li].stage.handle(peer, data) {
             Verdict::HelloVerify(hvr) => {
                 SharedStats::inc(&stats.hello_verify);
@@ -1145,21 +1171,8 @@ impl<H: Handler> Reactor<H> {
         mut conn: Box<Connection>,
     ) {
         let stats = self.inner.stats.clone();
-        let limits = self.inner.limits;
-        if self.inner.conns.len() >= limits.max_connections {
-            SharedStats::inc(&stats.limit_connections);
-            log::debug!(
-                "reactor: {peer} dropped: max_connections ({}) reached",
-                limits.max_connections
-            );
-            return;
-        }
-        if self.inner.half_open >= limits.max_handshakes {
-            SharedStats::inc(&stats.limit_handshakes);
-            log::debug!(
-                "reactor: {peer} dropped: max_handshakes ({}) reached",
-                limits.max_handshakes
-            );
+        if self.at_cap().is_some() {
+            self.admit_refused_at_cap(peer);
             return;
         }
         let accept = {
@@ -1204,6 +1217,33 @@ impl<H: Handler> Reactor<H> {
             self.inner.mark_ready(id.key);
         }
         self.pump(id.key);
+    }
+
+    /// Which cap a new server connection would exceed: (is it max_connections, the cap).
+    fn at_cap(&self) -> Option<(bool, usize)> {
+        let limits = self.inner.limits;
+        if self.inner.conns.len() >= limits.max_connections {
+            Some((true, limits.max_connections))
+        } else if self.inner.half_open >= limits.max_handshakes {
+            Some((false, limits.max_handshakes))
+        } else {
+            None
+        }
+    }
+
+    /// Counts and logs a peer dropped at a cap.
+    fn admit_refused_at_cap(&self, peer: SocketAddr) {
+        match self.at_cap() {
+            Some((true, cap)) => {
+                SharedStats::inc(&self.inner.stats.limit_connections);
+                log::debug!("reactor: {peer} dropped: max_connections ({cap}) reached");
+            }
+            Some((false, cap)) => {
+                SharedStats::inc(&self.inner.stats.limit_handshakes);
+                log::debug!("reactor: {peer} dropped: max_handshakes ({cap}) reached");
+            }
+            None => {}
+        }
     }
 
     /// Reads a connection's socket (and memory queue) up to the budget.
@@ -1509,5 +1549,42 @@ impl<H: Handler> Reactor<H> {
         self.inner.blocked.clear();
         self.inner.stopped = true;
         log::debug!("reactor: stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carries_cookie;
+    use crate::{ClientConfig, CookieStage, ServerConfig, Verdict};
+
+    #[test]
+    fn cookie_detection() {
+        let server = ServerConfig::builder()
+            .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
+            .private_key_pem(include_bytes!("../../tests/certs/server.key"))
+            .build()
+            .unwrap();
+        let client = ClientConfig::builder()
+            .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
+            .server_name("localhost")
+            .build()
+            .unwrap();
+        let mut stage = CookieStage::new(&server).unwrap();
+        let mut c = crate::Connection::client(&client, None).unwrap();
+        let peer = "127.0.0.1:4000".parse().unwrap();
+        let hello = c.poll_transmit().unwrap();
+        assert!(!carries_cookie(&hello));
+        let Verdict::HelloVerify(hvr) = stage.handle(peer, &hello) else {
+            panic!("no HelloVerifyRequest")
+        };
+        assert!(!carries_cookie(&hvr));
+        c.feed(&hvr).unwrap();
+        let hello2 = c.poll_transmit().unwrap();
+        assert!(carries_cookie(&hello2));
+        for cut in 0..hello2.len() {
+            // Truncations never panic (they may or may not parse).
+            let _ = carries_cookie(&hello2[..cut]);
+        }
+        assert!(!carries_cookie(&[]));
     }
 }
