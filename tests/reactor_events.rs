@@ -325,6 +325,40 @@ fn two_records_one_datagram(v: Variant) {
     );
 }
 
+/// A server that never answers (its listener is bound, nobody reads it): the
+/// client's DTLS timers resend the ClientHello until OpenSSL's limit, then
+/// the handler hears LimitReached and the close.
+fn retransmit_limit(v: Variant) {
+    let silent = dtls_demux::bind(v.demux, v.any_port()).unwrap();
+    let cfg = common::client()
+        .initial_timeout(Duration::from_millis(10))
+        .max_timeout(Duration::from_millis(20))
+        .handshake_timeout(None)
+        .build()
+        .unwrap();
+    let clog = log();
+    let mut ch = Rec::new(clog.clone());
+    ch.stop_on_close = true;
+    let limits = Limits::default().handshake_timeout(None);
+    let client = clients(silent.local_addr().unwrap(), &cfg, 1, limits, ch);
+    let st = client.handle.clone();
+    client.join_within(T);
+    let cev = events(&clog);
+    let n = cev.len();
+    assert!(n >= 4, "{cev:?}");
+    assert_eq!(
+        &cev[n - 2..],
+        &[
+            Ev::Timeout(dtls_reactor::DtlsTimeout::LimitReached),
+            Ev::Close(CloseCause::RetransmitLimit)
+        ]
+    );
+    assert!(cev[..n - 2]
+        .iter()
+        .all(|e| *e == Ev::Timeout(dtls_reactor::DtlsTimeout::Retransmitted)));
+    assert_eq!(st.stats().retransmissions, (n - 2) as u64);
+}
+
 /// User timers fire in order; a cancelled one does not.
 fn user_timers(v: Variant) {
     struct Timers {
@@ -373,6 +407,7 @@ four_ways!(
     stop_from_thread,
     handle_send_close,
     two_records_one_datagram,
+    retransmit_limit,
     user_timers,
 );
 
