@@ -1,61 +1,4 @@
-//! A single-threaded mio reactor serving many DTLS peers.
-//!
-//! A [`Reactor`] owns a mio `Poll`, any number of listeners (a
-//! [`dtls_demux::Demux`] each, with its [`CookieStage`]), client connections,
-//! a slab of [`Connection`]s and one timer structure. The application reacts
-//! to what happens through a [`Handler`] (asyncore's dispatcher, as a trait
-//! with default methods); every callback gets a [`Ctx`] to send, close, query
-//! a connection, set timers and connect. Other threads use a
-//! [`ReactorHandle`].
-//!
-//! One turn of the loop:
-//! 1. wait in `poll` until a socket is ready, a command arrives, or the
-//!    earliest deadline passes (no wait when work is left from the last turn);
-//! 2. drain every ready socket to `WouldBlock`, at most
-//!    [`Limits::datagrams_per_turn`] datagrams each (the rest waits for the
-//!    next turn, so one busy peer cannot starve the others): listeners through
-//!    the demux and the cookie stage, links and client sockets into their
-//!    connection; after each datagram all plaintext is delivered and the
-//!    connection's datagrams are sent;
-//! 3. serve memory queues polling cannot see (the demux's stray queue, link
-//!    memory queues, Router in memory) and work left over from step 2;
-//! 4. fire due timers (DTLS retransmission, handshake deadline, idle timeout,
-//!    user timers); run commands from other threads.
-//!
-//! ```
-//! use std::net::SocketAddr;
-//! use dtls_reactor::{ClientConfig, ConnId, Ctx, Handler, Reactor, ServerConfig};
-//!
-//! // A server that echoes, and a client in the same reactor that stops it.
-//! struct Echo { got: Option<Vec<u8>> }
-//! impl Handler for Echo {
-//!     fn on_connected(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
-//!         if ctx.is_client(id) { ctx.send(id, b"hello").unwrap(); }
-//!     }
-//!     fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
-//!         if ctx.is_client(id) {
-//!             self.got = Some(data.to_vec());
-//!             ctx.stop();
-//!         } else {
-//!             ctx.send(id, data).unwrap();
-//!         }
-//!     }
-//! }
-//! let server = ServerConfig::builder()
-//!     .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
-//!     .private_key_pem(include_bytes!("../../tests/certs/server.key"))
-//!     .build().unwrap();
-//! let client = ClientConfig::builder()
-//!     .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
-//!     .server_name("localhost").build().unwrap();
-//! let demux = dtls_demux::bind(Default::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
-//! let addr: SocketAddr = demux.local_addr().unwrap();
-//! let mut reactor = Reactor::new(Echo { got: None }).unwrap();
-//! reactor.listen(demux, &server).unwrap();
-//! reactor.connect(addr, &client).unwrap();
-//! reactor.run().unwrap();
-//! assert_eq!(reactor.handler().got.as_deref(), Some(&b"hello"[..]));
-//! ```
+//! The single-threaded mio reactor: see [`Reactor`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -798,7 +741,64 @@ fn carries_cookie(d: &[u8]) -> bool {
     matches!(d.get(sid_at + 1 + usize::from(sid_len)), Some(&n) if n > 0)
 }
 
-/// The reactor: see the [module docs](self).
+/// A single-threaded mio reactor serving many DTLS peers.
+///
+/// A [`Reactor`] owns a mio `Poll`, any number of listeners (a
+/// [`dtls_demux::Demux`] each, with its [`CookieStage`]), client connections,
+/// a slab of [`Connection`]s and one timer structure. The application reacts
+/// to what happens through a [`Handler`] (asyncore's dispatcher, as a trait
+/// with default methods); every callback gets a [`Ctx`] to send, close, query
+/// a connection, set timers and connect. Other threads use a
+/// [`ReactorHandle`].
+///
+/// One turn of the loop:
+/// 1. wait in `poll` until a socket is ready, a command arrives, or the
+///    earliest deadline passes (no wait when work is left from the last turn);
+/// 2. drain every ready socket to `WouldBlock`, at most
+///    [`Limits::datagrams_per_turn`] datagrams each (the rest waits for the
+///    next turn, so one busy peer cannot starve the others): listeners through
+///    the demux and the cookie stage, links and client sockets into their
+///    connection; after each datagram all plaintext is delivered and the
+///    connection's datagrams are sent;
+/// 3. serve memory queues polling cannot see (the demux's stray queue, link
+///    memory queues, Router in memory) and work left over from step 2;
+/// 4. fire due timers (DTLS retransmission, handshake deadline, idle timeout,
+///    user timers); run commands from other threads.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use dtls_reactor::{ClientConfig, ConnId, Ctx, Handler, Reactor, ServerConfig};
+///
+/// // A server that echoes, and a client in the same reactor that stops it.
+/// struct Echo { got: Option<Vec<u8>> }
+/// impl Handler for Echo {
+///     fn on_connected(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+///         if ctx.is_client(id) { ctx.send(id, b"hello").unwrap(); }
+///     }
+///     fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
+///         if ctx.is_client(id) {
+///             self.got = Some(data.to_vec());
+///             ctx.stop();
+///         } else {
+///             ctx.send(id, data).unwrap();
+///         }
+///     }
+/// }
+/// let server = ServerConfig::builder()
+///     .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
+///     .private_key_pem(include_bytes!("../../tests/certs/server.key"))
+///     .build().unwrap();
+/// let client = ClientConfig::builder()
+///     .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
+///     .server_name("localhost").build().unwrap();
+/// let demux = dtls_demux::bind(Default::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
+/// let addr: SocketAddr = demux.local_addr().unwrap();
+/// let mut reactor = Reactor::new(Echo { got: None }).unwrap();
+/// reactor.listen(demux, &server).unwrap();
+/// reactor.connect(addr, &client).unwrap();
+/// reactor.run().unwrap();
+/// assert_eq!(reactor.handler().got.as_deref(), Some(&b"hello"[..]));
+/// ```
 pub struct Reactor<H: Handler> {
     inner: Inner,
     handler: H,
