@@ -359,6 +359,62 @@ fn retransmit_limit(v: Variant) {
     assert_eq!(st.stats().retransmissions, (n - 2) as u64);
 }
 
+/// Plain UDP sessions on the same loop (the benchmarks' baseline): the same
+/// event sequence without DTLS; UDP has no close message, the idle timeout
+/// ends the server side.
+fn plain_udp_session(v: Variant) {
+    let demux = dtls_demux::bind(v.demux, v.any_port()).unwrap();
+    let addr = demux.local_addr().unwrap();
+    let slog = log();
+    let mut sh = Rec::new(slog.clone());
+    sh.echo = true;
+    let limits = Limits::default().idle_timeout(Some(Duration::from_millis(200)));
+    let server = spawn(Some(addr), move || {
+        let mut r = dtls_reactor::Reactor::with_limits(sh, limits).unwrap();
+        r.listen_plain(demux).unwrap();
+        r
+    });
+    let clog = log();
+    let mut ch = Rec::new(clog.clone());
+    ch.greet = vec![b"plain one".to_vec(), b"plain two".to_vec()];
+    ch.close_after = Some(2);
+    ch.stop_on_close = true;
+    let client = spawn(None, move || {
+        let mut r = dtls_reactor::Reactor::new(ch).unwrap();
+        r.connect_plain(addr).unwrap();
+        r
+    });
+    client.join_within(T);
+    assert_eq!(
+        events(&clog),
+        vec![
+            Ev::Connected,
+            Ev::Data(b"plain one".to_vec()),
+            Ev::Data(b"plain two".to_vec()),
+            Ev::Close(CloseCause::Local)
+        ]
+    );
+    assert!(
+        wait_for(T, || events(&slog).len() >= 5),
+        "{:?}",
+        events(&slog)
+    );
+    let st = server.handle.stats();
+    let s = server.stop();
+    let sev = events(&s.log);
+    assert!(matches!(sev[0], Ev::Accept(_)));
+    assert_eq!(
+        &sev[1..],
+        &[
+            Ev::Connected,
+            Ev::Data(b"plain one".to_vec()),
+            Ev::Data(b"plain two".to_vec()),
+            Ev::Close(CloseCause::IdleTimeout)
+        ]
+    );
+    assert_eq!(st.hello_verify, 0);
+}
+
 /// User timers fire in order; a cancelled one does not.
 fn user_timers(v: Variant) {
     struct Timers {
@@ -408,6 +464,7 @@ four_ways!(
     handle_send_close,
     two_records_one_datagram,
     retransmit_limit,
+    plain_udp_session,
     user_timers,
 );
 

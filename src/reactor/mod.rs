@@ -21,10 +21,12 @@ use crate::cookie::{CookieStage, Verdict};
 use crate::error::{Error, Result};
 
 mod handle;
+mod session;
 mod timer;
 
 use handle::Command;
 pub use handle::ReactorHandle;
+use session::{Plain, Session};
 use timer::{Timer, Timers};
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -320,7 +322,7 @@ impl Io {
 }
 
 struct Entry {
-    conn: Box<Connection>,
+    conn: Session,
     io: Io,
     gen: u64,
     peer: SocketAddr,
@@ -341,7 +343,8 @@ struct Entry {
 
 struct Listener {
     demux: Arc<dyn Demux>,
-    stage: CookieStage,
+    /// `None` for a plain UDP listener.
+    stage: Option<CookieStage>,
     peers: HashMap<SocketAddr, usize>,
     pending: bool,
 }
@@ -396,10 +399,10 @@ impl Ctx<'_> {
         self.inner.close(id)
     }
 
-    /// The connection `id`, for queries (peer certificate, cipher, version,
-    /// stats...).
+    /// The DTLS connection `id`, for queries (peer certificate, cipher,
+    /// version, stats...); `None` for unknown ids and plain UDP sessions.
     pub fn connection(&self, id: ConnId) -> Option<&Connection> {
-        self.inner.entry(id).map(|e| &*e.conn)
+        self.inner.entry(id).and_then(|e| e.conn.as_dtls())
     }
 
     /// The peer's address of `id`.
@@ -419,8 +422,9 @@ impl Ctx<'_> {
 
     /// True when `id` is a client connection ([`Ctx::connect`], [`Reactor::connect`]).
     pub fn is_client(&self, id: ConnId) -> bool {
-        self.connection(id)
-            .is_some_and(|c| c.role() == Role::Client)
+        self.inner
+            .entry(id)
+            .is_some_and(|e| e.conn.role() == Role::Client)
     }
 
     /// The listener `id` came through (`None` for client connections).
@@ -579,7 +583,7 @@ impl Inner {
 
     fn insert(
         &mut self,
-        conn: Box<Connection>,
+        conn: Session,
         mut io: Io,
         peer: SocketAddr,
         listener: Option<usize>,
@@ -624,6 +628,11 @@ impl Inner {
     }
 
     fn connect(&mut self, addr: SocketAddr, config: &ClientConfig) -> Result<ConnId> {
+        self.connect_with(addr, Some(config))
+    }
+
+    /// A client session to `addr`: DTLS with a configuration, plain UDP without.
+    fn connect_with(&mut self, addr: SocketAddr, config: Option<&ClientConfig>) -> Result<ConnId> {
         if self.conns.len() >= self.limits.max_connections {
             SharedStats::inc(&self.stats.limit_connections);
             log::debug!("reactor: connect to {addr} refused: max_connections reached");
@@ -638,7 +647,10 @@ impl Inner {
         };
         let sock = mio::net::UdpSocket::bind(local)?;
         sock.connect(addr)?;
-        let conn = Box::new(Connection::client(config, None)?);
+        let conn = match config {
+            Some(c) => Session::Dtls(Box::new(Connection::client(c, None)?)),
+            None => Session::Plain(Box::new(Plain::new(Role::Client))),
+        };
         let id = self.insert(conn, Io::Socket(sock), addr, None)?;
         SharedStats::inc(&self.stats.connects);
         self.flush(id.key);
@@ -867,6 +879,30 @@ impl<H: Handler> Reactor<H> {
     /// non-blocking and registered).
     pub fn listen(&mut self, demux: Arc<dyn Demux>, config: &ServerConfig) -> Result<ListenerId> {
         let stage = CookieStage::new(config)?;
+        self.add_listener(demux, Some(stage))
+    }
+
+    /// Serves plain UDP (no DTLS) on `demux`'s listener: every datagram from a
+    /// new peer creates a session at once (after [`Handler::on_accept`] and
+    /// the limits), whose datagrams reach [`Handler::on_data`] unchanged. The
+    /// baseline of benchmarks: the same loop, links and limits, without DTLS.
+    /// [`Ctx::connection`] is `None` for these sessions; they end by
+    /// [`Ctx::close`], the idle timeout or a stop (UDP has no close message).
+    pub fn listen_plain(&mut self, demux: Arc<dyn Demux>) -> Result<ListenerId> {
+        self.add_listener(demux, None)
+    }
+
+    /// Starts a plain UDP client session to `addr` (see [`Reactor::listen_plain`]);
+    /// [`Handler::on_connected`] follows at once.
+    pub fn connect_plain(&mut self, addr: SocketAddr) -> Result<ConnId> {
+        self.inner.connect_with(addr, None)
+    }
+
+    fn add_listener(
+        &mut self,
+        demux: Arc<dyn Demux>,
+        stage: Option<CookieStage>,
+    ) -> Result<ListenerId> {
         demux.listener().set_nonblocking(true)?;
         let want = self.inner.limits.listener_recv_buffer;
         if want > 0 {
@@ -1133,6 +1169,18 @@ impl<H: Handler> Reactor<H> {
 
     fn unknown(&mut self, li: usize, demux: &Arc<dyn Demux>, peer: SocketAddr, data: &[u8]) {
         let stats = self.inner.stats.clone();
+        let Some(stage) = self.inner.listeners[li].stage.as_mut() else {
+            // Plain UDP: the first datagram opens the session and is its first data.
+            let conn = Session::Plain(Box::new(Plain::new(Role::Server)));
+            if let Some(key) = self.admit(li, demux, peer, conn) {
+                if let Some(e) = self.inner.conns.get_mut(key) {
+                    let _ = e.conn.feed(data);
+                }
+                self.pump(key);
+            }
+            return;
+        };
+        let verdict = stage.handle(peer, data);
         // At a cap, a ClientHello that carries a cookie would be dropped after the cookie
         // stage built its connection (and signed the server's first flight): drop it now.
         // A wrong cookie would only earn a new HelloVerifyRequest, which it does not need.
@@ -1140,7 +1188,7 @@ impl<H: Handler> Reactor<H> {
             self.admit_refused_at_cap(peer);
             return;
         }
-        match self.inner.listeners[li].stage.handle(peer, data) {
+        match verdict {
             Verdict::HelloVerify(hvr) => {
                 SharedStats::inc(&stats.hello_verify);
                 if let Err(e) = demux.send_to(&hvr, peer) {
@@ -1150,7 +1198,9 @@ impl<H: Handler> Reactor<H> {
                     SharedStats::inc(&stats.datagrams_out);
                 }
             }
-            Verdict::Accept(conn) => self.admit(li, demux, peer, conn),
+            Verdict::Accept(conn) => {
+                self.admit(li, demux, peer, Session::Dtls(conn));
+            }
             Verdict::Refused { alert, error } => {
                 SharedStats::inc(&stats.handshake_refused);
                 if let Some(a) = alert {
@@ -1168,12 +1218,12 @@ impl<H: Handler> Reactor<H> {
         li: usize,
         demux: &Arc<dyn Demux>,
         peer: SocketAddr,
-        mut conn: Box<Connection>,
-    ) {
+        mut conn: Session,
+    ) -> Option<usize> {
         let stats = self.inner.stats.clone();
         if self.at_cap().is_some() {
             self.admit_refused_at_cap(peer);
-            return;
+            return None;
         }
         let accept = {
             let (h, mut ctx) = self.ctx_handler();
@@ -1183,23 +1233,24 @@ impl<H: Handler> Reactor<H> {
             SharedStats::inc(&stats.handler_refused);
             log::debug!("reactor: {peer} refused by the handler");
             conn.close();
-            while let Some(d) = conn.poll_transmit() {
-                let _ = demux.send_to(&d, peer);
+            while let Some(d) = conn.peek_transmit() {
+                let _ = demux.send_to(d, peer);
+                conn.pop_transmit();
             }
-            return;
+            return None;
         }
         let link = match demux.attach(peer) {
             Ok(l) => l,
             Err(e) => {
                 SharedStats::inc(&stats.io_errors);
                 log::debug!("reactor: attach of {peer} failed: {e}");
-                return;
+                return None;
             }
         };
         if let Err(e) = link.socket().set_nonblocking(true) {
             SharedStats::inc(&stats.io_errors);
             log::debug!("reactor: link of {peer}: {e}");
-            return;
+            return None;
         }
         let key_peer = link.peer_addr();
         let queued = link.has_queued();
@@ -1208,7 +1259,7 @@ impl<H: Handler> Reactor<H> {
             Err(e) => {
                 SharedStats::inc(&stats.io_errors);
                 log::debug!("reactor: register of {peer} failed: {e}");
-                return;
+                return None;
             }
         };
         SharedStats::inc(&stats.accepted);
@@ -1217,6 +1268,7 @@ impl<H: Handler> Reactor<H> {
             self.inner.mark_ready(id.key);
         }
         self.pump(id.key);
+        Some(id.key)
     }
 
     /// Which cap a new server connection would exceed: (is it max_connections, the cap).
