@@ -11,14 +11,14 @@
 //! echo of the last arrives), then closes. Round trips per second count from
 //! that moment; handshakes per second from the start to the last handshake. At most `--parallel` handshakes run at once. Prints a summary
 //! and exits non-zero if any session failed (an error, a wrong echo, or not
-//! done within `--timeout`). `--raw` runs the same sessions over plain UDP
-//! (connected sockets, the same loop shape) against `reactor_echo --raw`.
+//! done within `--timeout`). `--raw` runs the same sessions as plain UDP
+//! sessions of the same reactor (`Reactor::connect_plain`) against
+//! `reactor_echo --raw`: the baseline of the bench.
 
 #[path = "common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
-use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -63,7 +63,8 @@ const GIVE_UP: u64 = 1;
 
 struct Sessions {
     addr: SocketAddr,
-    cfg: ClientConfig,
+    /// `None`: plain UDP sessions.
+    cfg: Option<ClientConfig>,
     payload: Vec<u8>,
     count: u64,
     total: usize,
@@ -87,7 +88,11 @@ impl Sessions {
     fn start_more(&mut self, ctx: &mut Ctx<'_>) {
         while self.to_start > 0 && self.handshaking < self.parallel {
             self.to_start -= 1;
-            match ctx.connect(self.addr, &self.cfg) {
+            let r = match &self.cfg {
+                Some(cfg) => ctx.connect(self.addr, cfg),
+                None => ctx.connect_plain(self.addr),
+            };
+            match r {
                 Ok(_) => self.handshaking += 1,
                 Err(e) => {
                     eprintln!("connect: {e}");
@@ -207,81 +212,15 @@ fn pin(cpu: usize) {
         libc::CPU_ZERO(&mut set);
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!("pin to CPU {cpu}: {}", io::Error::last_os_error());
+            eprintln!("pin to CPU {cpu}: {}", std::io::Error::last_os_error());
         }
     }
-}
-
-/// Plain UDP sessions with the same loop shape: returns (ok, failed, round trips).
-fn raw_sessions(args: &Args, addr: SocketAddr) -> io::Result<(usize, usize, u64)> {
-    use mio::{Events, Interest, Poll, Token};
-    let mut poll = Poll::new()?;
-    let payload = vec![0x5au8; args.size];
-    let local: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().unwrap()
-    } else {
-        "[::]:0".parse().unwrap()
-    };
-    let mut socks = Vec::with_capacity(args.sessions);
-    let mut left = vec![args.count; args.sessions];
-    for i in 0..args.sessions {
-        let mut s = mio::net::UdpSocket::bind(local)?;
-        s.connect(addr)?;
-        poll.registry()
-            .register(&mut s, Token(i), Interest::READABLE)?;
-        if args.count > 0 {
-            s.send(&payload)?;
-        }
-        socks.push(s);
-    }
-    let mut ok = left.iter().filter(|&&n| n == 0).count();
-    let mut failed = 0;
-    let mut round_trips = 0;
-    let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; 65_536];
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    while ok + failed < args.sessions {
-        let now = Instant::now();
-        if now >= deadline {
-            failed = args.sessions - ok;
-            eprintln!("timeout: {failed} raw session(s) unfinished");
-            break;
-        }
-        poll.poll(&mut events, Some(deadline - now))?;
-        for ev in events.iter() {
-            let i = ev.token().0;
-            for _ in 0..64 {
-                match socks[i].recv(&mut buf) {
-                    Ok(n) => {
-                        if buf[..n] != payload[..] {
-                            failed += 1;
-                            left[i] = 0;
-                            continue;
-                        }
-                        round_trips += 1;
-                        left[i] -= 1;
-                        if left[i] == 0 {
-                            ok += 1;
-                        } else {
-                            let _ = socks[i].send(&payload);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        eprintln!("raw session {i}: {e}");
-                        failed += 1;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    Ok((ok, failed, round_trips))
 }
 
 fn main() -> ExitCode {
     env_logger::init();
     let args = Args::parse();
+    raise_nofile();
     if let Some(cpu) = args.pin {
         pin(cpu);
     }
@@ -297,31 +236,15 @@ fn main() -> ExitCode {
         }
     };
     let t0 = Instant::now();
-    if args.raw {
-        return match raw_sessions(&args, addr) {
-            Ok((ok, failed, rt)) => {
-                let secs = t0.elapsed().as_secs_f64();
-                println!(
-                    "raw: sessions {ok} ok / {failed} failed, {rt} round trips in {secs:.3} s: {:.0} round trips/s",
-                    rt as f64 / secs
-                );
-                if failed == 0 {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
+    let cfg = if args.raw {
+        None
+    } else {
+        match args.client.config(&args.host) {
+            Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("raw: {e}");
-                ExitCode::FAILURE
+                eprintln!("configuration: {e}");
+                return ExitCode::FAILURE;
             }
-        };
-    }
-    let cfg = match args.client.config(&args.host) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("configuration: {e}");
-            return ExitCode::FAILURE;
         }
     };
     let handler = Sessions {
@@ -369,8 +292,10 @@ fn main() -> ExitCode {
         (Some(_), Some(l)) => (l - h.started).as_secs_f64(),
         _ => 0.0,
     };
+    let all_secs = (end - h.started).as_secs_f64();
     println!(
-        "dtls: sessions {} ok / {} failed, {} connected; {} round trips in {secs:.3} s: {:.0} round trips/s; handshakes {:.0}/s (all {} connected after {hs_secs:.3} s); retransmissions {}",
+        "{}: sessions {} ok / {} failed, {} connected; {} round trips in {secs:.3} s: {:.0} round trips/s; handshakes {:.0}/s (all {} connected after {hs_secs:.3} s); {:.0} sessions/s overall; retransmissions {}",
+        if args.raw { "raw" } else { "dtls" },
         h.ok,
         h.failed,
         h.connected,
@@ -378,11 +303,27 @@ fn main() -> ExitCode {
         h.round_trips as f64 / secs,
         if hs_secs > 0.0 { h.connected as f64 / hs_secs } else { 0.0 },
         h.connected,
+        h.ok as f64 / all_secs,
         st.retransmissions
     );
     if h.failed == 0 && h.ok == h.total {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Raises the open-file limit to the hard limit: every peer is a socket.
+fn raise_nofile() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
     }
 }

@@ -9,9 +9,8 @@
 //! With `--threads N` the port is served by N reactors: OsNet listeners form one
 //! reuseport group whose BPF program spreads peers by address and port
 //! (`OsNet::bind_group`); Router listeners are N `SO_REUSEPORT` sockets (the
-//! kernel's own hash by address and port). `--raw` echoes plain UDP datagrams
-//! with a mio loop built like the reactor's (edge-triggered, drained to
-//! WouldBlock, 64 datagrams per socket per turn): the baseline of the bench.
+//! kernel's own hash by address and port). `--raw` echoes plain UDP on the same
+//! reactors, demux and limits (`Reactor::listen_plain`): the bench's baseline.
 //! `--pin` pins thread i to CPU i (modulo the CPUs available).
 
 #[path = "common/mod.rs"]
@@ -37,7 +36,7 @@ struct Args {
     /// Router only: hand datagrams to links in memory instead of through the kernel.
     #[arg(long)]
     in_memory: bool,
-    /// Echo plain UDP (no DTLS): the baseline for benchmarks.
+    /// Echo plain UDP (no DTLS) on the same reactor: the baseline for benchmarks.
     #[arg(long)]
     raw: bool,
     /// Pin reactor thread i to CPU i.
@@ -49,6 +48,9 @@ struct Args {
     /// Most connections per reactor.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Close sessions idle for this many seconds.
+    #[arg(long, default_value_t = 300)]
+    idle: u64,
     /// Most handshakes in flight per reactor.
     #[arg(long, default_value_t = 1_000)]
     max_handshakes: usize,
@@ -117,73 +119,21 @@ fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Plain UDP echo with the reactor's loop shape.
-fn raw_echo(sock: UdpSocket, index: usize) -> io::Result<()> {
-    use mio::{Events, Interest, Poll, Token};
-    sock.set_nonblocking(true)?;
-    let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(4 << 20);
-    let mut sock = mio::net::UdpSocket::from_std(sock);
-    let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut sock, Token(0), Interest::READABLE)?;
-    let mut events = Events::with_capacity(64);
-    let mut buf = vec![0u8; 65_536];
-    let mut more = false;
-    loop {
-        let wait = if more { Some(Duration::ZERO) } else { None };
-        poll.poll(&mut events, wait)?;
-        more = true;
-        for _ in 0..64 {
-            match sock.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let _ = sock.send_to(&buf[..n], from);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    more = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::debug!("raw echo {index}: {e}");
-                }
-            }
-        }
-    }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::init();
     let args = Args::parse();
+    raise_nofile();
     let addr = SocketAddr::new(args.server.bind, args.server.port);
-    if args.raw {
-        let mut threads = Vec::new();
-        let mut port = addr.port();
-        for i in 0..args.threads.max(1) {
-            let s = reuseport_socket(SocketAddr::new(addr.ip(), port))?;
-            port = s.local_addr()?.port();
-            let pin_it = args.pin;
-            threads.push(std::thread::spawn(move || {
-                if pin_it {
-                    pin(i);
-                }
-                raw_echo(s, i)
-            }));
-        }
-        eprintln!(
-            "raw UDP echo on {}:{port}, {} thread(s)",
-            addr.ip(),
-            args.threads.max(1)
-        );
-        for t in threads {
-            t.join().expect("thread")?;
-        }
-        return Ok(());
-    }
-    let cfg = args.server.config()?;
+    let cfg = if args.raw {
+        None
+    } else {
+        Some(args.server.config()?)
+    };
     let demuxes = listeners(&args, addr)?;
     let mut threads = Vec::new();
     eprintln!(
-        "DTLS echo on {} ({} demux{}), {} reactor(s)",
+        "{} echo on {} ({} demux{}), {} reactor(s)",
+        if args.raw { "plain UDP" } else { "DTLS" },
         demuxes[0].local_addr()?,
         args.server.demux,
         if args.in_memory { ", in memory" } else { "" },
@@ -191,7 +141,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let limits = Limits::default()
         .max_connections(args.max_connections)
-        .max_handshakes(args.max_handshakes);
+        .max_handshakes(args.max_handshakes)
+        .idle_timeout(Some(Duration::from_secs(args.idle.max(1))));
     for (i, demux) in demuxes.into_iter().enumerate() {
         let cfg = cfg.clone();
         let stats = args.stats;
@@ -208,7 +159,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 },
                 limits,
             )?;
-            r.listen(demux, &cfg)?;
+            match &cfg {
+                Some(cfg) => r.listen(demux, cfg)?,
+                None => r.listen_plain(demux)?,
+            };
             if stats > 0 {
                 r.set_timer(every, 0);
             }
@@ -219,4 +173,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.join().expect("reactor thread")?;
     }
     Ok(())
+}
+
+/// Raises the open-file limit to the hard limit: every peer is a socket.
+fn raise_nofile() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
 }

@@ -451,6 +451,11 @@ impl Ctx<'_> {
         self.inner.connect(addr, config)
     }
 
+    /// Starts a plain UDP client session to `addr` (see [`Reactor::listen_plain`]).
+    pub fn connect_plain(&mut self, addr: SocketAddr) -> Result<ConnId> {
+        self.inner.connect_with(addr, None)
+    }
+
     /// Stops the reactor after this turn (see [`ReactorHandle::stop`]).
     pub fn stop(&mut self) {
         self.inner.stopping = true;
