@@ -147,7 +147,7 @@ fn main() {
     let modes: [(&str, Vec<&str>); 4] = [
         (
             "plain UDP (same reactor, osnet)",
-            vec!["--raw", "--idle", "1"],
+            vec!["--raw", "--idle", "60"],
         ),
         ("DTLS osnet", vec!["--demux", "osnet"]),
         ("DTLS router", vec!["--demux", "router"]),

@@ -33,6 +33,8 @@ const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// Largest datagram read from a socket.
 const RECV_BUF: usize = 65_536;
+/// Most datagrams read from a closing OsNet link before it is dropped.
+const LINGER_READS: usize = 64;
 
 /// Identifies one connection of a reactor. Ids are never reused: a stale id
 /// names no connection (calls with it fail or return `None`).
@@ -368,6 +370,8 @@ struct Inner {
     handle: ReactorHandle,
     stopping: bool,
     stopped: bool,
+    /// Receive buffer for draining closing links.
+    scratch: Vec<u8>,
 }
 
 /// The reactor's services inside a [`Handler`] callback.
@@ -721,6 +725,19 @@ impl Inner {
         {
             self.timers.remove(at, seq);
         }
+        if let Io::Link(l) = &e.io {
+            // OsNet on IPv4 can queue other peers' datagrams on a per-peer socket (see
+            // `Demux::has_buffered`); read what waits before the socket closes, so the
+            // demux keeps those as strays for the listener instead of losing them. The
+            // peer's own datagrams are discarded: its connection is gone.
+            if l.kind() == dtls_demux::DemuxKind::OsNet {
+                for _ in 0..LINGER_READS {
+                    if l.recv(&mut self.scratch).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
         let r = match &mut e.io {
             Io::Link(l) => self.poll.registry().deregister(l),
             Io::Socket(s) => self.poll.registry().deregister(s),
@@ -871,6 +888,7 @@ impl<H: Handler> Reactor<H> {
                 handle,
                 stopping: false,
                 stopped: false,
+                scratch: vec![0u8; RECV_BUF],
             },
             handler,
             events: Events::with_capacity(1024),
