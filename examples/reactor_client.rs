@@ -81,6 +81,8 @@ struct Sessions {
     started: Instant,
     echo_start: Option<Instant>,
     waiting: Vec<ConnId>,
+    /// Plain sessions waiting for their first round trip.
+    warming: std::collections::HashSet<ConnId>,
     finished: Option<Instant>,
 }
 
@@ -123,6 +125,46 @@ impl Sessions {
         }
     }
 
+    /// A session is set up (handshake done, or first plain round trip back).
+    fn ready(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let now = Instant::now();
+        self.first_connect.get_or_insert(now);
+        self.last_connect = Some(now);
+        self.handshaking -= 1;
+        self.connected += 1;
+        self.done.insert(id, 0);
+        if self.count == 0 {
+            self.finish(ctx, id);
+        } else {
+            self.waiting.push(id);
+            self.maybe_start_echo(ctx);
+        }
+        self.start_more(ctx);
+    }
+
+    fn echo(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
+        if data != self.payload.as_slice() {
+            eprintln!("{id}: wrong echo ({} bytes)", data.len());
+            self.done.remove(&id);
+            self.failed += 1;
+            ctx.close(id);
+            self.check_done(ctx);
+            return;
+        }
+        self.round_trips += 1;
+        let n = match self.done.get_mut(&id) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => return,
+        };
+        if n >= self.count {
+            self.finish(ctx, id);
+        } else if let Err(e) = ctx.send(id, &self.payload) {
+            eprintln!("send: {e}");
+        }
+    }
     fn finish(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
         self.done.remove(&id);
         self.ok += 1;
@@ -146,48 +188,30 @@ impl Handler for Sessions {
         }
     }
     fn on_connected(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
-        let now = Instant::now();
-        self.first_connect.get_or_insert(now);
-        self.last_connect = Some(now);
-        self.handshaking -= 1;
-        self.connected += 1;
-        self.done.insert(id, 0);
-        if self.count == 0 {
-            self.finish(ctx, id);
-        } else {
-            self.waiting.push(id);
-            self.maybe_start_echo(ctx);
-        }
-        self.start_more(ctx);
-    }
-    fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
-        if data != self.payload.as_slice() {
-            eprintln!("{id}: wrong echo ({} bytes)", data.len());
-            self.done.remove(&id);
-            self.failed += 1;
-            ctx.close(id);
-            self.check_done(ctx);
+        if self.cfg.is_none() {
+            // Plain UDP: the session counts as set up once a first round trip
+            // (the counterpart of a handshake) came back.
+            self.warming.insert(id);
+            if let Err(e) = ctx.send(id, &self.payload) {
+                eprintln!("send: {e}");
+            }
             return;
         }
-        self.round_trips += 1;
-        let n = match self.done.get_mut(&id) {
-            Some(n) => {
-                *n += 1;
-                *n
-            }
-            None => return,
-        };
-        if n >= self.count {
-            self.finish(ctx, id);
-        } else if let Err(e) = ctx.send(id, &self.payload) {
-            eprintln!("send: {e}");
+        self.ready(ctx, id);
+    }
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
+        if self.warming.remove(&id) {
+            self.ready(ctx, id);
+            return;
         }
+        self.echo(ctx, id, data);
     }
     fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, cause: &CloseCause) {
         if *cause == CloseCause::Local || *cause == CloseCause::Stopped {
             return;
         }
         eprintln!("{id}: {cause:?}");
+        self.warming.remove(&id);
         if self.done.remove(&id).is_none() {
             // Closed during its handshake.
             self.handshaking = self.handshaking.saturating_sub(1);
@@ -266,6 +290,7 @@ fn main() -> ExitCode {
         started: t0,
         echo_start: None,
         waiting: Vec::new(),
+        warming: Default::default(),
         finished: None,
     };
     let limits = Limits::default()
