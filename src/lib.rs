@@ -17,6 +17,10 @@
 //! Coming from Python's `ssl` module or PyDTLS? The [`socket`] module docs
 //! have [a table from each Python call to
 //! ours](socket#from-pythons-ssl--pydtls).
+//!
+//! The reactor: [`Reactor`] (a single-threaded mio event loop serving many
+//! peers), [`Handler`] (what the application does on each event), [`Ctx`],
+//! [`ReactorHandle`] (for other threads), [`Limits`].
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -25,6 +29,7 @@ mod conn;
 mod cookie;
 mod error;
 mod ffi;
+mod reactor;
 mod record;
 pub mod socket;
 
@@ -39,6 +44,10 @@ pub use socket::{DtlsListener, DtlsSocket, ListenerStats, Transport, UnwrapError
 
 /// The demux choice of [`DtlsListener::bind`], from the `dtls-demux` crate.
 pub use dtls_demux::DemuxKind;
+pub use reactor::{
+    CloseCause, ConnId, Ctx, DtlsTimeout, Handler, Limits, ListenerId, Reactor, ReactorHandle,
+    ReactorStats, TimerId,
+};
 
 /// The OpenSSL version this library runs on, as OpenSSL prints it.
 ///

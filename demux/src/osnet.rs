@@ -79,6 +79,67 @@ impl OsNet {
         Self::setup(s.into(), opts)
     }
 
+    /// Bind `n` listeners on one address and port (port 0 picks a free port), for `n`
+    /// reactors or threads, each serving its own [`OsNet`]: one reuseport group whose first
+    /// `n` members are these listeners, with a classic BPF program that spreads new peers
+    /// over them by a hash of the peer's address and port. Every datagram of one peer
+    /// reaches the same listener (so a DTLS cookie retry from the same address and port
+    /// reaches the reactor that sent the cookie) until the peer has its own socket.
+    ///
+    /// The first socket is bound without `SO_REUSEPORT`, as in [`bind`](OsNet::bind),
+    /// so the bind fails with [`io::ErrorKind::AddrInUse`] if the port is taken. `n` must
+    /// be between 1 and 256 ([`io::ErrorKind::InvalidInput`] otherwise). If the program
+    /// cannot be attached the kernel's own reuseport hash spreads peers, which also sends
+    /// some to per-peer sockets; the race handling catches those (see
+    /// [`Demux::has_buffered`](crate::Demux::has_buffered)). As with one listener, IPv4
+    /// groups with connected members still see strays (datagrams of new peers caught by
+    /// another member); each listener's race handling keeps them, so such a peer may be
+    /// served by another listener of the group than the hash chose.
+    pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<Arc<OsNet>>> {
+        unsupported()?;
+        if !(1..=256).contains(&n) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "dtls-demux: a listener group has 1 to 256 members",
+            ));
+        }
+        let first = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        first.bind(&addr.into())?;
+        first.set_reuse_port(true)?;
+        let local = first
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an inet socket"))?;
+        let v6only = if local.is_ipv6() {
+            Some(first.only_v6()?)
+        } else {
+            None
+        };
+        let mut socks: Vec<UdpSocket> = vec![first.into()];
+        for _ in 1..n {
+            let s = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            if let Some(only) = v6only {
+                s.set_only_v6(only)?;
+            }
+            s.bind(&local.into())?;
+            socks.push(s.into());
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if n > 1 {
+            // With one member there is no group yet: `setup` installs `ret #0` as `bind` does.
+            match crate::sys::attach_reuseport_hash(&socks[0], n as u32) {
+                Ok(()) => log::debug!("dtls-demux: {local}: group of {n}, reuseport hash BPF attached"),
+                Err(e) => log::debug!(
+                    "dtls-demux: {local}: cannot attach the group's reuseport BPF ({e}); relying on race handling"
+                ),
+            }
+        }
+        let opts = OsNetOptions::default().reuseport_bpf(n == 1);
+        socks.into_iter().map(|s| Self::setup(s, opts)).collect()
+    }
+
     /// Wrap an already-bound socket. It must have `SO_REUSEPORT` set (else
     /// [`io::ErrorKind::InvalidInput`]) and should be the first socket of its reuseport
     /// group: the BPF program sends unmatched traffic to index 0 of the group.

@@ -45,6 +45,96 @@ pub(crate) fn attach_reuseport_ret0(sock: &UdpSocket) -> io::Result<()> {
     }
 }
 
+/// Attach a classic BPF program to the reuseport group of `sock` that picks socket index
+/// `hash(source address, source port) % n`: every datagram of one peer goes to the same
+/// index among the first `n` members (the group's listeners), whatever its address family
+/// (the IP version is read from the packet, so a dual-stack IPv6 group handles IPv4 peers
+/// too). Assumes IPv4 packets without options and IPv6 packets without extension headers
+/// for the port; other packets are still hashed deterministically per peer.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn attach_reuseport_hash(sock: &UdpSocket, n: u32) -> io::Result<()> {
+    // Loads relative to the network header (the program's data starts after the UDP
+    // header for reuseport programs).
+    const NET: u32 = 0xfff0_0000; // SKF_NET_OFF = -0x100000
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let (ld, ldh, ldb, abs) = (libc::BPF_LD, libc::BPF_H, libc::BPF_B, libc::BPF_ABS);
+    let w = libc::BPF_W;
+    let tax = libc::BPF_MISC | libc::BPF_TAX;
+    let add_x = libc::BPF_ALU | libc::BPF_ADD | libc::BPF_X;
+    let mix = [
+        op(
+            libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K,
+            0,
+            0,
+            0x9E37_79B1,
+        ),
+        op(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 0, 0, 16),
+        op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n.max(1)),
+        op(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
+    ];
+    let mut v6 = vec![
+        op(ld | w | abs, 0, 0, NET + 8),
+        op(tax, 0, 0, 0),
+        op(ld | w | abs, 0, 0, NET + 12),
+        op(add_x, 0, 0, 0),
+        op(tax, 0, 0, 0),
+        op(ld | w | abs, 0, 0, NET + 16),
+        op(add_x, 0, 0, 0),
+        op(tax, 0, 0, 0),
+        op(ld | w | abs, 0, 0, NET + 20),
+        op(add_x, 0, 0, 0),
+        op(tax, 0, 0, 0),
+        op(ld | ldh | abs, 0, 0, NET + 40),
+        op(add_x, 0, 0, 0),
+    ];
+    v6.extend_from_slice(&mix);
+    let mut v4 = vec![
+        op(ld | w | abs, 0, 0, NET + 12),
+        op(tax, 0, 0, 0),
+        op(ld | ldh | abs, 0, 0, NET + 20),
+        op(add_x, 0, 0, 0),
+    ];
+    v4.extend_from_slice(&mix);
+    let mut filter = vec![
+        op(ld | ldb | abs, 0, 0, NET),
+        op(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 0, 0, 4),
+        // IPv6: fall through; else jump over the IPv6 part.
+        op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            v6.len() as u8,
+            6,
+        ),
+    ];
+    filter.extend(v6);
+    filter.extend(v4);
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points to `filter`, which outlives the call; the option length is the
+    // size of `sock_fprog`, as the kernel expects. The fd is valid while `sock` is borrowed.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Make `dst` refer to the open file description of `src` (atomically closing what `dst`
 /// referred to), keeping close-on-exec set on `dst`.
 pub(crate) fn dup_over(src: RawFd, dst: RawFd) -> io::Result<()> {

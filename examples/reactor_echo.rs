@@ -1,0 +1,191 @@
+//! A DTLS echo server on the reactor: one reactor per thread, all on one port.
+//!
+//! ```text
+//! cargo run --release --example reactor_echo -- --port 28000 --threads 2
+//! cargo run --release --example reactor_echo -- --demux router --in-memory
+//! cargo run --release --example reactor_echo -- --raw     # plain UDP echo, same loop shape
+//! ```
+//!
+//! With `--threads N` the port is served by N reactors: OsNet listeners form one
+//! reuseport group whose BPF program spreads peers by address and port
+//! (`OsNet::bind_group`); Router listeners are N `SO_REUSEPORT` sockets (the
+//! kernel's own hash by address and port). `--raw` echoes plain UDP on the same
+//! reactors, demux and limits (`Reactor::listen_plain`): the bench's baseline.
+//! `--pin` pins thread i to CPU i (modulo the CPUs available).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use dtls_demux::{Demux, DemuxKind, OsNet, Router, RouterOptions};
+use dtls_reactor::{ConnId, Ctx, Handler, Limits, Reactor, TimerId};
+
+#[derive(Parser, Debug)]
+#[command(about = "DTLS echo server on the dtls-reactor reactor")]
+struct Args {
+    #[command(flatten)]
+    server: common::ServerOpts,
+    /// Reactors (threads) serving the port.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Router only: hand datagrams to links in memory instead of through the kernel.
+    #[arg(long)]
+    in_memory: bool,
+    /// Echo plain UDP (no DTLS) on the same reactor: the baseline for benchmarks.
+    #[arg(long)]
+    raw: bool,
+    /// Pin reactor thread i to CPU i.
+    #[arg(long)]
+    pin: bool,
+    /// Print each reactor's counters every this many seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    stats: u64,
+    /// Most connections per reactor.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Close sessions idle for this many seconds.
+    #[arg(long, default_value_t = 300)]
+    idle: u64,
+    /// Most handshakes in flight per reactor.
+    #[arg(long, default_value_t = 1_000)]
+    max_handshakes: usize,
+}
+
+struct Echo {
+    index: usize,
+    stats_every: Duration,
+}
+
+impl Handler for Echo {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
+        if let Err(e) = ctx.send(id, data) {
+            log::debug!("echo to {id}: {e}");
+        }
+    }
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _t: TimerId, _token: u64) {
+        eprintln!("reactor {}: {:?}", self.index, ctx.stats());
+        ctx.set_timer(self.stats_every, 0);
+    }
+}
+
+fn pin(i: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write into our local value
+        // and sched_setaffinity reads it for the calling thread (pid 0).
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_ZERO(&mut set);
+            libc::CPU_SET(i % cpus, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                eprintln!("pin to CPU {}: {}", i % cpus, io::Error::last_os_error());
+            }
+        }
+    }
+}
+
+fn listeners(args: &Args, addr: SocketAddr) -> io::Result<Vec<Arc<dyn Demux>>> {
+    let n = args.threads.max(1);
+    match args.server.demux {
+        DemuxKind::OsNet => Ok(OsNet::bind_group(addr, n)?
+            .into_iter()
+            .map(|d| d as Arc<dyn Demux>)
+            .collect()),
+        DemuxKind::Router => {
+            let opts = RouterOptions::default().in_memory(args.in_memory);
+            let mut v: Vec<Arc<dyn Demux>> = Vec::new();
+            let mut port = addr.port();
+            for _ in 0..n {
+                let s = reuseport_socket(SocketAddr::new(addr.ip(), port))?;
+                port = s.local_addr()?.port();
+                v.push(Router::from_socket_with(s, opts)?);
+            }
+            Ok(v)
+        }
+    }
+}
+
+fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::init();
+    let args = Args::parse();
+    raise_nofile();
+    let addr = SocketAddr::new(args.server.bind, args.server.port);
+    let cfg = if args.raw {
+        None
+    } else {
+        Some(args.server.config()?)
+    };
+    let demuxes = listeners(&args, addr)?;
+    let mut threads = Vec::new();
+    eprintln!(
+        "{} echo on {} ({} demux{}), {} reactor(s)",
+        if args.raw { "plain UDP" } else { "DTLS" },
+        demuxes[0].local_addr()?,
+        args.server.demux,
+        if args.in_memory { ", in memory" } else { "" },
+        demuxes.len()
+    );
+    let limits = Limits::default()
+        .max_connections(args.max_connections)
+        .max_handshakes(args.max_handshakes)
+        .idle_timeout(Some(Duration::from_secs(args.idle.max(1))));
+    for (i, demux) in demuxes.into_iter().enumerate() {
+        let cfg = cfg.clone();
+        let stats = args.stats;
+        let pin_it = args.pin;
+        threads.push(std::thread::spawn(move || -> dtls_reactor::Result<()> {
+            if pin_it {
+                pin(i);
+            }
+            let every = Duration::from_secs(stats.max(1));
+            let mut r = Reactor::with_limits(
+                Echo {
+                    index: i,
+                    stats_every: every,
+                },
+                limits,
+            )?;
+            match &cfg {
+                Some(cfg) => r.listen(demux, cfg)?,
+                None => r.listen_plain(demux)?,
+            };
+            if stats > 0 {
+                r.set_timer(every, 0);
+            }
+            r.run()
+        }));
+    }
+    for t in threads {
+        t.join().expect("reactor thread")?;
+    }
+    Ok(())
+}
+
+/// Raises the open-file limit to the hard limit: every peer is a socket.
+fn raise_nofile() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}

@@ -1,0 +1,1665 @@
+//! The single-threaded mio reactor: see [`Reactor`].
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use dtls_demux::{Demux, Incoming, Link, Route};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::config::{ClientConfig, ServerConfig};
+use crate::conn::{CloseReason, Connection, Event, PeerCertificate, Role};
+use crate::cookie::{CookieStage, Verdict};
+use crate::error::{Error, Result};
+
+mod handle;
+mod session;
+mod timer;
+
+use handle::Command;
+pub use handle::ReactorHandle;
+use session::{Plain, Session};
+use timer::{Timer, Timers};
+
+const WAKER: Token = Token(usize::MAX - 1);
+const LISTENER_BASE: usize = usize::MAX / 2;
+/// Largest datagram read from a socket.
+const RECV_BUF: usize = 65_536;
+/// Most datagrams read from a closing OsNet link before it is dropped.
+const LINGER_READS: usize = 64;
+
+/// Identifies one connection of a reactor. Ids are never reused: a stale id
+/// names no connection (calls with it fail or return `None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    key: usize,
+    gen: u64,
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.gen)
+    }
+}
+
+/// Identifies a listener of a reactor (the order of [`Reactor::listen`] calls, from 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub usize);
+
+/// Identifies a user timer ([`Ctx::set_timer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId(u64);
+
+/// Why a connection of the reactor ended ([`Handler::on_close`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The peer sent close_notify.
+    PeerClosed,
+    /// The application closed it ([`Ctx::close`], [`ReactorHandle::close`]).
+    Local,
+    /// The handshake did not finish in time (the reactor's
+    /// [`Limits::handshake_timeout`] or the configuration's deadline).
+    HandshakeTimeout,
+    /// DTLS gave up retransmitting: the peer does not answer.
+    RetransmitLimit,
+    /// Nothing arrived from the peer for [`Limits::idle_timeout`].
+    IdleTimeout,
+    /// The reactor stopped ([`Ctx::stop`], [`ReactorHandle::stop`]).
+    Stopped,
+    /// A fatal error, with its text. In [`Handler::on_close`],
+    /// `ctx.connection(id).and_then(|c| c.error())` still has the value.
+    Failed(String),
+}
+
+impl From<&CloseReason> for CloseCause {
+    fn from(r: &CloseReason) -> Self {
+        match r {
+            CloseReason::PeerClosed => CloseCause::PeerClosed,
+            CloseReason::Local => CloseCause::Local,
+            CloseReason::HandshakeTimeout => CloseCause::HandshakeTimeout,
+            CloseReason::RetransmitLimit => CloseCause::RetransmitLimit,
+            CloseReason::Failed(s) => CloseCause::Failed(s.clone()),
+        }
+    }
+}
+
+/// What a DTLS timer did ([`Handler::on_timeout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtlsTimeout {
+    /// The last flight was sent again.
+    Retransmitted,
+    /// The retransmission limit was reached; [`Handler::on_close`] follows
+    /// with [`CloseCause::RetransmitLimit`].
+    LimitReached,
+}
+
+/// Limits that protect a server, with protective defaults. What happens at
+/// each is counted in [`ReactorStats`] and logged with `log::debug!`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Most connections (server and client) at once; a peer that passes the
+    /// cookie beyond it is dropped (it may retry). Default 10,000.
+    pub max_connections: usize,
+    /// Most server connections still in their handshake (half-open); a peer
+    /// that passes the cookie beyond it is dropped. Default 1,000.
+    pub max_handshakes: usize,
+    /// Time a handshake may take from the first datagram that created the
+    /// connection; `None` leaves only the configuration's deadline. Default 10 s.
+    pub handshake_timeout: Option<Duration>,
+    /// Close an established connection when nothing arrived from the peer for
+    /// this long (close_notify is sent); `None` for never. Default 300 s.
+    pub idle_timeout: Option<Duration>,
+    /// Most datagrams read from one socket per turn. Default 64.
+    pub datagrams_per_turn: usize,
+    /// Receive buffer (`SO_RCVBUF`) asked for each listener, in bytes; the
+    /// kernel caps it (`net.core.rmem_max` on Linux); 0 leaves the system
+    /// default. Every new peer's first datagrams, and all of Router's
+    /// traffic, queue there: default 4 MiB.
+    pub listener_recv_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_handshakes: 1_000,
+            handshake_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: Some(Duration::from_secs(300)),
+            datagrams_per_turn: 64,
+            listener_recv_buffer: 4 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets [`Limits::max_connections`] (at least 1).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.clamp(1, LISTENER_BASE - 1);
+        self
+    }
+    /// Sets [`Limits::max_handshakes`] (at least 1).
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n.max(1);
+        self
+    }
+    /// Sets [`Limits::handshake_timeout`].
+    pub fn handshake_timeout(mut self, d: Option<Duration>) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+    /// Sets [`Limits::idle_timeout`].
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+    /// Sets [`Limits::listener_recv_buffer`].
+    pub fn listener_recv_buffer(mut self, bytes: usize) -> Self {
+        self.listener_recv_buffer = bytes;
+        self
+    }
+    /// Sets [`Limits::datagrams_per_turn`] (at least 1).
+    pub fn datagrams_per_turn(mut self, n: usize) -> Self {
+        self.datagrams_per_turn = n.max(1);
+        self
+    }
+}
+
+macro_rules! stats {
+    ($($(#[$m:meta])* $f:ident),* $(,)?) => {
+        /// A snapshot of a reactor's counters and gauges.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct ReactorStats {
+            $($(#[$m])* pub $f: u64,)*
+        }
+        #[derive(Debug, Default)]
+        pub(crate) struct SharedStats {
+            $($f: AtomicU64,)*
+        }
+        impl SharedStats {
+            pub(crate) fn snapshot(&self) -> ReactorStats {
+                ReactorStats { $($f: self.$f.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+stats! {
+    /// Connections open now (gauge).
+    connections,
+    /// Server connections in their handshake now (gauge).
+    handshakes,
+    /// Most connections open at once.
+    peak_connections,
+    /// Most server handshakes in flight at once.
+    peak_handshakes,
+    /// Server connections created (peers that passed the cookie and were accepted).
+    accepted,
+    /// Client connections started.
+    connects,
+    /// Handshakes completed (both sides).
+    connected,
+    /// Connections closed, any cause.
+    closed,
+    /// HelloVerifyRequests sent.
+    hello_verify,
+    /// Datagrams from unknown peers the cookie stage dropped.
+    cookie_dropped,
+    /// Handshakes the cookie stage refused on the ClientHello (alert sent).
+    handshake_refused,
+    /// Peers the handler refused in `on_accept`.
+    handler_refused,
+    /// Peers dropped because `max_connections` was reached.
+    limit_connections,
+    /// Peers dropped because `max_handshakes` was reached.
+    limit_handshakes,
+    /// Connections closed by a handshake deadline.
+    handshake_timeouts,
+    /// Connections closed by the idle timeout.
+    idle_timeouts,
+    /// DTLS flights retransmitted by the reactor's timers.
+    retransmissions,
+    /// Datagrams received from peers (listeners, links and client sockets).
+    datagrams_in,
+    /// Datagrams sent to peers.
+    datagrams_out,
+    /// Datagrams that could not be sent (socket errors other than WouldBlock).
+    send_errors,
+    /// Socket errors on receive, and failed attaches.
+    io_errors,
+    /// Sends that hit WouldBlock (the connection waits for writability).
+    blocked,
+}
+
+impl SharedStats {
+    fn inc(f: &AtomicU64) {
+        f.fetch_add(1, Ordering::Relaxed);
+    }
+    fn gauge(&self, conns: usize, hs: usize) {
+        self.connections.store(conns as u64, Ordering::Relaxed);
+        self.handshakes.store(hs as u64, Ordering::Relaxed);
+        self.peak_connections
+            .fetch_max(conns as u64, Ordering::Relaxed);
+        self.peak_handshakes.fetch_max(hs as u64, Ordering::Relaxed);
+    }
+}
+
+/// What the application does when something happens. Every method has a
+/// default that does nothing (accepts, for [`Handler::on_accept`]); all are
+/// called on the reactor thread.
+pub trait Handler {
+    /// A peer passed the cookie exchange on `listener`: accept it (true,
+    /// the default) or refuse it (false: nothing is kept; the handler hears
+    /// nothing more about it). Called only within the limits.
+    fn on_accept(&mut self, ctx: &mut Ctx<'_>, peer: SocketAddr, listener: ListenerId) -> bool {
+        let _ = (ctx, peer, listener);
+        true
+    }
+    /// The handshake of `id` completed (server or client side).
+    fn on_connected(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let _ = (ctx, id);
+    }
+    /// One datagram of plaintext arrived on `id`.
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
+        let _ = (ctx, id, data);
+    }
+    /// `id` can send again after [`Ctx::send`] returned [`Error::WouldBlock`].
+    fn on_writable(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let _ = (ctx, id);
+    }
+    /// A DTLS retransmission timer of `id` fired.
+    fn on_timeout(&mut self, ctx: &mut Ctx<'_>, id: ConnId, what: DtlsTimeout) {
+        let _ = (ctx, id, what);
+    }
+    /// `id` ended; it is removed when this returns (during the call
+    /// [`Ctx::connection`] still answers for it). Called once per connection.
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, cause: &CloseCause) {
+        let _ = (ctx, id, cause);
+    }
+    /// Something failed outside a connection's own life: a handshake the
+    /// cookie stage refused (`id` is `None`), a command from a
+    /// [`ReactorHandle`] that could not be carried out, a failed connect.
+    fn on_error(&mut self, ctx: &mut Ctx<'_>, id: Option<ConnId>, error: &Error) {
+        let _ = (ctx, id, error);
+    }
+    /// A timer set with [`Ctx::set_timer`] fired.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: TimerId, token: u64) {
+        let _ = (ctx, timer, token);
+    }
+}
+
+enum Io {
+    Link(Link),
+    Socket(mio::net::UdpSocket),
+}
+
+impl Io {
+    fn send(&self, d: &[u8]) -> io::Result<usize> {
+        match self {
+            Io::Link(l) => l.send(d),
+            Io::Socket(s) => s.send(d),
+        }
+    }
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Io::Link(l) => l.recv(buf),
+            Io::Socket(s) => s.recv(buf),
+        }
+    }
+    fn has_queued(&self) -> bool {
+        match self {
+            Io::Link(l) => l.has_queued(),
+            Io::Socket(_) => false,
+        }
+    }
+}
+
+struct Entry {
+    conn: Session,
+    io: Io,
+    gen: u64,
+    peer: SocketAddr,
+    listener: Option<usize>,
+    /// Counted in the half-open gauge.
+    half_open: bool,
+    blocked: bool,
+    /// In the ready queue.
+    queued: bool,
+    /// on_close was called.
+    closed: bool,
+    forced: Option<CloseCause>,
+    last_rx: Instant,
+    dtls_armed: Option<(Instant, u64)>,
+    hs_armed: Option<(Instant, u64)>,
+    idle_armed: Option<(Instant, u64)>,
+}
+
+struct Listener {
+    demux: Arc<dyn Demux>,
+    /// `None` for a plain UDP listener.
+    stage: Option<CookieStage>,
+    peers: HashMap<SocketAddr, usize>,
+    pending: bool,
+}
+
+/// Everything but the handler: what a [`Ctx`] works on.
+struct Inner {
+    poll: Poll,
+    conns: Slab<Entry>,
+    listeners: Vec<Listener>,
+    timers: Timers,
+    user_timers: HashMap<u64, (Instant, u64, u64)>,
+    next_timer: u64,
+    next_gen: u64,
+    half_open: usize,
+    ready: VecDeque<usize>,
+    dirty: VecDeque<usize>,
+    blocked: Vec<usize>,
+    limits: Limits,
+    stats: Arc<SharedStats>,
+    rx: Receiver<Command>,
+    handle: ReactorHandle,
+    stopping: bool,
+    stopped: bool,
+    /// Receive buffer for draining closing links.
+    scratch: Vec<u8>,
+}
+
+/// The reactor's services inside a [`Handler`] callback.
+pub struct Ctx<'a> {
+    inner: &'a mut Inner,
+}
+
+impl fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("connections", &self.inner.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx<'_> {
+    /// Seals `data` as one datagram on `id` and sends it now.
+    /// [`Error::WouldBlock`] while the handshake runs or while an earlier
+    /// datagram waits for the socket ([`Handler::on_writable`] follows);
+    /// [`Error::NotConnected`] for an unknown id.
+    pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<()> {
+        self.inner.send(id, data)
+    }
+
+    /// Closes `id`: close_notify to the peer, then [`Handler::on_close`] with
+    /// [`CloseCause::Local`] (after the current callback returns). Idempotent;
+    /// unknown ids are ignored.
+    pub fn close(&mut self, id: ConnId) {
+        self.inner.close(id)
+    }
+
+    /// The DTLS connection `id`, for queries (peer certificate, cipher,
+    /// version, stats...); `None` for unknown ids and plain UDP sessions.
+    pub fn connection(&self, id: ConnId) -> Option<&Connection> {
+        self.inner.entry(id).and_then(|e| e.conn.as_dtls())
+    }
+
+    /// The peer's address of `id`.
+    pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.inner.entry(id).map(|e| e.peer)
+    }
+
+    /// The peer's certificate of `id`, once the handshake saw one.
+    pub fn peer_certificate(&self, id: ConnId) -> Option<PeerCertificate> {
+        self.connection(id).and_then(|c| c.peer_certificate())
+    }
+
+    /// The negotiated cipher of `id`.
+    pub fn cipher(&self, id: ConnId) -> Option<String> {
+        self.connection(id).and_then(|c| c.cipher())
+    }
+
+    /// True when `id` is a client connection ([`Ctx::connect`], [`Reactor::connect`]).
+    pub fn is_client(&self, id: ConnId) -> bool {
+        self.inner
+            .entry(id)
+            .is_some_and(|e| e.conn.role() == Role::Client)
+    }
+
+    /// The listener `id` came through (`None` for client connections).
+    pub fn listener_of(&self, id: ConnId) -> Option<ListenerId> {
+        self.inner
+            .entry(id)
+            .and_then(|e| e.listener)
+            .map(ListenerId)
+    }
+
+    /// Calls [`Handler::on_timer`] with `token` after `after`.
+    pub fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
+        self.inner.set_timer(after, token)
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.inner.cancel_timer(timer)
+    }
+
+    /// Starts a client connection to `addr` (a connected UDP socket of its
+    /// own); [`Handler::on_connected`] follows with the id returned here.
+    pub fn connect(&mut self, addr: SocketAddr, config: &ClientConfig) -> Result<ConnId> {
+        self.inner.connect(addr, config)
+    }
+
+    /// Starts a plain UDP client session to `addr` (see [`Reactor::listen_plain`]).
+    pub fn connect_plain(&mut self, addr: SocketAddr) -> Result<ConnId> {
+        self.inner.connect_with(addr, None)
+    }
+
+    /// Stops the reactor after this turn (see [`ReactorHandle::stop`]).
+    pub fn stop(&mut self) {
+        self.inner.stopping = true;
+    }
+
+    /// The reactor's counters.
+    pub fn stats(&self) -> ReactorStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.inner.conns.len()
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> ReactorHandle {
+        self.inner.handle.clone()
+    }
+}
+
+impl Inner {
+    fn entry(&self, id: ConnId) -> Option<&Entry> {
+        self.conns.get(id.key).filter(|e| e.gen == id.gen)
+    }
+
+    fn entry_mut(&mut self, id: ConnId) -> Option<&mut Entry> {
+        self.conns.get_mut(id.key).filter(|e| e.gen == id.gen)
+    }
+
+    fn id(&self, key: usize) -> Option<ConnId> {
+        self.conns.get(key).map(|e| ConnId { key, gen: e.gen })
+    }
+
+    fn mark_ready(&mut self, key: usize) {
+        if let Some(e) = self.conns.get_mut(key) {
+            if !e.queued {
+                e.queued = true;
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    fn gauge(&self) {
+        self.stats.gauge(self.conns.len(), self.half_open);
+    }
+
+    fn send(&mut self, id: ConnId, data: &[u8]) -> Result<()> {
+        let e = self.entry_mut(id).ok_or(Error::NotConnected)?;
+        if e.closed {
+            return Err(Error::Closed);
+        }
+        if e.blocked {
+            return Err(Error::WouldBlock);
+        }
+        let r = e.conn.send(data);
+        self.flush(id.key);
+        if r.is_err() {
+            self.dirty.push_back(id.key);
+        }
+        r.map(|_| ())
+    }
+
+    fn close(&mut self, id: ConnId) {
+        if let Some(e) = self.entry_mut(id) {
+            e.conn.close();
+            self.flush(id.key);
+            self.dirty.push_back(id.key);
+        }
+    }
+
+    /// Sends what the connection has queued, until the socket would block.
+    fn flush(&mut self, key: usize) {
+        let Some(e) = self.conns.get_mut(key) else {
+            return;
+        };
+        while let Some(d) = e.conn.peek_transmit() {
+            match e.io.send(d) {
+                Ok(_) => {
+                    e.conn.pop_transmit();
+                    SharedStats::inc(&self.stats.datagrams_out);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if !e.blocked {
+                        e.blocked = true;
+                        self.blocked.push(key);
+                        SharedStats::inc(&self.stats.blocked);
+                    }
+                    break;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    e.conn.pop_transmit();
+                    SharedStats::inc(&self.stats.send_errors);
+                    log::debug!("reactor: send to {} failed: {err}", e.peer);
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotConnected
+                    ) && e.forced.is_none()
+                        && !e.closed
+                    {
+                        e.forced =
+                            Some(CloseCause::Failed(Error::PeerUnreachable(err).to_string()));
+                        self.dirty.push_back(key);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
+        self.next_timer += 1;
+        let id = self.next_timer;
+        let at = Instant::now() + after;
+        let seq = self.timers.insert(at, Timer::User { id });
+        self.user_timers.insert(id, (at, seq, token));
+        TimerId(id)
+    }
+
+    fn cancel_timer(&mut self, t: TimerId) -> bool {
+        match self.user_timers.remove(&t.0) {
+            Some((at, seq, _)) => {
+                self.timers.remove(at, seq);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(
+        &mut self,
+        conn: Session,
+        mut io: Io,
+        peer: SocketAddr,
+        listener: Option<usize>,
+    ) -> io::Result<ConnId> {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let token = Token(key);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match &mut io {
+            Io::Link(l) => self.poll.registry().register(l, token, interest)?,
+            Io::Socket(s) => self.poll.registry().register(s, token, interest)?,
+        }
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        let half_open = listener.is_some() && conn.is_handshaking();
+        entry.insert(Entry {
+            conn,
+            io,
+            gen,
+            peer,
+            listener,
+            half_open,
+            blocked: false,
+            queued: false,
+            closed: false,
+            forced: None,
+            last_rx: Instant::now(),
+            dtls_armed: None,
+            hs_armed: None,
+            idle_armed: None,
+        });
+        if half_open {
+            self.half_open += 1;
+        }
+        if let Some(d) = self.limits.handshake_timeout {
+            let at = Instant::now() + d;
+            let seq = self.timers.insert(at, Timer::Handshake { key, gen });
+            self.conns[key].hs_armed = Some((at, seq));
+        }
+        self.gauge();
+        Ok(ConnId { key, gen })
+    }
+
+    fn connect(&mut self, addr: SocketAddr, config: &ClientConfig) -> Result<ConnId> {
+        self.connect_with(addr, Some(config))
+    }
+
+    /// A client session to `addr`: DTLS with a configuration, plain UDP without.
+    fn connect_with(&mut self, addr: SocketAddr, config: Option<&ClientConfig>) -> Result<ConnId> {
+        if self.conns.len() >= self.limits.max_connections {
+            SharedStats::inc(&self.stats.limit_connections);
+            log::debug!("reactor: connect to {addr} refused: max_connections reached");
+            return Err(Error::Io(io::Error::other(
+                "reactor: max_connections reached",
+            )));
+        }
+        let local: SocketAddr = if addr.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = mio::net::UdpSocket::bind(local)?;
+        sock.connect(addr)?;
+        let conn = match config {
+            Some(c) => Session::Dtls(Box::new(Connection::client(c, None)?)),
+            None => Session::Plain(Box::new(Plain::new(Role::Client))),
+        };
+        let id = self.insert(conn, Io::Socket(sock), addr, None)?;
+        SharedStats::inc(&self.stats.connects);
+        self.flush(id.key);
+        self.dirty.push_back(id.key);
+        Ok(id)
+    }
+
+    /// Re-arms the connection's DTLS timer from its deadline.
+    fn rearm(&mut self, key: usize) {
+        let Some(e) = self.conns.get_mut(key) else {
+            return;
+        };
+        let want = e.conn.deadline();
+        match (want, e.dtls_armed) {
+            (None, Some((at, seq))) => {
+                self.timers.remove(at, seq);
+                e.dtls_armed = None;
+            }
+            (Some(w), Some((at, _))) if at <= w => {}
+            (Some(w), old) => {
+                if let Some((at, seq)) = old {
+                    self.timers.remove(at, seq);
+                }
+                let seq = self.timers.insert(w, Timer::Dtls { key, gen: e.gen });
+                e.dtls_armed = Some((w, seq));
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn arm_idle(&mut self, key: usize, from: Instant) {
+        let Some(idle) = self.limits.idle_timeout else {
+            return;
+        };
+        let Some(e) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some((at, seq)) = e.idle_armed.take() {
+            self.timers.remove(at, seq);
+        }
+        let at = from + idle;
+        let seq = self.timers.insert(at, Timer::Idle { key, gen: e.gen });
+        e.idle_armed = Some((at, seq));
+    }
+
+    fn leave_half_open(&mut self, key: usize) {
+        if let Some(e) = self.conns.get_mut(key) {
+            if e.half_open {
+                e.half_open = false;
+                self.half_open -= 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        self.leave_half_open(key);
+        let Some(mut e) = self.conns.try_remove(key) else {
+            return;
+        };
+        for (at, seq) in [e.dtls_armed, e.hs_armed, e.idle_armed]
+            .into_iter()
+            .flatten()
+        {
+            self.timers.remove(at, seq);
+        }
+        if let Io::Link(l) = &e.io {
+            // OsNet on IPv4 can queue other peers' datagrams on a per-peer socket (see
+            // `Demux::has_buffered`); read what waits before the socket closes, so the
+            // demux keeps those as strays for the listener instead of losing them. The
+            // peer's own datagrams are discarded: its connection is gone.
+            if l.kind() == dtls_demux::DemuxKind::OsNet {
+                for _ in 0..LINGER_READS {
+                    if l.recv(&mut self.scratch).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let r = match &mut e.io {
+            Io::Link(l) => self.poll.registry().deregister(l),
+            Io::Socket(s) => self.poll.registry().deregister(s),
+        };
+        if let Err(err) = r {
+            log::debug!("reactor: deregister of {} failed: {err}", e.peer);
+        }
+        if let Some(li) = e.listener {
+            if let Io::Link(l) = &e.io {
+                self.listeners[li].peers.remove(&l.peer_addr());
+            }
+        }
+        SharedStats::inc(&self.stats.closed);
+        self.gauge();
+        // Dropping the entry drops the link: the demux detaches the peer.
+    }
+}
+
+/// True when `d` starts with an unfragmented epoch-0 ClientHello whose cookie is not
+/// empty. Reads nothing beyond `d`.
+fn carries_cookie(d: &[u8]) -> bool {
+    use crate::record::{classify, Kind, HANDSHAKE_HEADER, RECORD_HEADER};
+    if classify(d) != Kind::ClientHello {
+        return false;
+    }
+    // Fragment offset 0 (bytes 6..9 of the handshake header).
+    if d.get(RECORD_HEADER + 6..RECORD_HEADER + 9) != Some(&[0, 0, 0][..]) {
+        return false;
+    }
+    // client_version (2), random (32), session_id (1 + n), cookie (1 + n).
+    let sid_at = RECORD_HEADER + HANDSHAKE_HEADER + 2 + 32;
+    let Some(&sid_len) = d.get(sid_at) else {
+        return false;
+    };
+    matches!(d.get(sid_at + 1 + usize::from(sid_len)), Some(&n) if n > 0)
+}
+
+/// A single-threaded mio reactor serving many DTLS peers.
+///
+/// A [`Reactor`] owns a mio `Poll`, any number of listeners (a
+/// [`dtls_demux::Demux`] each, with its [`CookieStage`]), client connections,
+/// a slab of [`Connection`]s and one timer structure. The application reacts
+/// to what happens through a [`Handler`] (asyncore's dispatcher, as a trait
+/// with default methods); every callback gets a [`Ctx`] to send, close, query
+/// a connection, set timers and connect. Other threads use a
+/// [`ReactorHandle`].
+///
+/// One turn of the loop:
+/// 1. wait in `poll` until a socket is ready, a command arrives, or the
+///    earliest deadline passes (no wait when work is left from the last turn);
+/// 2. drain every ready socket to `WouldBlock`, at most
+///    [`Limits::datagrams_per_turn`] datagrams each (the rest waits for the
+///    next turn, so one busy peer cannot starve the others): listeners through
+///    the demux and the cookie stage, links and client sockets into their
+///    connection; after each datagram all plaintext is delivered and the
+///    connection's datagrams are sent;
+/// 3. serve memory queues polling cannot see (the demux's stray queue, link
+///    memory queues, Router in memory) and work left over from step 2;
+/// 4. fire due timers (DTLS retransmission, handshake deadline, idle timeout,
+///    user timers); run commands from other threads.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use dtls_reactor::{ClientConfig, ConnId, Ctx, Handler, Reactor, ServerConfig};
+///
+/// // A server that echoes, and a client in the same reactor that stops it.
+/// struct Echo { got: Option<Vec<u8>> }
+/// impl Handler for Echo {
+///     fn on_connected(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+///         if ctx.is_client(id) { ctx.send(id, b"hello").unwrap(); }
+///     }
+///     fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
+///         if ctx.is_client(id) {
+///             self.got = Some(data.to_vec());
+///             ctx.stop();
+///         } else {
+///             ctx.send(id, data).unwrap();
+///         }
+///     }
+/// }
+/// let server = ServerConfig::builder()
+///     .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
+///     .private_key_pem(include_bytes!("../../tests/certs/server.key"))
+///     .build().unwrap();
+/// let client = ClientConfig::builder()
+///     .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
+///     .server_name("localhost").build().unwrap();
+/// let demux = dtls_demux::bind(Default::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
+/// let addr: SocketAddr = demux.local_addr().unwrap();
+/// let mut reactor = Reactor::new(Echo { got: None }).unwrap();
+/// reactor.listen(demux, &server).unwrap();
+/// reactor.connect(addr, &client).unwrap();
+/// reactor.run().unwrap();
+/// assert_eq!(reactor.handler().got.as_deref(), Some(&b"hello"[..]));
+/// ```
+pub struct Reactor<H: Handler> {
+    inner: Inner,
+    handler: H,
+    events: Events,
+    tokens: Vec<(Token, bool, bool)>,
+    buf: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl<H: Handler + fmt::Debug> fmt::Debug for Reactor<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reactor")
+            .field("handler", &self.handler)
+            .field("connections", &self.inner.conns.len())
+            .field("listeners", &self.inner.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> Reactor<H> {
+    /// A reactor with the default [`Limits`].
+    pub fn new(handler: H) -> Result<Self> {
+        Self::with_limits(handler, Limits::default())
+    }
+
+    /// A reactor with the given limits.
+    pub fn with_limits(handler: H, limits: Limits) -> Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(SharedStats::default());
+        let handle = ReactorHandle {
+            tx,
+            waker,
+            stats: stats.clone(),
+        };
+        Ok(Reactor {
+            inner: Inner {
+                poll,
+                conns: Slab::new(),
+                listeners: Vec::new(),
+                timers: Timers::default(),
+                user_timers: HashMap::new(),
+                next_timer: 0,
+                next_gen: 0,
+                half_open: 0,
+                ready: VecDeque::new(),
+                dirty: VecDeque::new(),
+                blocked: Vec::new(),
+                limits,
+                stats,
+                rx,
+                handle,
+                stopping: false,
+                stopped: false,
+                scratch: vec![0u8; RECV_BUF],
+            },
+            handler,
+            events: Events::with_capacity(1024),
+            tokens: Vec::with_capacity(1024),
+            buf: vec![0u8; RECV_BUF],
+            plain: vec![0u8; RECV_BUF],
+        })
+    }
+
+    /// Serves DTLS on `demux`'s listener with `config` (the listener is made
+    /// non-blocking and registered).
+    pub fn listen(&mut self, demux: Arc<dyn Demux>, config: &ServerConfig) -> Result<ListenerId> {
+        let stage = CookieStage::new(config)?;
+        self.add_listener(demux, Some(stage))
+    }
+
+    /// Serves plain UDP (no DTLS) on `demux`'s listener: every datagram from a
+    /// new peer creates a session at once (after [`Handler::on_accept`] and
+    /// the limits), whose datagrams reach [`Handler::on_data`] unchanged. The
+    /// baseline of benchmarks: the same loop, links and limits, without DTLS.
+    /// [`Ctx::connection`] is `None` for these sessions; they end by
+    /// [`Ctx::close`], the idle timeout or a stop (UDP has no close message).
+    pub fn listen_plain(&mut self, demux: Arc<dyn Demux>) -> Result<ListenerId> {
+        self.add_listener(demux, None)
+    }
+
+    /// Starts a plain UDP client session to `addr` (see [`Reactor::listen_plain`]);
+    /// [`Handler::on_connected`] follows at once.
+    pub fn connect_plain(&mut self, addr: SocketAddr) -> Result<ConnId> {
+        self.inner.connect_with(addr, None)
+    }
+
+    fn add_listener(
+        &mut self,
+        demux: Arc<dyn Demux>,
+        stage: Option<CookieStage>,
+    ) -> Result<ListenerId> {
+        demux.listener().set_nonblocking(true)?;
+        let want = self.inner.limits.listener_recv_buffer;
+        if want > 0 {
+            let sock = socket2::SockRef::from(demux.listener());
+            if sock.recv_buffer_size().map_or(true, |have| have < want) {
+                if let Err(e) = sock.set_recv_buffer_size(want) {
+                    log::debug!("reactor: SO_RCVBUF {want} on the listener: {e}");
+                }
+            }
+        }
+        let li = self.inner.listeners.len();
+        let fd = demux.listener().as_raw_fd();
+        self.inner.poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(LISTENER_BASE + li),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.inner.listeners.push(Listener {
+            demux,
+            stage,
+            peers: HashMap::new(),
+            // Datagrams may already wait: drain once at the first turn.
+            pending: true,
+        });
+        Ok(ListenerId(li))
+    }
+
+    /// Starts a client connection to `addr` (see [`Ctx::connect`]).
+    pub fn connect(&mut self, addr: SocketAddr, config: &ClientConfig) -> Result<ConnId> {
+        self.inner.connect(addr, config)
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> ReactorHandle {
+        self.inner.handle.clone()
+    }
+
+    /// Calls [`Handler::on_timer`] with `token` after `after` (see [`Ctx::set_timer`]).
+    pub fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
+        self.inner.set_timer(after, token)
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The handler, mutably.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// Gives the handler back.
+    pub fn into_handler(self) -> H {
+        self.handler
+    }
+
+    /// The reactor's counters.
+    pub fn stats(&self) -> ReactorStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.inner.conns.len()
+    }
+
+    /// The local address of a listener.
+    pub fn local_addr(&self, listener: ListenerId) -> Option<SocketAddr> {
+        self.inner
+            .listeners
+            .get(listener.0)
+            .and_then(|l| l.demux.local_addr().ok())
+    }
+
+    /// True once the reactor stopped (after which [`Self::run`] returns at once).
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped
+    }
+
+    /// Runs turns until the reactor is stopped ([`Ctx::stop`],
+    /// [`ReactorHandle::stop`]). Fails only if polling fails.
+    pub fn run(&mut self) -> Result<()> {
+        while !self.inner.stopped {
+            self.turn(None)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one turn, waiting at most `max_wait` (and never past the earliest
+    /// deadline) for something to happen.
+    pub fn turn(&mut self, max_wait: Option<Duration>) -> Result<()> {
+        if self.inner.stopped {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut wait = self
+            .inner
+            .timers
+            .next()
+            .map(|at| at.saturating_duration_since(now));
+        if let Some(m) = max_wait {
+            wait = Some(wait.map_or(m, |t| t.min(m)));
+        }
+        if !self.inner.ready.is_empty()
+            || !self.inner.dirty.is_empty()
+            || self.inner.stopping
+            || self.inner.listeners.iter().any(|l| l.pending)
+        {
+            wait = Some(Duration::ZERO);
+        }
+        match self.inner.poll.poll(&mut self.events, wait) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.tokens.clear();
+        for ev in self.events.iter() {
+            self.tokens.push((
+                ev.token(),
+                ev.is_readable() || ev.is_error() || ev.is_read_closed(),
+                ev.is_writable(),
+            ));
+        }
+        let mut commands = false;
+        for i in 0..self.tokens.len() {
+            let (token, readable, writable) = self.tokens[i];
+            if token == WAKER {
+                commands = true;
+            } else if token.0 >= LISTENER_BASE {
+                let li = token.0 - LISTENER_BASE;
+                if writable {
+                    self.retry_blocked(Some(li), None);
+                }
+                if readable {
+                    self.drain_listener(li);
+                }
+            } else {
+                if writable {
+                    self.retry_blocked(None, Some(token.0));
+                }
+                if readable {
+                    self.read_conn(token.0);
+                }
+            }
+            self.run_dirty();
+        }
+        // Memory queues and left-over work.
+        let n = self.inner.ready.len();
+        for _ in 0..n {
+            let Some(key) = self.inner.ready.pop_front() else {
+                break;
+            };
+            if let Some(e) = self.inner.conns.get_mut(key) {
+                e.queued = false;
+                self.read_conn(key);
+                self.run_dirty();
+            }
+        }
+        for li in 0..self.inner.listeners.len() {
+            let l = &self.inner.listeners[li];
+            if l.pending || l.demux.has_buffered() {
+                self.drain_listener(li);
+                self.run_dirty();
+            }
+        }
+        self.fire_timers();
+        if commands || !self.inner.rx.is_empty() {
+            self.commands();
+        }
+        self.run_dirty();
+        if self.inner.stopping {
+            self.shutdown();
+        }
+        Ok(())
+    }
+
+    fn ctx_handler(&mut self) -> (&mut H, Ctx<'_>) {
+        (
+            &mut self.handler,
+            Ctx {
+                inner: &mut self.inner,
+            },
+        )
+    }
+
+    fn run_dirty(&mut self) {
+        while let Some(key) = self.inner.dirty.pop_front() {
+            self.pump(key);
+        }
+    }
+
+    fn retry_blocked(&mut self, listener: Option<usize>, key: Option<usize>) {
+        let blocked = std::mem::take(&mut self.inner.blocked);
+        let mut keep = Vec::new();
+        for k in blocked {
+            let matches = match (listener, key) {
+                (_, Some(x)) => x == k,
+                (Some(li), None) => self.inner.conns.get(k).is_some_and(|e| {
+                    e.listener == Some(li) && matches!(e.io, Io::Link(ref l) if l.kind() == dtls_demux::DemuxKind::Router)
+                }),
+                (None, None) => false,
+            };
+            let Some(e) = self.inner.conns.get_mut(k) else {
+                continue;
+            };
+            if !e.blocked {
+                continue;
+            }
+            if !matches {
+                keep.push(k);
+                continue;
+            }
+            e.blocked = false;
+            self.inner.flush(k);
+            let still = self.inner.conns.get(k).is_some_and(|e| e.blocked);
+            if !still {
+                if let Some(id) = self.inner.id(k) {
+                    let (h, mut ctx) = self.ctx_handler();
+                    h.on_writable(&mut ctx, id);
+                }
+            }
+        }
+        // flush() may have pushed keys that blocked again.
+        keep.append(&mut self.inner.blocked);
+        self.inner.blocked = keep;
+    }
+
+    fn drain_listener(&mut self, li: usize) {
+        let mut buf = std::mem::take(&mut self.buf);
+        let budget = self.inner.limits.datagrams_per_turn;
+        let mut exhausted = true;
+        for _ in 0..budget {
+            let demux = self.inner.listeners[li].demux.clone();
+            match demux.recv_from(&mut buf) {
+                Ok(Incoming::Unknown { len, peer }) => {
+                    SharedStats::inc(&self.inner.stats.datagrams_in);
+                    self.unknown(li, &demux, peer, &buf[..len]);
+                }
+                Ok(Incoming::Routed { peer, route }) => {
+                    SharedStats::inc(&self.inner.stats.datagrams_in);
+                    if route == Route::Delivered {
+                        if let Some(&k) = self.inner.listeners[li].peers.get(&peer) {
+                            self.inner.mark_ready(k);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    exhausted = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    SharedStats::inc(&self.inner.stats.io_errors);
+                    log::debug!("reactor: listener {li}: receive failed: {e}");
+                }
+            }
+            self.run_dirty();
+        }
+        self.buf = buf;
+        let l = &mut self.inner.listeners[li];
+        l.pending = exhausted || l.demux.has_buffered();
+    }
+
+    fn unknown(&mut self, li: usize, demux: &Arc<dyn Demux>, peer: SocketAddr, data: &[u8]) {
+        let stats = self.inner.stats.clone();
+        let Some(stage) = self.inner.listeners[li].stage.as_mut() else {
+            // Plain UDP: the first datagram opens the session and is its first data.
+            let conn = Session::Plain(Box::new(Plain::new(Role::Server)));
+            if let Some(key) = self.admit(li, demux, peer, conn) {
+                if let Some(e) = self.inner.conns.get_mut(key) {
+                    let _ = e.conn.feed(data);
+                }
+                self.pump(key);
+            }
+            return;
+        };
+        let verdict = stage.handle(peer, data);
+        // At a cap, a ClientHello that carries a cookie would be dropped after the cookie
+        // stage built its connection (and signed the server's first flight): drop it now.
+        // A wrong cookie would only earn a new HelloVerifyRequest, which it does not need.
+        if self.at_cap().is_some() && carries_cookie(data) {
+            self.admit_refused_at_cap(peer);
+            return;
+        }
+        match verdict {
+            Verdict::HelloVerify(hvr) => {
+                SharedStats::inc(&stats.hello_verify);
+                if let Err(e) = demux.send_to(&hvr, peer) {
+                    SharedStats::inc(&stats.send_errors);
+                    log::debug!("reactor: HelloVerifyRequest to {peer} failed: {e}");
+                } else {
+                    SharedStats::inc(&stats.datagrams_out);
+                }
+            }
+            Verdict::Accept(conn) => {
+                self.admit(li, demux, peer, Session::Dtls(conn));
+            }
+            Verdict::Refused { alert, error } => {
+                SharedStats::inc(&stats.handshake_refused);
+                if let Some(a) = alert {
+                    let _ = demux.send_to(&a, peer);
+                }
+                let (h, mut ctx) = self.ctx_handler();
+                h.on_error(&mut ctx, None, &error);
+            }
+            Verdict::Drop(_) => SharedStats::inc(&stats.cookie_dropped),
+        }
+    }
+
+    fn admit(
+        &mut self,
+        li: usize,
+        demux: &Arc<dyn Demux>,
+        peer: SocketAddr,
+        mut conn: Session,
+    ) -> Option<usize> {
+        let stats = self.inner.stats.clone();
+        if self.at_cap().is_some() {
+            self.admit_refused_at_cap(peer);
+            return None;
+        }
+        let accept = {
+            let (h, mut ctx) = self.ctx_handler();
+            h.on_accept(&mut ctx, peer, ListenerId(li))
+        };
+        if !accept {
+            SharedStats::inc(&stats.handler_refused);
+            log::debug!("reactor: {peer} refused by the handler");
+            conn.close();
+            while let Some(d) = conn.peek_transmit() {
+                let _ = demux.send_to(d, peer);
+                conn.pop_transmit();
+            }
+            return None;
+        }
+        let link = match demux.attach(peer) {
+            Ok(l) => l,
+            Err(e) => {
+                SharedStats::inc(&stats.io_errors);
+                log::debug!("reactor: attach of {peer} failed: {e}");
+                return None;
+            }
+        };
+        if let Err(e) = link.socket().set_nonblocking(true) {
+            SharedStats::inc(&stats.io_errors);
+            log::debug!("reactor: link of {peer}: {e}");
+            return None;
+        }
+        let key_peer = link.peer_addr();
+        let queued = link.has_queued();
+        let id = match self.inner.insert(conn, Io::Link(link), peer, Some(li)) {
+            Ok(id) => id,
+            Err(e) => {
+                SharedStats::inc(&stats.io_errors);
+                log::debug!("reactor: register of {peer} failed: {e}");
+                return None;
+            }
+        };
+        SharedStats::inc(&stats.accepted);
+        self.inner.listeners[li].peers.insert(key_peer, id.key);
+        if queued {
+            self.inner.mark_ready(id.key);
+        }
+        self.pump(id.key);
+        Some(id.key)
+    }
+
+    /// Which cap a new server connection would exceed: (is it max_connections, the cap).
+    fn at_cap(&self) -> Option<(bool, usize)> {
+        let limits = self.inner.limits;
+        if self.inner.conns.len() >= limits.max_connections {
+            Some((true, limits.max_connections))
+        } else if self.inner.half_open >= limits.max_handshakes {
+            Some((false, limits.max_handshakes))
+        } else {
+            None
+        }
+    }
+
+    /// Counts and logs a peer dropped at a cap.
+    fn admit_refused_at_cap(&self, peer: SocketAddr) {
+        match self.at_cap() {
+            Some((true, cap)) => {
+                SharedStats::inc(&self.inner.stats.limit_connections);
+                log::debug!("reactor: {peer} dropped: max_connections ({cap}) reached");
+            }
+            Some((false, cap)) => {
+                SharedStats::inc(&self.inner.stats.limit_handshakes);
+                log::debug!("reactor: {peer} dropped: max_handshakes ({cap}) reached");
+            }
+            None => {}
+        }
+    }
+
+    /// Reads a connection's socket (and memory queue) up to the budget.
+    fn read_conn(&mut self, key: usize) {
+        let mut buf = std::mem::take(&mut self.buf);
+        let budget = self.inner.limits.datagrams_per_turn;
+        let mut exhausted = true;
+        for _ in 0..budget {
+            let Some(e) = self.inner.conns.get_mut(key) else {
+                exhausted = false;
+                break;
+            };
+            if e.closed || e.forced.is_some() {
+                exhausted = false;
+                break;
+            }
+            match e.io.recv(&mut buf) {
+                Ok(n) => {
+                    SharedStats::inc(&self.inner.stats.datagrams_in);
+                    e.last_rx = Instant::now();
+                    let _ = e.conn.feed(&buf[..n]);
+                    self.deliver(key);
+                    self.inner.flush(key);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    exhausted = false;
+                    break;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    SharedStats::inc(&self.inner.stats.io_errors);
+                    log::debug!("reactor: receive from {} failed: {err}", e.peer);
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotConnected
+                    ) {
+                        e.forced =
+                            Some(CloseCause::Failed(Error::PeerUnreachable(err).to_string()));
+                    }
+                    exhausted = false;
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
+        let more = self
+            .inner
+            .conns
+            .get(key)
+            .is_some_and(|e| !e.closed && e.io.has_queued());
+        if exhausted || more {
+            self.inner.mark_ready(key);
+        }
+        self.pump(key);
+    }
+
+    /// Reports the connection's events and delivers all plaintext it holds.
+    fn deliver(&mut self, key: usize) {
+        loop {
+            self.events_of(key);
+            let Some(e) = self.inner.conns.get_mut(key) else {
+                return;
+            };
+            if e.closed || !e.conn.has_pending() {
+                return;
+            }
+            let gen = e.gen;
+            match e.conn.recv(&mut self.plain) {
+                Ok(Some(n)) => {
+                    let id = ConnId { key, gen };
+                    let Reactor {
+                        inner,
+                        handler,
+                        plain,
+                        ..
+                    } = self;
+                    handler.on_data(&mut Ctx { inner }, id, &plain[..n]);
+                }
+                Ok(None) => {
+                    self.events_of(key);
+                    return;
+                }
+                Err(_) => {
+                    self.events_of(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands the connection's queued events to the handler.
+    fn events_of(&mut self, key: usize) {
+        loop {
+            let Some(e) = self.inner.conns.get_mut(key) else {
+                return;
+            };
+            if e.closed {
+                return;
+            }
+            let Some(ev) = e.conn.poll_event() else {
+                return;
+            };
+            let id = ConnId { key, gen: e.gen };
+            match ev {
+                Event::Connected => {
+                    self.inner.leave_half_open(key);
+                    self.inner.gauge();
+                    SharedStats::inc(&self.inner.stats.connected);
+                    if let Some((at, seq)) = self.inner.conns[key].hs_armed.take() {
+                        self.inner.timers.remove(at, seq);
+                    }
+                    self.inner.arm_idle(key, Instant::now());
+                    let (h, mut ctx) = self.ctx_handler();
+                    h.on_connected(&mut ctx, id);
+                }
+                Event::Closed(reason) => {
+                    let cause = CloseCause::from(&reason);
+                    if cause == CloseCause::HandshakeTimeout {
+                        SharedStats::inc(&self.inner.stats.handshake_timeouts);
+                    }
+                    self.report_close(key, cause);
+                }
+            }
+        }
+    }
+
+    fn report_close(&mut self, key: usize, cause: CloseCause) {
+        let Some(e) = self.inner.conns.get_mut(key) else {
+            return;
+        };
+        if e.closed {
+            return;
+        }
+        e.closed = true;
+        let id = ConnId { key, gen: e.gen };
+        log::debug!("reactor: {} {id} closed: {cause:?}", e.peer);
+        self.inner.leave_half_open(key);
+        let (h, mut ctx) = self.ctx_handler();
+        h.on_close(&mut ctx, id, &cause);
+        self.inner.dirty.push_back(key);
+    }
+
+    /// After anything happened to a connection: deliver, send, close or re-arm.
+    fn pump(&mut self, key: usize) {
+        if !self.inner.conns.contains(key) {
+            return;
+        }
+        self.deliver(key);
+        self.inner.flush(key);
+        let forced =
+            self.inner.conns.get_mut(key).and_then(
+                |e| {
+                    if e.closed {
+                        None
+                    } else {
+                        e.forced.take()
+                    }
+                },
+            );
+        if let Some(cause) = forced {
+            if let Some(e) = self.inner.conns.get_mut(key) {
+                if !matches!(cause, CloseCause::Failed(_)) {
+                    e.conn.close();
+                }
+                while e.conn.poll_event().is_some() {}
+            }
+            self.inner.flush(key);
+            self.report_close(key, cause);
+        }
+        match self.inner.conns.get(key) {
+            Some(e) if e.closed => {
+                self.inner.flush(key);
+                self.inner.remove(key);
+            }
+            Some(_) => self.inner.rearm(key),
+            None => {}
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((seq, t)) = self.inner.timers.pop_due(now) {
+            match t {
+                Timer::User { id } => {
+                    if let Some((_, _, token)) = self.inner.user_timers.remove(&id) {
+                        let (h, mut ctx) = self.ctx_handler();
+                        h.on_timer(&mut ctx, TimerId(id), token);
+                    }
+                }
+                Timer::Dtls { key, gen } => {
+                    let Some(e) = self.inner.entry_mut(ConnId { key, gen }) else {
+                        continue;
+                    };
+                    if e.dtls_armed.map(|a| a.1) != Some(seq) || e.closed {
+                        continue;
+                    }
+                    e.dtls_armed = None;
+                    let what = match e.conn.handle_timeout(now) {
+                        Ok(true) => Some(DtlsTimeout::Retransmitted),
+                        Ok(false) => None,
+                        Err(Error::RetransmitLimit) => Some(DtlsTimeout::LimitReached),
+                        Err(_) => None,
+                    };
+                    if what == Some(DtlsTimeout::Retransmitted) {
+                        SharedStats::inc(&self.inner.stats.retransmissions);
+                        self.inner.flush(key);
+                    }
+                    if let Some(w) = what {
+                        let (h, mut ctx) = self.ctx_handler();
+                        h.on_timeout(&mut ctx, ConnId { key, gen }, w);
+                    }
+                    self.pump(key);
+                }
+                Timer::Handshake { key, gen } => {
+                    let Some(e) = self.inner.entry_mut(ConnId { key, gen }) else {
+                        continue;
+                    };
+                    if e.hs_armed.map(|a| a.1) != Some(seq) {
+                        continue;
+                    }
+                    e.hs_armed = None;
+                    if e.conn.is_handshaking() && !e.closed && e.forced.is_none() {
+                        log::debug!("reactor: {}: handshake deadline passed", e.peer);
+                        e.forced = Some(CloseCause::HandshakeTimeout);
+                        SharedStats::inc(&self.inner.stats.handshake_timeouts);
+                    }
+                    self.pump(key);
+                }
+                Timer::Idle { key, gen } => {
+                    let Some(idle) = self.inner.limits.idle_timeout else {
+                        continue;
+                    };
+                    let Some(e) = self.inner.entry_mut(ConnId { key, gen }) else {
+                        continue;
+                    };
+                    if e.idle_armed.map(|a| a.1) != Some(seq) {
+                        continue;
+                    }
+                    e.idle_armed = None;
+                    let last = e.last_rx;
+                    if now.saturating_duration_since(last) >= idle {
+                        if !e.closed && e.forced.is_none() {
+                            log::debug!("reactor: {}: idle for {idle:?}, closing", e.peer);
+                            e.forced = Some(CloseCause::IdleTimeout);
+                            SharedStats::inc(&self.inner.stats.idle_timeouts);
+                        }
+                        self.pump(key);
+                    } else {
+                        self.inner.arm_idle(key, last);
+                    }
+                }
+            }
+            self.run_dirty();
+        }
+    }
+
+    fn commands(&mut self) {
+        // Bounded per turn so a flood of commands cannot starve the sockets.
+        for _ in 0..4096 {
+            let c = match self.inner.rx.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
+            };
+            match c {
+                Command::Send(id, data) => {
+                    if let Err(e) = self.inner.send(id, &data) {
+                        let (h, mut ctx) = self.ctx_handler();
+                        h.on_error(&mut ctx, Some(id), &e);
+                    }
+                }
+                Command::Close(id) => self.inner.close(id),
+                Command::Connect(addr, cfg) => {
+                    if let Err(e) = self.inner.connect(addr, &cfg) {
+                        let (h, mut ctx) = self.ctx_handler();
+                        h.on_error(&mut ctx, None, &e);
+                    }
+                }
+                Command::Stop => self.inner.stopping = true,
+            }
+            self.run_dirty();
+        }
+        // More are waiting: the next turn must not sleep.
+        let _ = self.inner.handle.waker.wake();
+    }
+
+    /// close_notify to every peer, on_close(Stopped) for each, then stopped.
+    fn shutdown(&mut self) {
+        let keys: Vec<usize> = self.inner.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(e) = self.inner.conns.get_mut(key) {
+                if !e.closed {
+                    e.conn.close();
+                    while e.conn.poll_event().is_some() {}
+                }
+            }
+            self.inner.flush(key);
+            self.report_close(key, CloseCause::Stopped);
+            self.inner.flush(key);
+            self.inner.remove(key);
+        }
+        self.inner.dirty.clear();
+        self.inner.ready.clear();
+        self.inner.blocked.clear();
+        self.inner.stopped = true;
+        log::debug!("reactor: stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carries_cookie;
+    use crate::{ClientConfig, CookieStage, ServerConfig, Verdict};
+
+    #[test]
+    fn cookie_detection() {
+        let server = ServerConfig::builder()
+            .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
+            .private_key_pem(include_bytes!("../../tests/certs/server.key"))
+            .build()
+            .unwrap();
+        let client = ClientConfig::builder()
+            .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
+            .server_name("localhost")
+            .build()
+            .unwrap();
+        let mut stage = CookieStage::new(&server).unwrap();
+        let mut c = crate::Connection::client(&client, None).unwrap();
+        let peer = "127.0.0.1:4000".parse().unwrap();
+        let hello = c.poll_transmit().unwrap();
+        assert!(!carries_cookie(&hello));
+        let Verdict::HelloVerify(hvr) = stage.handle(peer, &hello) else {
+            panic!("no HelloVerifyRequest")
+        };
+        assert!(!carries_cookie(&hvr));
+        c.feed(&hvr).unwrap();
+        let hello2 = c.poll_transmit().unwrap();
+        assert!(carries_cookie(&hello2));
+        for cut in 0..hello2.len() {
+            // Truncations never panic (they may or may not parse).
+            let _ = carries_cookie(&hello2[..cut]);
+        }
+        assert!(!carries_cookie(&[]));
+    }
+}
