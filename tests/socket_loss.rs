@@ -17,14 +17,15 @@ fn lossy_echo(v: Variant) {
     let rto = Duration::from_millis(100);
     let scfg = common::server()
         .initial_timeout(rto)
+        .max_timeout(Duration::from_millis(200))
         .handshake_timeout(Some(Duration::from_secs(30)))
         .build()
         .unwrap();
     // Users of lossy links cap the backoff: with the default 60 s ceiling a
-    // client whose last flight keeps getting lost waits longer and longer.
+    // side whose last flight keeps getting lost waits longer and longer.
     let ccfg = common::client()
         .initial_timeout(rto)
-        .max_timeout(Duration::from_millis(800))
+        .max_timeout(Duration::from_millis(200))
         .handshake_timeout(Some(Duration::from_secs(30)))
         .build()
         .unwrap();
@@ -72,7 +73,9 @@ fn lossy_echo(v: Variant) {
                 Err(e) => panic!("{v:?}: handshake {h} failed: {e}"),
             }
         };
-        c.set_read_timeout(Some(Duration::from_millis(30))).unwrap();
+        // Loopback answers in well under a millisecond; the relay holds a
+        // reordered datagram up to 20 ms. Resend after 10 ms.
+        c.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
         let mut buf = [0u8; 256];
         for i in 0..20 {
             let msg = format!("h{h}-m{i}");
@@ -96,8 +99,9 @@ fn lossy_echo(v: Variant) {
                 }
             }
         }
-        // close_notify may be lost too: the server's side idles out.
-        let _ = c.shutdown();
+        // No close_notify exchange here: under this loss it would mostly wait
+        // out its timeout. The server's thread ends on its read timeout.
+        drop(c);
     }
     let stats = relay.stop();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
