@@ -244,7 +244,7 @@ fn pin(cpu: usize) {
 fn main() -> ExitCode {
     env_logger::init();
     let args = Args::parse();
-    raise_nofile();
+    common::raise_nofile();
     if let Some(cpu) = args.pin {
         pin(cpu);
     }
@@ -335,20 +335,5 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// Raises the open-file limit to the hard limit: every peer is a socket.
-fn raise_nofile() {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
     }
 }

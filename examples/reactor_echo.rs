@@ -122,7 +122,7 @@ fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::init();
     let args = Args::parse();
-    raise_nofile();
+    common::raise_nofile();
     let addr = SocketAddr::new(args.server.bind, args.server.port);
     let cfg = if args.raw {
         None
@@ -173,19 +173,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.join().expect("reactor thread")?;
     }
     Ok(())
-}
-
-/// Raises the open-file limit to the hard limit: every peer is a socket.
-fn raise_nofile() {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
-    }
 }
