@@ -74,6 +74,12 @@ pub enum CloseCause {
     IdleTimeout,
     /// The reactor stopped ([`Ctx::stop`], [`ReactorHandle::stop`]).
     Stopped,
+    /// The peer restarted (RFC 6347 section 4.2.8): a new ClientHello with a
+    /// valid cookie came from the same address and port, and a new connection
+    /// replaced this one ([`Handler::on_accept`] was asked first; the new one
+    /// has its own [`ConnId`]). No close_notify is sent: the peer lost the
+    /// old session's keys.
+    PeerRestarted,
     /// A fatal error, with its text. In [`Handler::on_close`],
     /// `ctx.connection(id).and_then(|c| c.error())` still has the value.
     Failed(String),
@@ -216,6 +222,9 @@ stats! {
     cookie_dropped,
     /// Handshakes the cookie stage refused on the ClientHello (alert sent).
     handshake_refused,
+    /// Established server connections replaced by a new handshake from the
+    /// same address and port (the peer restarted, [`CloseCause::PeerRestarted`]).
+    peer_restarts,
     /// Peers the handler refused in `on_accept`.
     handler_refused,
     /// Peers dropped because `max_connections` was reached.
@@ -341,6 +350,9 @@ struct Entry {
     dtls_armed: Option<(Instant, u64)>,
     hs_armed: Option<(Instant, u64)>,
     idle_armed: Option<(Instant, u64)>,
+    /// Client random of the ClientHello that created a server connection: a
+    /// late duplicate of that datagram is not a restart.
+    hello_random: Option<[u8; 32]>,
 }
 
 struct Listener {
@@ -571,6 +583,21 @@ impl Inner {
         }
     }
 
+    /// Sends one datagram that belongs to no connection's DTLS state (a
+    /// HelloVerifyRequest, an alert) on `key`'s socket; a failure is counted.
+    fn send_raw(&mut self, key: usize, d: &[u8]) {
+        let Some(e) = self.conns.get(key) else {
+            return;
+        };
+        match e.io.send(d) {
+            Ok(_) => SharedStats::inc(&self.stats.datagrams_out),
+            Err(err) => {
+                SharedStats::inc(&self.stats.send_errors);
+                log::debug!("reactor: send to {} failed: {err}", e.peer);
+            }
+        }
+    }
+
     fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
         self.next_timer += 1;
         let id = self.next_timer;
@@ -623,6 +650,7 @@ impl Inner {
             dtls_armed: None,
             hs_armed: None,
             idle_armed: None,
+            hello_random: None,
         });
         if half_open {
             self.half_open += 1;
@@ -773,6 +801,28 @@ fn carries_cookie(d: &[u8]) -> bool {
         return false;
     };
     matches!(d.get(sid_at + 1 + usize::from(sid_len)), Some(&n) if n > 0)
+}
+
+/// The client random of `d` when it starts with an unfragmented epoch-0
+/// ClientHello long enough to hold one. Reads nothing beyond `d`.
+fn client_random(d: &[u8]) -> Option<[u8; 32]> {
+    use crate::record::{classify, Kind, HANDSHAKE_HEADER, RECORD_HEADER};
+    if classify(d) != Kind::ClientHello
+        || d.get(RECORD_HEADER + 6..RECORD_HEADER + 9) != Some(&[0, 0, 0][..])
+    {
+        return None;
+    }
+    // After client_version (2 bytes).
+    let at = RECORD_HEADER + HANDSHAKE_HEADER + 2;
+    d.get(at..at + 32)?.try_into().ok()
+}
+
+/// The listener of `e` when `d` may announce a restart of its peer (RFC 6347
+/// section 4.2.8): an epoch-0 ClientHello on an established DTLS server connection.
+fn restart_candidate(e: &Entry, d: &[u8]) -> Option<usize> {
+    let li = e.listener?;
+    let established = e.conn.as_dtls().is_some_and(|c| c.is_established());
+    (established && crate::record::classify(d) == crate::record::Kind::ClientHello).then_some(li)
 }
 
 /// A single-threaded mio reactor serving many DTLS peers.
@@ -1222,7 +1272,11 @@ impl<H: Handler> Reactor<H> {
                 }
             }
             Verdict::Accept(conn) => {
-                self.admit(li, demux, peer, Session::Dtls(conn));
+                if let Some(key) = self.admit(li, demux, peer, Session::Dtls(conn)) {
+                    if let Some(e) = self.inner.conns.get_mut(key) {
+                        e.hello_random = client_random(data);
+                    }
+                }
             }
             Verdict::Refused { alert, error } => {
                 SharedStats::inc(&stats.handshake_refused);
@@ -1294,6 +1348,137 @@ impl<H: Handler> Reactor<H> {
         Some(id.key)
     }
 
+    /// An epoch-0 ClientHello arrived on the link of the established server
+    /// connection `key` of listener `li`: the peer may have restarted (RFC 6347
+    /// section 4.2.8). The datagram is unauthenticated, so the session stays as
+    /// it is unless the cookie stage accepts the hello (a valid cookie: the
+    /// sender receives at the peer's address); then a new connection replaces it.
+    fn restart(&mut self, key: usize, li: usize, data: &[u8]) {
+        let stats = self.inner.stats.clone();
+        let Some(e) = self.inner.conns.get(key) else {
+            return;
+        };
+        let peer = e.peer;
+        let random = client_random(data);
+        if random.is_some() && random == e.hello_random {
+            SharedStats::inc(&stats.cookie_dropped);
+            log::debug!("reactor: {peer}: late copy of the session's own ClientHello dropped");
+            return;
+        }
+        let cookie = carries_cookie(data);
+        if cookie && self.inner.half_open >= self.inner.limits.max_handshakes {
+            SharedStats::inc(&stats.limit_handshakes);
+            log::debug!("reactor: {peer}: restart dropped: max_handshakes reached");
+            return;
+        }
+        let Some(stage) = self.inner.listeners[li].stage.as_mut() else {
+            return;
+        };
+        match stage.handle(peer, data) {
+            Verdict::HelloVerify(hvr) => {
+                SharedStats::inc(&stats.hello_verify);
+                log::debug!("reactor: {peer}: ClientHello on an established session, cookie asked");
+                self.inner.send_raw(key, &hvr);
+            }
+            Verdict::Accept(conn) if cookie => self.replace(key, li, conn, random),
+            Verdict::Accept(_) => {
+                // Cookies are off (`ServerConfig::require_cookie(false)`): nothing proves
+                // the sender owns the address, so the session is kept.
+                SharedStats::inc(&stats.cookie_dropped);
+                log::debug!(
+                    "reactor: {peer}: ClientHello without cookie on an established session dropped"
+                );
+            }
+            Verdict::Refused { alert, error } => {
+                SharedStats::inc(&stats.handshake_refused);
+                if let Some(a) = alert {
+                    self.inner.send_raw(key, &a);
+                }
+                let (h, mut ctx) = self.ctx_handler();
+                h.on_error(&mut ctx, None, &error);
+            }
+            Verdict::Drop(_) => SharedStats::inc(&stats.cookie_dropped),
+        }
+    }
+
+    /// The restarted peer of server connection `key` passed the cookie: if the
+    /// handler accepts it, the old connection ends (`on_close` with
+    /// [`CloseCause::PeerRestarted`], no close_notify) and `conn` takes over its
+    /// slab entry and link under a new id.
+    fn replace(
+        &mut self,
+        key: usize,
+        li: usize,
+        mut conn: Box<Connection>,
+        random: Option<[u8; 32]>,
+    ) {
+        let stats = self.inner.stats.clone();
+        let Some(peer) = self.inner.conns.get(key).map(|e| e.peer) else {
+            return;
+        };
+        let accept = {
+            let (h, mut ctx) = self.ctx_handler();
+            h.on_accept(&mut ctx, peer, ListenerId(li))
+        };
+        if !accept {
+            SharedStats::inc(&stats.handler_refused);
+            log::debug!("reactor: restarted {peer} refused by the handler");
+            conn.close();
+            while let Some(d) = conn.poll_transmit() {
+                self.inner.send_raw(key, &d);
+            }
+            return;
+        }
+        let Some(e) = self.inner.conns.get_mut(key) else {
+            return;
+        };
+        if e.closed {
+            return;
+        }
+        let old = ConnId { key, gen: e.gen };
+        e.closed = true;
+        log::debug!("reactor: {peer} {old} closed: the peer restarted");
+        self.inner.leave_half_open(key);
+        {
+            let (h, mut ctx) = self.ctx_handler();
+            h.on_close(&mut ctx, old, &CloseCause::PeerRestarted);
+        }
+        let inner = &mut self.inner;
+        let Some(e) = inner.conns.get_mut(key) else {
+            return;
+        };
+        for (at, seq) in [e.dtls_armed.take(), e.hs_armed.take(), e.idle_armed.take()]
+            .into_iter()
+            .flatten()
+        {
+            inner.timers.remove(at, seq);
+        }
+        inner.next_gen += 1;
+        let gen = inner.next_gen;
+        e.gen = gen;
+        e.conn = Session::Dtls(conn);
+        e.closed = false;
+        e.forced = None;
+        e.last_rx = Instant::now();
+        e.hello_random = random;
+        e.half_open = e.conn.is_handshaking();
+        if e.half_open {
+            inner.half_open += 1;
+        }
+        if let Some(d) = inner.limits.handshake_timeout {
+            let at = Instant::now() + d;
+            let seq = inner.timers.insert(at, Timer::Handshake { key, gen });
+            e.hs_armed = Some((at, seq));
+        }
+        SharedStats::inc(&stats.closed);
+        SharedStats::inc(&stats.accepted);
+        SharedStats::inc(&stats.peer_restarts);
+        inner.gauge();
+        log::debug!("reactor: {peer} restarted as {}", ConnId { key, gen });
+        // The server's first flight.
+        inner.flush(key);
+    }
+
     /// Which cap a new server connection would exceed: (is it max_connections, the cap).
     fn at_cap(&self) -> Option<(bool, usize)> {
         let limits = self.inner.limits;
@@ -1338,6 +1523,12 @@ impl<H: Handler> Reactor<H> {
             match e.io.recv(&mut buf) {
                 Ok(n) => {
                     SharedStats::inc(&self.inner.stats.datagrams_in);
+                    if let Some(li) = restart_candidate(e, &buf[..n]) {
+                        // Not fed to the established session (OpenSSL would discard an
+                        // epoch-0 record anyway) and not counted as life of it.
+                        self.restart(key, li, &buf[..n]);
+                        continue;
+                    }
                     e.last_rx = Instant::now();
                     let _ = e.conn.feed(&buf[..n]);
                     self.deliver(key);
@@ -1629,7 +1820,7 @@ impl<H: Handler> Reactor<H> {
 
 #[cfg(test)]
 mod tests {
-    use super::carries_cookie;
+    use super::{carries_cookie, client_random};
     use crate::{ClientConfig, CookieStage, ServerConfig, Verdict};
 
     #[test]
@@ -1656,9 +1847,19 @@ mod tests {
         c.feed(&hvr).unwrap();
         let hello2 = c.poll_transmit().unwrap();
         assert!(carries_cookie(&hello2));
+        // The cookie retry keeps the client random; another client has its own.
+        assert!(client_random(&hello).is_some());
+        assert_eq!(client_random(&hello), client_random(&hello2));
+        let mut other = crate::Connection::client(&client, None).unwrap();
+        assert_ne!(
+            client_random(&other.poll_transmit().unwrap()),
+            client_random(&hello)
+        );
+        assert_eq!(client_random(&hvr), None);
         for cut in 0..hello2.len() {
             // Truncations never panic (they may or may not parse).
             let _ = carries_cookie(&hello2[..cut]);
+            let _ = client_random(&hello2[..cut]);
         }
         assert!(!carries_cookie(&[]));
     }
