@@ -23,7 +23,7 @@
 //! the datagrams (the server counts decrypted records); in `echo` each session
 //! has one record in flight (the next is sent when its echo arrives; timing
 //! starts when every session got a first echo back; a record not answered in
-//! 50 ms is sent again and counted as lost). Reactor figures are ratios to
+//! 50 ms plus 100 us per session is sent again, which shows as lost). Reactor figures are ratios to
 //! `reactor-udp` with the same mode, size and sessions.
 //!
 //! Modes: `oneway` (a sender thread sends as fast as it can for the duration;
@@ -644,13 +644,19 @@ const GIVE_UP: u64 = 3;
 const START: u64 = 4;
 /// Handshakes (or plain session starts) in flight at once.
 const PARALLEL: usize = 64;
-/// An echo not back after this is sent again and counted as lost.
-const RESEND: Duration = Duration::from_millis(50);
+/// An echo not back after this is sent again (and shows as lost): 50 ms,
+/// plus 100 us per session, as with many sessions each one's turn comes
+/// less often.
+fn resend_after(sessions: usize) -> Duration {
+    Duration::from_millis(50) + Duration::from_micros(100) * sessions as u32
+}
 
 /// One session of the load reactor.
 struct LoadSession {
     last_sent: Instant,
     echoed: bool,
+    /// A record is in flight (its echo has not come back).
+    awaiting: bool,
 }
 
 /// The client reactor of the reactor suites: `total` sessions to `addr`.
@@ -661,6 +667,8 @@ struct Load {
     oneway: bool,
     payload: Vec<u8>,
     dur: Duration,
+    /// An echo not back after this is sent again.
+    resend: Duration,
     total: usize,
     to_start: usize,
     starting: usize,
@@ -701,6 +709,11 @@ impl Load {
         ctx.set_timer(self.dur, END);
         if self.oneway {
             ctx.set_timer(Duration::ZERO, BURST);
+        } else {
+            // Every session had its first echo; now all send at once.
+            for id in self.ids.clone() {
+                self.send(ctx, id);
+            }
         }
     }
     fn send(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
@@ -717,6 +730,7 @@ impl Load {
         }
         if let Some(s) = self.sessions.get_mut(&id) {
             s.last_sent = Instant::now();
+            s.awaiting = true;
         }
     }
 }
@@ -730,6 +744,7 @@ impl Handler for Load {
             LoadSession {
                 last_sent: Instant::now(),
                 echoed: false,
+                awaiting: false,
             },
         );
         self.start_more(ctx);
@@ -746,15 +761,24 @@ impl Handler for Load {
             return;
         }
         let first = match self.sessions.get_mut(&id) {
-            Some(s) => !std::mem::replace(&mut s.echoed, true),
+            Some(s) => {
+                s.awaiting = false;
+                !std::mem::replace(&mut s.echoed, true)
+            }
             None => return,
         };
-        if first {
-            self.warm += 1;
-            if self.warm + self.failed == self.total {
-                self.begin(ctx);
+        if self.start.is_none() {
+            // Warm-up: one round trip per session, then wait for the others
+            // (no echo traffic while handshakes still run).
+            if first {
+                self.warm += 1;
+                if self.warm + self.failed == self.total {
+                    self.begin(ctx);
+                }
             }
-        } else if self.start.is_some() && self.end.is_none() {
+            return;
+        }
+        if self.end.is_none() {
             self.received += 1;
         }
         self.send(ctx, id);
@@ -781,13 +805,13 @@ impl Handler for Load {
                 let stale: Vec<ConnId> = self
                     .sessions
                     .iter()
-                    .filter(|(_, s)| now - s.last_sent >= RESEND)
+                    .filter(|(_, s)| s.awaiting && now - s.last_sent >= self.resend)
                     .map(|(id, _)| *id)
                     .collect();
                 for id in stale {
                     self.send(ctx, id);
                 }
-                ctx.set_timer(RESEND, CHECK);
+                ctx.set_timer(self.resend, CHECK);
             }
             START => self.start_more(ctx),
             END => {
@@ -880,6 +904,7 @@ fn reactor_run(
             oneway: !echo,
             payload: vec![0x42u8; size],
             dur,
+            resend: resend_after(sessions),
             total: sessions,
             to_start: sessions,
             starting: 0,
@@ -897,7 +922,7 @@ fn reactor_run(
         let mut r = Reactor::with_limits(load, limits).expect("reactor");
         r.set_timer(Duration::ZERO, START);
         if echo {
-            r.set_timer(RESEND, CHECK);
+            r.set_timer(resend_after(sessions), CHECK);
         }
         r.set_timer(Duration::from_secs(120), GIVE_UP);
         if let Err(e) = r.run() {
