@@ -11,6 +11,20 @@
 //!   sockets, one session (the cookie exchange and handshake happen before timing).
 //! - `tcp`: `std::net::TcpStream`, records written back to back (`TCP_NODELAY`).
 //! - `tls`: rust-openssl TLS 1.2 over TCP (ECDHE-ECDSA-AES128-GCM-SHA256).
+//! - `reactor-udp`: a [`Reactor`] serving plain UDP (`listen_plain` on an OsNet
+//!   demux) and a client reactor with `--sessions` plain sessions
+//!   (`connect_plain`): the baseline of the reactor suites.
+//! - `reactor-osnet`, `reactor-router`: a [`Reactor`] serving DTLS over each
+//!   demux, and a client reactor with `--sessions` DTLS sessions (handshakes
+//!   done, 64 at a time, before timing).
+//!
+//! In the reactor suites one client reactor thread drives all sessions: in
+//! `oneway` it sends round-robin over the sessions as fast as the sockets take
+//! the datagrams (the server counts decrypted records); in `echo` each session
+//! has one record in flight (the next is sent when its echo arrives; timing
+//! starts when every session got a first echo back; a record not answered in
+//! 50 ms plus 100 us per session is sent again, which shows as lost). Reactor figures are ratios to
+//! `reactor-udp` with the same mode, size and sessions.
 //!
 //! Modes: `oneway` (a sender thread sends as fast as it can for the duration;
 //! the receiver counts what it got, decrypted for DTLS/TLS) and `echo` (one
@@ -33,18 +47,32 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use dtls_reactor::{ClientConfig, Connection, CookieStage, ServerConfig, Verdict};
+use std::collections::HashMap;
+
+use dtls_demux::DemuxKind;
+use dtls_reactor::{
+    ClientConfig, CloseCause, ConnId, Connection, CookieStage, Ctx, Handler, Limits, Reactor,
+    ServerConfig, TimerId, Verdict,
+};
 use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
 
 #[derive(Parser, Debug)]
 #[command(about = "DTLS vs UDP, TLS vs TCP on loopback: goodput and ratios")]
 struct Args {
     /// Suites to run.
-    #[arg(long, value_delimiter = ',', default_values = ["udp", "dtls", "tcp", "tls"])]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values = ["udp", "dtls", "tcp", "tls", "reactor-udp", "reactor-osnet", "reactor-router"]
+    )]
     suites: Vec<Suite>,
     /// Modes to run.
     #[arg(long, value_delimiter = ',', default_values = ["oneway", "echo"])]
     modes: Vec<Mode>,
+    /// Concurrent sessions of the reactor suites (a list: one row per value;
+    /// the other suites always run one session).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize])]
+    sessions: Vec<usize>,
     /// Record (datagram payload) sizes in bytes.
     #[arg(long, value_delimiter = ',', default_values_t = vec![64usize, 1200])]
     sizes: Vec<usize>,
@@ -74,6 +102,9 @@ enum Suite {
     Dtls,
     Tcp,
     Tls,
+    ReactorUdp,
+    ReactorOsnet,
+    ReactorRouter,
 }
 
 impl Suite {
@@ -83,13 +114,23 @@ impl Suite {
             Suite::Dtls => "dtls",
             Suite::Tcp => "tcp",
             Suite::Tls => "tls",
+            Suite::ReactorUdp => "reactor-udp",
+            Suite::ReactorOsnet => "reactor-osnet",
+            Suite::ReactorRouter => "reactor-router",
         }
     }
     fn baseline(self) -> Suite {
         match self {
             Suite::Udp | Suite::Dtls => Suite::Udp,
             Suite::Tcp | Suite::Tls => Suite::Tcp,
+            Suite::ReactorUdp | Suite::ReactorOsnet | Suite::ReactorRouter => Suite::ReactorUdp,
         }
+    }
+    fn is_reactor(self) -> bool {
+        matches!(
+            self,
+            Suite::ReactorUdp | Suite::ReactorOsnet | Suite::ReactorRouter
+        )
     }
 }
 
@@ -559,8 +600,400 @@ fn echo_stream(size: usize, dur: Duration, pinning: bool, tls: bool) -> (Run, St
     )
 }
 
-fn run_one(suite: Suite, mode: Mode, size: usize, dur: Duration, pinning: bool) -> (Run, String) {
+/// The reactor server of the reactor suites: counts records of the expected
+/// size (one-way) or echoes every record (echo).
+struct Sink {
+    echo: bool,
+    size: usize,
+    received: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// Echoes waiting for their connection to be writable.
+    blocked: HashMap<ConnId, Vec<u8>>,
+    blocked_count: u64,
+}
+
+impl Handler for Sink {
+    fn on_writable(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        if let Some(d) = self.blocked.remove(&id) {
+            if let Err(dtls_reactor::Error::WouldBlock) = ctx.send(id, &d) {
+                self.blocked.insert(id, d);
+            }
+        }
+    }
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
+        if self.echo {
+            if let Err(dtls_reactor::Error::WouldBlock) = ctx.send(id, data) {
+                // Sent from on_writable; one record in flight per session.
+                self.blocked_count += 1;
+                self.blocked.insert(id, data.to_vec());
+            }
+        } else if data.len() == self.size {
+            let now = Instant::now();
+            self.received += 1;
+            self.first.get_or_insert(now);
+            self.last = Some(now);
+        }
+    }
+}
+
+const BURST: u64 = 0;
+const CHECK: u64 = 1;
+const END: u64 = 2;
+const GIVE_UP: u64 = 3;
+const START: u64 = 4;
+/// Handshakes (or plain session starts) in flight at once.
+const PARALLEL: usize = 64;
+/// An echo not back after this is sent again (and shows as lost): 50 ms,
+/// plus 100 us per session, as with many sessions each one's turn comes
+/// less often.
+fn resend_after(sessions: usize) -> Duration {
+    Duration::from_millis(50) + Duration::from_micros(100) * sessions as u32
+}
+
+/// One session of the load reactor.
+struct LoadSession {
+    last_sent: Instant,
+    echoed: bool,
+    /// A record is in flight (its echo has not come back).
+    awaiting: bool,
+}
+
+/// The client reactor of the reactor suites: `total` sessions to `addr`.
+struct Load {
+    addr: SocketAddr,
+    /// `None`: plain UDP sessions.
+    cfg: Option<ClientConfig>,
+    oneway: bool,
+    payload: Vec<u8>,
+    dur: Duration,
+    /// An echo not back after this is sent again.
+    resend: Duration,
+    total: usize,
+    to_start: usize,
+    starting: usize,
+    ids: Vec<ConnId>,
+    sessions: HashMap<ConnId, LoadSession>,
+    warm: usize,
+    next: usize,
+    /// Echo sessions whose record waits for writability.
+    blocked: std::collections::HashSet<ConnId>,
+    start: Option<Instant>,
+    end: Option<Instant>,
+    sent: u64,
+    received: u64,
+    failed: usize,
+}
+
+impl Load {
+    fn start_more(&mut self, ctx: &mut Ctx<'_>) {
+        while self.to_start > 0 && self.starting < PARALLEL {
+            self.to_start -= 1;
+            let r = match &self.cfg {
+                Some(c) => ctx.connect(self.addr, c),
+                None => ctx.connect_plain(self.addr),
+            };
+            match r {
+                Ok(_) => self.starting += 1,
+                Err(e) => {
+                    eprintln!("connect: {e}");
+                    self.failed += 1;
+                }
+            }
+        }
+    }
+    fn begin(&mut self, ctx: &mut Ctx<'_>) {
+        self.start = Some(Instant::now());
+        self.sent = 0;
+        self.received = 0;
+        ctx.set_timer(self.dur, END);
+        if self.oneway {
+            ctx.set_timer(Duration::ZERO, BURST);
+        } else {
+            // Every session had its first echo; now all send at once.
+            for id in self.ids.clone() {
+                self.send(ctx, id);
+            }
+        }
+    }
+    fn send(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        if self.end.is_some() {
+            return;
+        }
+        match ctx.send(id, &self.payload) {
+            Ok(()) => self.sent += 1,
+            // An earlier datagram waits for the socket: send from on_writable.
+            Err(dtls_reactor::Error::WouldBlock) => {
+                self.blocked.insert(id);
+            }
+            Err(_) => {}
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.last_sent = Instant::now();
+            s.awaiting = true;
+        }
+    }
+}
+
+impl Handler for Load {
+    fn on_connected(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        self.starting = self.starting.saturating_sub(1);
+        self.ids.push(id);
+        self.sessions.insert(
+            id,
+            LoadSession {
+                last_sent: Instant::now(),
+                echoed: false,
+                awaiting: false,
+            },
+        );
+        self.start_more(ctx);
+        if self.oneway {
+            if self.ids.len() + self.failed == self.total {
+                self.begin(ctx);
+            }
+        } else {
+            self.send(ctx, id);
+        }
+    }
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
+        if data.len() != self.payload.len() {
+            return;
+        }
+        let first = match self.sessions.get_mut(&id) {
+            Some(s) => {
+                s.awaiting = false;
+                !std::mem::replace(&mut s.echoed, true)
+            }
+            None => return,
+        };
+        if self.start.is_none() {
+            // Warm-up: one round trip per session, then wait for the others
+            // (no echo traffic while handshakes still run).
+            if first {
+                self.warm += 1;
+                if self.warm + self.failed == self.total {
+                    self.begin(ctx);
+                }
+            }
+            return;
+        }
+        if self.end.is_none() {
+            self.received += 1;
+        }
+        self.send(ctx, id);
+    }
+    fn on_writable(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        if !self.oneway && self.blocked.remove(&id) {
+            self.send(ctx, id);
+        }
+    }
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _t: TimerId, token: u64) {
+        match token {
+            BURST if self.end.is_none() && !self.ids.is_empty() => {
+                for _ in 0..64 {
+                    let id = self.ids[self.next % self.ids.len()];
+                    self.next = self.next.wrapping_add(1);
+                    if ctx.send(id, &self.payload).is_ok() {
+                        self.sent += 1;
+                    }
+                }
+                ctx.set_timer(Duration::ZERO, BURST);
+            }
+            CHECK => {
+                let now = Instant::now();
+                let stale: Vec<ConnId> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.awaiting && now - s.last_sent >= self.resend)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in stale {
+                    self.send(ctx, id);
+                }
+                ctx.set_timer(self.resend, CHECK);
+            }
+            START => self.start_more(ctx),
+            END => {
+                self.end = Some(Instant::now());
+                ctx.stop();
+            }
+            GIVE_UP if self.start.is_none() => {
+                eprintln!(
+                    "reactor load: {} of {} sessions set up in time",
+                    self.ids.len(),
+                    self.total
+                );
+                ctx.stop();
+            }
+            _ => {}
+        }
+    }
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, cause: &CloseCause) {
+        if matches!(cause, CloseCause::Stopped | CloseCause::Local) {
+            return;
+        }
+        eprintln!("reactor load: session closed: {cause:?}");
+        if self.sessions.remove(&id).is_none() {
+            self.starting = self.starting.saturating_sub(1);
+        }
+        self.ids.retain(|x| *x != id);
+        self.failed += 1;
+        self.start_more(ctx);
+    }
+}
+
+/// A reactor suite: a server reactor thread (`kind`, DTLS unless `plain`) and
+/// a client reactor thread with `sessions` sessions.
+fn reactor_run(
+    kind: Option<DemuxKind>,
+    mode: Mode,
+    size: usize,
+    sessions: usize,
+    dur: Duration,
+    pinning: bool,
+) -> (Run, String) {
+    let (c0, c1) = cpus();
+    let echo = mode == Mode::Echo;
+    let sessions = sessions.max(1);
+    let limits = Limits::default()
+        .max_connections(sessions + 16)
+        .max_handshakes(sessions.max(PARALLEL) + 16)
+        .idle_timeout(None);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let slimits = limits;
+    let server = thread::spawn(move || {
+        let where_ = pin(c1, pinning);
+        let demux = dtls_demux::bind(
+            kind.unwrap_or(DemuxKind::OsNet),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .expect("bind");
+        let mut r = Reactor::with_limits(
+            Sink {
+                echo,
+                size,
+                received: 0,
+                first: None,
+                last: None,
+                blocked: HashMap::new(),
+                blocked_count: 0,
+            },
+            slimits,
+        )
+        .expect("reactor");
+        let l = match kind {
+            Some(_) => r.listen(demux, &server_config()),
+            None => r.listen_plain(demux),
+        }
+        .expect("listen");
+        tx.send((r.handle(), r.local_addr(l).expect("address")))
+            .unwrap();
+        if let Err(e) = r.run() {
+            eprintln!("server reactor: {e}");
+        }
+        (r.into_handler(), where_)
+    });
+    let (handle, addr) = rx.recv().expect("server reactor started");
+    let dtls = kind.is_some();
+    let client = thread::spawn(move || {
+        let where_ = pin(c0, pinning);
+        let load = Load {
+            addr,
+            cfg: dtls.then(client_config),
+            oneway: !echo,
+            payload: vec![0x42u8; size],
+            dur,
+            resend: resend_after(sessions),
+            total: sessions,
+            to_start: sessions,
+            starting: 0,
+            ids: Vec::new(),
+            sessions: HashMap::new(),
+            warm: 0,
+            next: 0,
+            blocked: Default::default(),
+            start: None,
+            end: None,
+            sent: 0,
+            received: 0,
+            failed: 0,
+        };
+        let mut r = Reactor::with_limits(load, limits).expect("reactor");
+        r.set_timer(Duration::ZERO, START);
+        if echo {
+            r.set_timer(resend_after(sessions), CHECK);
+        }
+        r.set_timer(Duration::from_secs(120), GIVE_UP);
+        if let Err(e) = r.run() {
+            eprintln!("client reactor: {e}");
+        }
+        (r.into_handler(), where_)
+    });
+    let (load, where_c) = client.join().expect("client thread");
+    if !echo {
+        // Let the server drain what is queued.
+        thread::sleep(Duration::from_millis(200));
+    }
+    let _ = handle.stop();
+    let (sink, where_s) = server.join().expect("server thread");
+    if load.failed > 0 {
+        eprintln!("reactor run: {} session(s) failed", load.failed);
+    }
+    log::debug!(
+        "reactor run: server echoes deferred to on_writable: {}",
+        sink.blocked_count
+    );
+    let run = if echo {
+        let elapsed = match (load.start, load.end) {
+            (Some(s), Some(e)) => (e - s).as_secs_f64(),
+            _ => 0.0,
+        };
+        Run {
+            sent: load.sent,
+            received: load.received,
+            elapsed: elapsed.max(1e-9),
+        }
+    } else {
+        let elapsed = match (sink.first, sink.last) {
+            (Some(f), Some(l)) => (l - f).as_secs_f64(),
+            _ => 0.0,
+        };
+        Run {
+            sent: load.sent,
+            received: sink.received,
+            elapsed: elapsed.max(dur.as_secs_f64() * 0.5),
+        }
+    };
+    (
+        run,
+        format!(
+            "client reactor {where_c}, server reactor {where_s}{}",
+            if load.start.is_none() {
+                " (setup incomplete)"
+            } else {
+                ""
+            }
+        ),
+    )
+}
+
+fn run_one(
+    suite: Suite,
+    mode: Mode,
+    size: usize,
+    sessions: usize,
+    dur: Duration,
+    pinning: bool,
+) -> (Run, String) {
     match (suite, mode) {
+        (Suite::ReactorUdp, _) => reactor_run(None, mode, size, sessions, dur, pinning),
+        (Suite::ReactorOsnet, _) => {
+            reactor_run(Some(DemuxKind::OsNet), mode, size, sessions, dur, pinning)
+        }
+        (Suite::ReactorRouter, _) => {
+            reactor_run(Some(DemuxKind::Router), mode, size, sessions, dur, pinning)
+        }
         (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning),
         (Suite::Dtls, Mode::Oneway) => oneway_dtls(size, dur, pinning),
         (Suite::Udp, Mode::Echo) => echo_datagrams(size, dur, pinning, false),
@@ -576,6 +1009,7 @@ struct Row {
     suite: Suite,
     mode: Mode,
     size: usize,
+    sessions: usize,
     runs: Vec<Run>,
     placement: String,
 }
@@ -603,7 +1037,13 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
         let sel: Vec<&Row> = rows.iter().filter(|r| r.mode == *mode).collect();
         let labels: Vec<String> = sel
             .iter()
-            .map(|r| format!("{} {}B", r.suite.name(), r.size))
+            .map(|r| {
+                if r.suite.is_reactor() {
+                    format!("{} {}B x{}", r.suite.name(), r.size, r.sessions)
+                } else {
+                    format!("{} {}B", r.suite.name(), r.size)
+                }
+            })
             .collect();
         let max = sel.iter().map(|r| r.min_max().1).fold(1.0, f64::max) / 1000.0;
         let mut c = ChartBuilder::on(panel)
@@ -630,6 +1070,9 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
                 Suite::Dtls => RED,
                 Suite::Tcp => GREEN,
                 Suite::Tls => MAGENTA,
+                Suite::ReactorUdp => CYAN,
+                Suite::ReactorOsnet => RGBColor(200, 100, 0),
+                Suite::ReactorRouter => RGBColor(120, 60, 160),
             };
             Rectangle::new(
                 [(i, 0.0), (i + 1, r.median() / 1000.0)],
@@ -650,6 +1093,7 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    common::raise_nofile();
     ncpu();
     let dur = Duration::from_secs_f64(args.seconds);
     let pinning = !args.no_pin;
@@ -657,7 +1101,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &mode in &args.modes {
         for &size in &args.sizes {
             for &suite in &args.suites {
-                configs.push((suite, mode, size));
+                if suite.is_reactor() {
+                    for &n in &args.sessions {
+                        configs.push((suite, mode, size, n.max(1)));
+                    }
+                } else {
+                    configs.push((suite, mode, size, 1));
+                }
             }
         }
     }
@@ -680,24 +1130,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rows: Vec<Row> = Vec::new();
     // Repeats are interleaved so a slow minute hits every suite alike.
     for rep in 0..args.repeat.max(1) {
-        for &(suite, mode, size) in &configs {
+        for &(suite, mode, size, sessions) in &configs {
             bar.set_message(format!(
-                "{} {} {}B #{}",
+                "{} {} {}B x{} #{}",
                 suite.name(),
                 mode.name(),
                 size,
+                sessions,
                 rep + 1
             ));
-            let (run, placement) = run_one(suite, mode, size, dur, pinning);
-            match rows
-                .iter_mut()
-                .find(|r| r.suite == suite && r.mode == mode && r.size == size)
-            {
+            let (run, placement) = run_one(suite, mode, size, sessions, dur, pinning);
+            match rows.iter_mut().find(|r| {
+                r.suite == suite && r.mode == mode && r.size == size && r.sessions == sessions
+            }) {
                 Some(r) => r.runs.push(run),
                 None => rows.push(Row {
                     suite,
                     mode,
                     size,
+                    sessions,
                     runs: vec![run],
                     placement,
                 }),
@@ -708,16 +1159,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     bar.finish_and_clear();
 
     println!(
-        "\n| suite | mode | size | median records/s | min-max | goodput MB/s | sent | received | lost | ratio to raw | placement |"
+        "\n| suite | mode | size | sessions | median records/s | min-max | goodput MB/s | sent | received | lost | ratio to raw | placement |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let (min, max) = r.min_max();
         let sent: u64 = r.runs.iter().map(|x| x.sent).sum();
         let received: u64 = r.runs.iter().map(|x| x.received).sum();
-        let base = rows
-            .iter()
-            .find(|b| b.suite == r.suite.baseline() && b.mode == r.mode && b.size == r.size);
+        let base = rows.iter().find(|b| {
+            b.suite == r.suite.baseline()
+                && b.mode == r.mode
+                && b.size == r.size
+                && b.sessions == r.sessions
+        });
         let ratio = match base {
             Some(b) if b.suite != r.suite => {
                 format!("{:.2}x {}", r.median() / b.median(), b.suite.name())
@@ -725,10 +1179,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => "-".into(),
         };
         println!(
-            "| {} | {} | {} | {:.0} | {:.0}-{:.0} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0}-{:.0} | {:.1} | {} | {} | {} | {} | {} |",
             r.suite.name(),
             r.mode.name(),
             r.size,
+            r.sessions,
             r.median(),
             min,
             max,
@@ -742,15 +1197,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(path) = &args.csv {
         let mut f = std::fs::File::create(path)?;
-        writeln!(f, "suite,mode,size,run,sent,received,seconds,records_per_s")?;
+        writeln!(
+            f,
+            "suite,mode,size,sessions,run,sent,received,seconds,records_per_s"
+        )?;
         for r in &rows {
             for (i, x) in r.runs.iter().enumerate() {
                 writeln!(
                     f,
-                    "{},{},{},{},{},{},{:.4},{:.1}",
+                    "{},{},{},{},{},{},{},{:.4},{:.1}",
                     r.suite.name(),
                     r.mode.name(),
                     r.size,
+                    r.sessions,
                     i + 1,
                     x.sent,
                     x.received,
