@@ -91,6 +91,41 @@ pub(crate) fn classify(d: &[u8]) -> Kind {
     }
 }
 
+/// True when `d` starts with an epoch-0 ClientHello that is not fragmented.
+fn whole_client_hello(d: &[u8]) -> bool {
+    classify(d) == Kind::ClientHello
+        && d.get(RECORD_HEADER + 6..RECORD_HEADER + 9) == Some(&[0, 0, 0][..])
+}
+
+/// The client random of `d` when it starts with an unfragmented epoch-0
+/// ClientHello whose record holds one. Reads nothing beyond `d`.
+pub(crate) fn client_random(d: &[u8]) -> Option<[u8; 32]> {
+    if !whole_client_hello(d) {
+        return None;
+    }
+    // After client_version (2 bytes); the random must lie inside the record.
+    let at = RECORD_HEADER + HANDSHAKE_HEADER + 2;
+    let record_end = RECORD_HEADER + usize::from(u16::from_be_bytes([d[11], d[12]]));
+    if at + 32 > record_end {
+        return None;
+    }
+    d.get(at..at + 32)?.try_into().ok()
+}
+
+/// True when `d` starts with an unfragmented epoch-0 ClientHello whose cookie
+/// is not empty. Reads nothing beyond `d`.
+pub(crate) fn carries_cookie(d: &[u8]) -> bool {
+    if !whole_client_hello(d) {
+        return false;
+    }
+    // client_version (2), random (32), session_id (1 + n), cookie (1 + n).
+    let sid_at = RECORD_HEADER + HANDSHAKE_HEADER + 2 + 32;
+    let Some(&sid_len) = d.get(sid_at) else {
+        return false;
+    };
+    matches!(d.get(sid_at + 1 + usize::from(sid_len)), Some(&n) if n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::record::{carries_cookie, client_random};
 use crossbeam_channel::{Receiver, TryRecvError};
 use dtls_demux::{Demux, Incoming, Link, Route};
 use mio::unix::SourceFd;
@@ -782,39 +783,6 @@ impl Inner {
         self.gauge();
         // Dropping the entry drops the link: the demux detaches the peer.
     }
-}
-
-/// True when `d` starts with an unfragmented epoch-0 ClientHello whose cookie is not
-/// empty. Reads nothing beyond `d`.
-fn carries_cookie(d: &[u8]) -> bool {
-    use crate::record::{classify, Kind, HANDSHAKE_HEADER, RECORD_HEADER};
-    if classify(d) != Kind::ClientHello {
-        return false;
-    }
-    // Fragment offset 0 (bytes 6..9 of the handshake header).
-    if d.get(RECORD_HEADER + 6..RECORD_HEADER + 9) != Some(&[0, 0, 0][..]) {
-        return false;
-    }
-    // client_version (2), random (32), session_id (1 + n), cookie (1 + n).
-    let sid_at = RECORD_HEADER + HANDSHAKE_HEADER + 2 + 32;
-    let Some(&sid_len) = d.get(sid_at) else {
-        return false;
-    };
-    matches!(d.get(sid_at + 1 + usize::from(sid_len)), Some(&n) if n > 0)
-}
-
-/// The client random of `d` when it starts with an unfragmented epoch-0
-/// ClientHello long enough to hold one. Reads nothing beyond `d`.
-fn client_random(d: &[u8]) -> Option<[u8; 32]> {
-    use crate::record::{classify, Kind, HANDSHAKE_HEADER, RECORD_HEADER};
-    if classify(d) != Kind::ClientHello
-        || d.get(RECORD_HEADER + 6..RECORD_HEADER + 9) != Some(&[0, 0, 0][..])
-    {
-        return None;
-    }
-    // After client_version (2 bytes).
-    let at = RECORD_HEADER + HANDSHAKE_HEADER + 2;
-    d.get(at..at + 32)?.try_into().ok()
 }
 
 /// The listener of `e` when `d` may announce a restart of its peer (RFC 6347
@@ -1820,7 +1788,7 @@ impl<H: Handler> Reactor<H> {
 
 #[cfg(test)]
 mod tests {
-    use super::{carries_cookie, client_random};
+    use crate::record::{carries_cookie, client_random};
     use crate::{ClientConfig, CookieStage, ServerConfig, Verdict};
 
     #[test]

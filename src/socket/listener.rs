@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use dtls_demux::{Demux, DemuxKind};
 
 use super::{check_timeout, min_wait, wait_fd, DtlsSocket, MEMORY_QUEUE_CHECK};
+use crate::record::client_random;
 use crate::{CookieStage, CookieStats, Error, Result, ServerConfig, Verdict};
 
 const MAX_DATAGRAM: usize = 65_536;
@@ -21,27 +22,6 @@ pub const LISTENER_RCVBUF: usize = 4 << 20;
 /// How many admitted ClientHellos (peer and client random) a listener
 /// remembers to recognise late duplicates.
 pub const RECENT_HELLOS: usize = 4096;
-
-/// The client random of an unfragmented ClientHello record, if `d` starts with one.
-fn client_random(d: &[u8]) -> Option<[u8; 32]> {
-    use crate::record::{classify, Kind, HANDSHAKE_HEADER, RECORD_HEADER};
-    if classify(d) != Kind::ClientHello {
-        return None;
-    }
-    let h = RECORD_HEADER;
-    // fragment_offset (3 bytes at +6 of the handshake header) must be 0.
-    if d[h + 6..h + 9] != [0, 0, 0] {
-        return None;
-    }
-    let start = h + HANDSHAKE_HEADER + 2; // after client_version
-    let rec_len = usize::from(u16::from_be_bytes([d[11], d[12]]));
-    if start + 32 > h + rec_len || start + 32 > d.len() {
-        return None;
-    }
-    let mut r = [0u8; 32];
-    r.copy_from_slice(&d[start..start + 32]);
-    Some(r)
-}
 
 /// Bounded memory of admitted (peer, client random) pairs, oldest forgotten first.
 #[derive(Default)]
