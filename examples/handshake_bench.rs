@@ -110,25 +110,6 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn pin(cpu: usize, enabled: bool) -> String {
-    if !enabled {
-        return "unpinned".into();
-    }
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it and
-    // sched_setaffinity reads it for the calling thread (pid 0).
-    let ok = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    };
-    if ok {
-        format!("cpu{cpu}")
-    } else {
-        format!("cpu{cpu} (pin failed)")
-    }
-}
-
 /// What the server thread measured.
 #[derive(Default)]
 struct ServerSide {
@@ -166,7 +147,7 @@ fn server_loop(
     pinning: bool,
 ) -> ServerSide {
     let mut out = ServerSide {
-        placement: pin(cpu, pinning),
+        placement: common::placement(cpu, pinning),
         ..Default::default()
     };
     sock.set_read_timeout(Some(Duration::from_millis(5)))
@@ -287,7 +268,7 @@ fn run(case: Case, count: usize, pinning: bool) -> (ServerSide, ClientSide) {
     let server = thread::spawn(move || server_loop(sock, sconfig, stop2, scpu, pinning));
     let cconfig = case.client();
     let client = thread::spawn(move || {
-        let placement = pin(ccpu, pinning);
+        let placement = common::placement(ccpu, pinning);
         let mut buf = vec![0u8; 65536];
         let mut group = None;
         if case.resume {

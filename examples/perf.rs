@@ -163,25 +163,6 @@ impl Run {
     }
 }
 
-fn pin(cpu: usize, enabled: bool) -> String {
-    if !enabled {
-        return "unpinned".into();
-    }
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it and
-    // sched_setaffinity reads it for the calling thread (pid 0).
-    let ok = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    };
-    if ok {
-        format!("cpu{cpu}")
-    } else {
-        format!("cpu{cpu} (pin failed, unpinned)")
-    }
-}
-
 /// CPUs available when the program started (pinning later narrows what
 /// `available_parallelism` reports for the pinned thread).
 fn ncpu() -> usize {
@@ -300,7 +281,7 @@ fn oneway_udp(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
         .unwrap();
     let (c0, c1) = cpus();
     let sender = thread::spawn(move || {
-        let where_ = pin(c0, pinning);
+        let where_ = common::placement(c0, pinning);
         let msg = vec![0x42u8; size];
         let end = Instant::now() + dur;
         let mut sent = 0u64;
@@ -313,7 +294,7 @@ fn oneway_udp(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
         }
         (sent, where_)
     });
-    let where_rx = pin(c1, pinning);
+    let where_rx = common::placement(c1, pinning);
     let mut buf = vec![0u8; 65536];
     let start = Instant::now();
     let mut received = 0u64;
@@ -343,7 +324,7 @@ fn oneway_dtls(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
         .unwrap();
     let (c0, c1) = cpus();
     let sender = thread::spawn(move || {
-        let where_ = pin(c0, pinning);
+        let where_ = common::placement(c0, pinning);
         let msg = vec![0x42u8; size];
         let end = Instant::now() + dur;
         let mut sent = 0u64;
@@ -356,7 +337,7 @@ fn oneway_dtls(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
         }
         (sent, where_)
     });
-    let where_rx = pin(c1, pinning);
+    let where_rx = common::placement(c1, pinning);
     let mut buf = vec![0u8; 65536];
     let mut plain = vec![0u8; 65536];
     let start = Instant::now();
@@ -404,7 +385,7 @@ fn echo_datagrams(size: usize, dur: Duration, pinning: bool, dtls: bool) -> (Run
     };
     let stop2 = stop.clone();
     let server = thread::spawn(move || {
-        let where_ = pin(c1, pinning);
+        let where_ = common::placement(c1, pinning);
         let (sock, mut conn) = server_side;
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -428,7 +409,7 @@ fn echo_datagrams(size: usize, dur: Duration, pinning: bool, dtls: bool) -> (Run
         }
         where_
     });
-    let where_c = pin(c0, pinning);
+    let where_c = common::placement(c0, pinning);
     let (sock, mut conn) = client_side;
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
@@ -523,7 +504,7 @@ fn oneway_stream(size: usize, dur: Duration, pinning: bool, tls: bool) -> (Run, 
     let (mut tx, mut rx) = stream_pair(tls);
     let (c0, c1) = cpus();
     let sender = thread::spawn(move || {
-        let where_ = pin(c0, pinning);
+        let where_ = common::placement(c0, pinning);
         let msg = vec![0x42u8; size];
         let end = Instant::now() + dur;
         let mut sent = 0u64;
@@ -539,7 +520,7 @@ fn oneway_stream(size: usize, dur: Duration, pinning: bool, tls: bool) -> (Run, 
         drop(tx);
         (sent, where_)
     });
-    let where_rx = pin(c1, pinning);
+    let where_rx = common::placement(c1, pinning);
     let mut buf = vec![0u8; 65536];
     let start = Instant::now();
     let mut bytes = 0u64;
@@ -566,7 +547,7 @@ fn echo_stream(size: usize, dur: Duration, pinning: bool, tls: bool) -> (Run, St
     let (mut c, mut s) = stream_pair(tls);
     let (c0, c1) = cpus();
     let server = thread::spawn(move || {
-        let where_ = pin(c1, pinning);
+        let where_ = common::placement(c1, pinning);
         let mut buf = vec![0u8; size];
         while s.read_exact(&mut buf).is_ok() {
             if s.write_all(&buf).is_err() {
@@ -575,7 +556,7 @@ fn echo_stream(size: usize, dur: Duration, pinning: bool, tls: bool) -> (Run, St
         }
         where_
     });
-    let where_c = pin(c0, pinning);
+    let where_c = common::placement(c0, pinning);
     let msg = vec![0x42u8; size];
     let mut buf = vec![0u8; size];
     let (mut sent, mut received) = (0u64, 0u64);
@@ -863,7 +844,7 @@ fn reactor_run(
     let (tx, rx) = std::sync::mpsc::channel();
     let slimits = limits;
     let server = thread::spawn(move || {
-        let where_ = pin(c1, pinning);
+        let where_ = common::placement(c1, pinning);
         let demux = dtls_demux::bind(
             kind.unwrap_or(DemuxKind::OsNet),
             "127.0.0.1:0".parse().unwrap(),
@@ -897,7 +878,7 @@ fn reactor_run(
     let (handle, addr) = rx.recv().expect("server reactor started");
     let dtls = kind.is_some();
     let client = thread::spawn(move || {
-        let where_ = pin(c0, pinning);
+        let where_ = common::placement(c0, pinning);
         let load = Load {
             addr,
             cfg: dtls.then(client_config),

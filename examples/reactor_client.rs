@@ -228,16 +228,8 @@ impl Handler for Sessions {
 }
 
 fn pin(cpu: usize) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: cpu_set_t is plain data, written by CPU_ZERO/CPU_SET and read by
-    // sched_setaffinity for the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!("pin to CPU {cpu}: {}", std::io::Error::last_os_error());
-        }
+    if let Err(e) = common::pin_to_cpu(cpu) {
+        eprintln!("pin to CPU {cpu}: {e}");
     }
 }
 

@@ -74,19 +74,9 @@ impl Handler for Echo {
 }
 
 fn pin(i: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write into our local value
-        // and sched_setaffinity reads it for the calling thread (pid 0).
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_ZERO(&mut set);
-            libc::CPU_SET(i % cpus, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                eprintln!("pin to CPU {}: {}", i % cpus, io::Error::last_os_error());
-            }
-        }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Err(e) = common::pin_to_cpu(i % cpus) {
+        eprintln!("pin to CPU {}: {e}", i % cpus);
     }
 }
 

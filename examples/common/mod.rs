@@ -105,3 +105,32 @@ pub fn raise_nofile() {
         }
     }
 }
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within our local
+    // value and sched_setaffinity reads it for the calling thread (pid 0).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Pins the calling thread to `cpu` when `enabled`; returns where it runs,
+/// for printing the placement.
+pub fn placement(cpu: usize, enabled: bool) -> String {
+    if !enabled {
+        return "unpinned".into();
+    }
+    match pin_to_cpu(cpu) {
+        Ok(()) => format!("cpu{cpu}"),
+        Err(_) => format!("cpu{cpu} (pin failed, unpinned)"),
+    }
+}
