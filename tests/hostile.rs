@@ -9,7 +9,7 @@ mod socket_util;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Variant;
 use dtls_reactor::{ConnStats, Connection, DtlsListener, Error};
@@ -251,7 +251,6 @@ fn garbage_to_listener_and_connection(v: Variant) {
         })
         .collect();
     let own = socket2::SockRef::from(&c);
-    let start = Instant::now();
     for i in 0..EACH {
         let d = datagram(i);
         let _ = strangers[i % strangers.len()].send(&d);
@@ -261,7 +260,6 @@ fn garbage_to_listener_and_connection(v: Variant) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    assert!(start.elapsed() < Duration::from_secs(60));
     // The client's own socket may have got nothing (the server drops garbage
     // silently); the session must still echo.
     echo_ok(&mut c, b"after the garbage");
