@@ -675,6 +675,21 @@ impl Connection {
         self.stream.get_ref().outbound.front().map(Vec::as_slice)
     }
 
+    /// All datagrams waiting to be sent, oldest first, without taking them: send
+    /// as many as the socket takes in one go (`sendmmsg`), then
+    /// [`Self::pop_transmits`] that many.
+    pub fn transmits(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.stream.get_ref().outbound.iter().map(Vec::as_slice)
+    }
+
+    /// Discards the first `n` datagrams [`Self::transmits`] showed (all of them
+    /// when fewer wait), reusing their buffers.
+    pub fn pop_transmits(&mut self, n: usize) {
+        for _ in 0..n {
+            self.pop_transmit();
+        }
+    }
+
     /// Discards the datagram [`Self::peek_transmit`] showed, reusing its buffer.
     pub fn pop_transmit(&mut self) {
         let pipe = self.stream.get_mut();

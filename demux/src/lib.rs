@@ -90,6 +90,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 mod addr;
+pub mod batch;
 mod core;
 mod link;
 mod osnet;

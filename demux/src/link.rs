@@ -10,6 +10,7 @@ use std::sync::Arc;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
+use crate::batch::{self, RecvBatch};
 use crate::core::{Core, LinkShared};
 use crate::DemuxKind;
 
@@ -129,6 +130,74 @@ impl Link {
                 }
             },
         }
+    }
+
+    /// Reads several datagrams of the peer in one system call, without blocking
+    /// (see [`batch::recv_batch`]): the memory queue's datagrams first (then the socket is
+    /// not read in this call), else up to `batch.slots()` messages of the socket, GRO
+    /// messages split. Returns how many datagrams `batch` now holds, possibly 0 when
+    /// everything read was another peer's (OsNet: passed to the stray queue, as with
+    /// [`Link::recv`]) or too long. Nothing to read: `WouldBlock`.
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        if self.is_detached() {
+            return Err(not_connected(self.shared.peer));
+        }
+        batch.clear();
+        if self.has_queued() {
+            for slot in 0..batch.slots() {
+                let Some(d) = self.shared.dequeue() else {
+                    break;
+                };
+                if !batch.push_copy(slot, &d, Some(self.shared.peer)) {
+                    log::debug!(
+                        "dtls-demux: queued datagram of {} bytes for {} dropped: longer than a batch slot",
+                        d.len(),
+                        self.shared.peer
+                    );
+                }
+            }
+            return Ok(batch.len());
+        }
+        batch::recv_batch(&self.socket, batch)?;
+        if self.core.kind == DemuxKind::OsNet {
+            let mut i = 0;
+            while i < batch.len() {
+                let from = batch.source(i);
+                let key = from.map(|f| self.core.family.normalize(f).unwrap_or(f));
+                match (from, key) {
+                    (Some(f), Some(k)) if k != self.shared.peer => {
+                        self.core.stray_from_link(f, batch.get(i));
+                        batch.remove(i);
+                    }
+                    _ => i += 1,
+                }
+            }
+        }
+        Ok(batch.len())
+    }
+
+    /// Sends datagrams to the peer, several per system call (see
+    /// [`batch::send_batch`]), from the listener's address and port as [`Link::send`]
+    /// does; never blocks. Returns how many of the first datagrams went (at most
+    /// [`batch::MAX_SEND`]); none: the error (`WouldBlock` when the buffer is full).
+    pub fn send_batch(&self, datagrams: &[&[u8]]) -> io::Result<usize> {
+        if self.is_detached() {
+            return Err(not_connected(self.shared.peer));
+        }
+        match self.core.kind {
+            DemuxKind::OsNet => batch::send_batch(&self.socket, None, datagrams),
+            DemuxKind::Router => {
+                batch::send_batch(&self.core.listener, Some(self.shared.peer), datagrams)
+            }
+        }
+    }
+
+    /// Lets the kernel hand runs of the peer's equal-size datagrams to the per-peer
+    /// socket as one message (`UDP_GRO`). Afterwards read the link only with
+    /// [`Link::recv_batch`], which splits such messages; [`Link::recv`] would see a run
+    /// as one datagram.
+    pub fn enable_gro(&self) -> io::Result<()> {
+        batch::enable_gro(&self.socket)
     }
 
     /// True when datagrams wait in the memory queue: [`recv`](Link::recv) returns them

@@ -441,7 +441,81 @@ fn send_to_unknown(kind: DemuxKind, fam: Fam) {
     assert_eq!(d.counters().unknown, 1);
 }
 
+/// Runs of datagrams a peer sends with `batch::send_batch` (UDP GSO where the kernel
+/// has it) reach its link whole and in order through `Link::recv_batch` with GRO on; the
+/// link's `send_batch` reaches the peer from the server's address and port.
+fn batches(kind: DemuxKind, fam: Fam) {
+    use dtls_demux::batch::{send_batch, RecvBatch};
+    let d = server(kind, fam);
+    let srv = d.local_addr().unwrap();
+    let c = client(fam);
+    c.send_to(b"hello", srv).unwrap();
+    let (peer, _) = accept_unknown(&*d, 1).remove(0);
+    let l = attach(&*d, peer);
+    l.enable_gro().unwrap();
+    let pump = Pump::start(d.clone());
+    let mut msgs: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 1000]).collect();
+    msgs.push(vec![99; 300]);
+    msgs.push(Vec::new());
+    msgs.extend((0..20u8).map(|i| vec![i; 200]));
+    let slices: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
+    let end = Instant::now() + T;
+    let mut off = 0;
+    while off < slices.len() && Instant::now() < end {
+        match send_batch(&c, Some(srv), &slices[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("peer send_batch: {e}"),
+        }
+    }
+    let mut batch = RecvBatch::new(4);
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    while got.len() < msgs.len() && Instant::now() < end {
+        match l.recv_batch(&mut batch) {
+            Ok(_) => got.extend(batch.iter().map(|d| d.to_vec())),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("link recv_batch: {e}"),
+        }
+    }
+    assert_eq!(got, msgs, "the link must see the peer's datagrams as sent");
+    let replies: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 500]).collect();
+    let slices: Vec<&[u8]> = replies.iter().map(|m| &m[..]).collect();
+    let mut off = 0;
+    while off < slices.len() && Instant::now() < end {
+        match l.send_batch(&slices[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("link send_batch: {e}"),
+        }
+    }
+    c.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 2048];
+    for r in &replies {
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &r[..]);
+        assert_eq!(from, srv, "replies come from the server's address and port");
+    }
+    let r = pump.finish();
+    assert!(
+        r.unknown.is_empty(),
+        "{} datagrams went astray",
+        r.unknown.len()
+    );
+    d.detach(peer);
+    assert_eq!(
+        l.recv_batch(&mut batch).unwrap_err().kind(),
+        ErrorKind::NotConnected
+    );
+    assert_eq!(
+        l.send_batch(&slices).unwrap_err().kind(),
+        ErrorKind::NotConnected
+    );
+}
+
 four_ways!(
+    batches,
     two_peers,
     two_hundred_peers,
     queued_before_attach,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::record::{carries_cookie, client_random};
 use crossbeam_channel::{Receiver, TryRecvError};
+use dtls_demux::batch::{self, RecvBatch};
 use dtls_demux::{Demux, Incoming, Link, Route};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -36,6 +37,9 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 const RECV_BUF: usize = 65_536;
 /// Most datagrams read from a closing OsNet link before it is dropped.
 const LINGER_READS: usize = 64;
+/// Messages per `recvmmsg` of a connection's socket (each up to 64 KiB, a GRO
+/// message possibly many datagrams).
+const RECV_SLOTS: usize = 32;
 
 /// Identifies one connection of a reactor. Ids are never reused: a stale id
 /// names no connection (calls with it fail or return `None`).
@@ -242,6 +246,15 @@ stats! {
     datagrams_in,
     /// Datagrams sent to peers.
     datagrams_out,
+    /// Batched sends on connection sockets (`sendmmsg` calls that sent at
+    /// least one datagram): `datagrams_out / send_batches` is the mean batch.
+    send_batches,
+    /// Batched reads of connection sockets (`recvmmsg` calls that returned
+    /// at least one message).
+    recv_batches,
+    /// Datagrams dropped on receive because they were longer than 64 KiB
+    /// (cannot happen with UDP over IP; counted for completeness).
+    oversized,
     /// Datagrams that could not be sent (socket errors other than WouldBlock).
     send_errors,
     /// Socket errors on receive, and failed attaches.
@@ -253,6 +266,9 @@ stats! {
 impl SharedStats {
     fn inc(f: &AtomicU64) {
         f.fetch_add(1, Ordering::Relaxed);
+    }
+    fn add(f: &AtomicU64, n: u64) {
+        f.fetch_add(n, Ordering::Relaxed);
     }
     fn gauge(&self, conns: usize, hs: usize) {
         self.connections.store(conns as u64, Ordering::Relaxed);
@@ -319,10 +335,29 @@ impl Io {
             Io::Socket(s) => s.send(d),
         }
     }
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Sends the first datagrams of `d` in one system call; how many went.
+    fn send_batch(&self, d: &[&[u8]]) -> io::Result<usize> {
         match self {
-            Io::Link(l) => l.recv(buf),
-            Io::Socket(s) => s.recv(buf),
+            Io::Link(l) => l.send_batch(d),
+            Io::Socket(s) => batch::send_batch(s, None, d),
+        }
+    }
+    /// Reads a batch of datagrams (memory queue first for links).
+    fn recv_batch(&self, b: &mut RecvBatch) -> io::Result<usize> {
+        match self {
+            Io::Link(l) => l.recv_batch(b),
+            Io::Socket(s) => batch::recv_batch(s, b),
+        }
+    }
+    /// Lets the kernel coalesce the peer's equal-size datagrams (this socket is only
+    /// ever read with `recv_batch`, which splits them again).
+    fn enable_gro(&self) {
+        let r = match self {
+            Io::Link(l) => l.enable_gro(),
+            Io::Socket(s) => batch::enable_gro(s),
+        };
+        if let Err(e) = r {
+            log::debug!("reactor: UDP GRO not enabled: {e}");
         }
     }
     fn has_queued(&self) -> bool {
@@ -342,6 +377,8 @@ struct Entry {
     /// Counted in the half-open gauge.
     half_open: bool,
     blocked: bool,
+    /// In `Inner::unflushed`.
+    unflushed: bool,
     /// In the ready queue.
     queued: bool,
     /// on_close was called.
@@ -383,8 +420,12 @@ struct Inner {
     handle: ReactorHandle,
     stopping: bool,
     stopped: bool,
-    /// Receive buffer for draining closing links.
-    scratch: Vec<u8>,
+    /// Receive buffers of `read_conn` (taken out while it runs) and of the
+    /// last reads of a closing link.
+    batch: Option<RecvBatch>,
+    /// Connections whose queued datagrams wait for the end of the handler
+    /// callback (one batched send instead of one per record).
+    unflushed: Vec<usize>,
 }
 
 /// The reactor's services inside a [`Handler`] callback.
@@ -529,9 +570,14 @@ impl Inner {
             return Err(Error::WouldBlock);
         }
         let r = e.conn.send(data);
-        self.flush(id.key);
         if r.is_err() {
+            self.flush(id.key);
             self.dirty.push_back(id.key);
+        } else if e.conn.transmit_len() >= batch::MAX_SEND {
+            self.flush(id.key);
+        } else if !e.unflushed {
+            e.unflushed = true;
+            self.unflushed.push(id.key);
         }
         r.map(|_| ())
     }
@@ -544,16 +590,24 @@ impl Inner {
         }
     }
 
-    /// Sends what the connection has queued, until the socket would block.
+    /// Sends what the connection has queued, a batch per system call, until the
+    /// socket would block.
     fn flush(&mut self, key: usize) {
         let Some(e) = self.conns.get_mut(key) else {
             return;
         };
-        while let Some(d) = e.conn.peek_transmit() {
-            match e.io.send(d) {
-                Ok(_) => {
-                    e.conn.pop_transmit();
-                    SharedStats::inc(&self.stats.datagrams_out);
+        e.unflushed = false;
+        loop {
+            let mut out: [&[u8]; batch::MAX_SEND] = [&[]; batch::MAX_SEND];
+            let n = e.conn.transmits(&mut out);
+            if n == 0 {
+                break;
+            }
+            match e.io.send_batch(&out[..n]) {
+                Ok(sent) => {
+                    e.conn.pop_transmits(sent);
+                    SharedStats::add(&self.stats.datagrams_out, sent as u64);
+                    SharedStats::inc(&self.stats.send_batches);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     if !e.blocked {
@@ -565,7 +619,7 @@ impl Inner {
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
-                    e.conn.pop_transmit();
+                    e.conn.pop_transmits(1);
                     SharedStats::inc(&self.stats.send_errors);
                     log::debug!("reactor: send to {} failed: {err}", e.peer);
                     if matches!(
@@ -580,6 +634,15 @@ impl Inner {
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    /// Flushes every connection a handler sent on since the last call.
+    fn flush_unflushed(&mut self) {
+        while let Some(key) = self.unflushed.pop() {
+            if self.conns.get(key).is_some_and(|e| e.unflushed) {
+                self.flush(key);
             }
         }
     }
@@ -633,6 +696,7 @@ impl Inner {
             Io::Link(l) => self.poll.registry().register(l, token, interest)?,
             Io::Socket(s) => self.poll.registry().register(s, token, interest)?,
         }
+        io.enable_gro();
         self.next_gen += 1;
         let gen = self.next_gen;
         let half_open = listener.is_some() && conn.is_handshaking();
@@ -644,6 +708,7 @@ impl Inner {
             listener,
             half_open,
             blocked: false,
+            unflushed: false,
             queued: false,
             closed: false,
             forced: None,
@@ -760,11 +825,14 @@ impl Inner {
             // demux keeps those as strays for the listener instead of losing them. The
             // peer's own datagrams are discarded: its connection is gone.
             if l.kind() == dtls_demux::DemuxKind::OsNet {
-                for _ in 0..LINGER_READS {
-                    if l.recv(&mut self.scratch).is_err() {
+                let mut b = self.batch.take().unwrap_or_else(|| RecvBatch::new(1));
+                for _ in 0..LINGER_READS.div_ceil(b.slots()) {
+                    if l.recv_batch(&mut b).is_err() {
                         break;
                     }
                 }
+                b.clear();
+                self.batch = Some(b);
             }
         }
         let r = match &mut e.io {
@@ -906,7 +974,8 @@ impl<H: Handler> Reactor<H> {
                 handle,
                 stopping: false,
                 stopped: false,
-                scratch: vec![0u8; RECV_BUF],
+                batch: Some(RecvBatch::new(RECV_SLOTS)),
+                unflushed: Vec::new(),
             },
             handler,
             events: Events::with_capacity(1024),
@@ -1131,9 +1200,11 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn run_dirty(&mut self) {
+        self.inner.flush_unflushed();
         while let Some(key) = self.inner.dirty.pop_front() {
             self.pump(key);
         }
+        self.inner.flush_unflushed();
     }
 
     fn retry_blocked(&mut self, listener: Option<usize>, key: Option<usize>) {
@@ -1474,12 +1545,20 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Reads a connection's socket (and memory queue) up to the budget.
+    /// Reads a connection's socket (and memory queue) up to the budget, a batch
+    /// of datagrams per system call; what the handler sends in reply goes out
+    /// batched after each batch.
     fn read_conn(&mut self, key: usize) {
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut batch = self
+            .inner
+            .batch
+            .take()
+            .unwrap_or_else(|| RecvBatch::new(RECV_SLOTS));
         let budget = self.inner.limits.datagrams_per_turn;
+        let mut done = 0;
         let mut exhausted = true;
-        for _ in 0..budget {
+        let truncated = batch.truncated();
+        'read: while done < budget {
             let Some(e) = self.inner.conns.get_mut(key) else {
                 exhausted = false;
                 break;
@@ -1488,19 +1567,42 @@ impl<H: Handler> Reactor<H> {
                 exhausted = false;
                 break;
             }
-            match e.io.recv(&mut buf) {
+            let from_memory = e.io.has_queued();
+            match e.io.recv_batch(&mut batch) {
                 Ok(n) => {
-                    SharedStats::inc(&self.inner.stats.datagrams_in);
-                    if let Some(li) = restart_candidate(e, &buf[..n]) {
-                        // Not fed to the established session (OpenSSL would discard an
-                        // epoch-0 record anyway) and not counted as life of it.
-                        self.restart(key, li, &buf[..n]);
-                        continue;
+                    SharedStats::add(&self.inner.stats.datagrams_in, n as u64);
+                    if !from_memory {
+                        SharedStats::inc(&self.inner.stats.recv_batches);
                     }
-                    e.last_rx = Instant::now();
-                    let _ = e.conn.feed(&buf[..n]);
-                    self.deliver(key);
+                    done += n.max(1);
+                    for i in 0..n {
+                        let d = batch.get(i);
+                        let Some(e) = self.inner.conns.get_mut(key) else {
+                            exhausted = false;
+                            break 'read;
+                        };
+                        if e.closed || e.forced.is_some() {
+                            exhausted = false;
+                            break 'read;
+                        }
+                        if let Some(li) = restart_candidate(e, d) {
+                            // Not fed to the established session (OpenSSL would discard
+                            // an epoch-0 record anyway) and not counted as life of it.
+                            self.restart(key, li, d);
+                            continue;
+                        }
+                        e.last_rx = Instant::now();
+                        let _ = e.conn.feed(d);
+                        self.deliver(key);
+                    }
                     self.inner.flush(key);
+                    self.inner.flush_unflushed();
+                    if !from_memory && batch.socket_drained() {
+                        // The socket's queue was empty when the batch ended: with
+                        // edge-triggered polling the next datagram raises a new event.
+                        exhausted = false;
+                        break;
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     exhausted = false;
@@ -1522,7 +1624,13 @@ impl<H: Handler> Reactor<H> {
                 }
             }
         }
-        self.buf = buf;
+        let cut = batch.truncated() - truncated;
+        if cut > 0 {
+            SharedStats::add(&self.inner.stats.datagrams_in, cut);
+            SharedStats::add(&self.inner.stats.oversized, cut);
+        }
+        batch.clear();
+        self.inner.batch = Some(batch);
         let more = self
             .inner
             .conns

@@ -33,6 +33,15 @@ impl Plain {
     }
 }
 
+fn fill<'a>(out: &mut [&'a [u8]], it: impl Iterator<Item = &'a [u8]>) -> usize {
+    let mut n = 0;
+    for (slot, d) in out.iter_mut().zip(it) {
+        *slot = d;
+        n += 1;
+    }
+    n
+}
+
 #[derive(Debug)]
 pub(crate) enum Session {
     Dtls(Box<Connection>),
@@ -65,6 +74,27 @@ impl Session {
         match self {
             Session::Dtls(c) => c.peek_transmit(),
             Session::Plain(p) => p.outbound.front().map(Vec::as_slice),
+        }
+    }
+
+    /// Fills `out` with the queued datagrams, oldest first; how many.
+    pub(crate) fn transmits<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
+        match self {
+            Session::Dtls(c) => fill(out, c.transmits()),
+            Session::Plain(p) => fill(out, p.outbound.iter().map(Vec::as_slice)),
+        }
+    }
+
+    pub(crate) fn transmit_len(&self) -> usize {
+        match self {
+            Session::Dtls(c) => c.transmits().len(),
+            Session::Plain(p) => p.outbound.len(),
+        }
+    }
+
+    pub(crate) fn pop_transmits(&mut self, n: usize) {
+        for _ in 0..n {
+            self.pop_transmit();
         }
     }
 
