@@ -332,6 +332,8 @@ pub struct Connection {
     client: Option<(ClientConfig, Option<String>)>,
     close_sent: bool,
     close_received: bool,
+    /// OpenSSL's record buffers were freed by [`Connection::shrink`].
+    buffers_released: bool,
     stats: ConnStats,
     /// Application records delivered by `recv` (each counted once).
     app_records_delivered: u64,
@@ -446,6 +448,7 @@ impl Connection {
             handshake_deadline: hs.map(|d| Instant::now() + d),
             client: None,
             close_sent: false,
+            buffers_released: false,
             close_received: false,
             stats: ConnStats::default(),
             app_records_delivered: 0,
@@ -741,6 +744,7 @@ impl Connection {
                 }
             }
         }
+        self.restore_buffers()?;
         match ffi::handle_timeout(self.stream.ssl()) {
             r if r > 0 => {
                 self.stats.retransmissions += 1;
@@ -785,6 +789,7 @@ impl Connection {
         if buf.is_empty() {
             return Ok(None);
         }
+        self.restore_buffers()?;
         // The rest of a record read in part is not a new record.
         let continues = self.stream.ssl().pending() > 0;
         match self.stream.ssl_read(buf) {
@@ -855,6 +860,7 @@ impl Connection {
         if plaintext.is_empty() {
             return Ok(0);
         }
+        self.restore_buffers()?;
         match self.stream.ssl_write(plaintext) {
             Ok(n) => Ok(n),
             Err(e) => {
@@ -872,6 +878,10 @@ impl Connection {
             return;
         }
         self.close_sent = true;
+        if let Err(e) = self.restore_buffers() {
+            log::debug!("connection {:?}: close_notify not sent: {e}", self.peer);
+            return;
+        }
         match self.stream.shutdown() {
             Ok(ShutdownResult::Received) => self.close_received = true,
             Ok(ShutdownResult::Sent) => {}
@@ -1026,12 +1036,23 @@ impl Connection {
         s
     }
 
-    /// Gives this connection's spare datagram buffers back; call it on
-    /// connections that go quiet (the next datagram allocates again).
+    /// Gives memory back on a connection that went quiet: the spare datagram
+    /// buffers and, once established with nothing pending, OpenSSL's record
+    /// read and write buffers (about 20 KiB with the default MTU). The next
+    /// call that needs them (`recv`, `send`, `close`, `handle_timeout`)
+    /// allocates them again, so calling this on a busy connection costs an
+    /// allocation per datagram.
     ///
-    /// OpenSSL's own record buffers stay: on OpenSSL 3.0 a DTLS write after
-    /// `SSL_free_buffers` crashes (seen on 3.0.19), so it is never called.
+    /// OpenSSL's handshake buffer (16 KiB) stays: DTLS keeps it for the life of
+    /// the connection in case the peer retransmits its last flight.
     pub fn shrink(&mut self) {
+        if self.state == State::Established
+            && !self.buffers_released
+            && !self.has_pending()
+            && ffi::free_buffers(self.stream.ssl())
+        {
+            self.buffers_released = true;
+        }
         let pipe = self.stream.get_mut();
         pipe.pool = Vec::new();
         if pipe.inbound.is_empty() {
@@ -1040,6 +1061,27 @@ impl Connection {
         if pipe.outbound.is_empty() {
             pipe.outbound = VecDeque::new();
         }
+    }
+
+    /// Re-allocates the record buffers [`Self::shrink`] freed; OpenSSL 3.0's
+    /// DTLS write path would otherwise use a freed (null) buffer.
+    fn restore_buffers(&mut self) -> Result<()> {
+        if self.buffers_released {
+            if !ffi::alloc_buffers(self.stream.ssl()) {
+                return Err(Error::Ssl {
+                    code: ErrorCode::SSL.as_raw(),
+                    stack: Some(ErrorStack::get()),
+                });
+            }
+            self.buffers_released = false;
+        }
+        Ok(())
+    }
+
+    /// Whether [`Self::shrink`] released OpenSSL's record buffers (they come
+    /// back with the next read or write).
+    pub fn buffers_released(&self) -> bool {
+        self.buffers_released
     }
 
     /// The rust-openssl session, for queries this type does not offer.

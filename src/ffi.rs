@@ -33,6 +33,8 @@ extern "C" {
     fn DTLS_set_timer_cb(s: *mut SSL, cb: Option<TimerCb>);
     fn DTLS_get_data_mtu(s: *const SSL) -> usize;
     fn SSL_has_pending(s: *const SSL) -> c_int;
+    fn SSL_free_buffers(s: *mut SSL) -> c_int;
+    fn SSL_alloc_buffers(s: *mut SSL) -> c_int;
     fn BIO_ADDR_new() -> *mut BioAddr;
     fn SSL_CTX_use_psk_identity_hint(
         ctx: *mut openssl_sys::SSL_CTX,
@@ -96,6 +98,23 @@ pub(crate) fn data_mtu(ssl: &SslRef) -> usize {
 pub(crate) fn has_pending(ssl: &SslRef) -> bool {
     // SAFETY: live SSL pointer; the call only reads.
     unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
+}
+
+/// `SSL_free_buffers`: frees the record layer's read and write buffers when
+/// nothing is pending in them (false: nothing freed). On OpenSSL 3.0 a DTLS
+/// write does not re-allocate the write buffer, so [`alloc_buffers`] must run
+/// before the SSL is used again.
+pub(crate) fn free_buffers(ssl: &SslRef) -> bool {
+    // SAFETY: live SSL pointer; OpenSSL checks for pending data itself and
+    // frees nothing in that case.
+    unsafe { SSL_free_buffers(ssl.as_ptr()) == 1 }
+}
+
+/// `SSL_alloc_buffers`: allocates the record layer's buffers again (no-op for
+/// a buffer that exists). False on allocation failure.
+pub(crate) fn alloc_buffers(ssl: &SslRef) -> bool {
+    // SAFETY: live SSL pointer; allocation only.
+    unsafe { SSL_alloc_buffers(ssl.as_ptr()) == 1 }
 }
 
 /// `SSL_CIPHER_get_digest_nid`: the record MAC's digest, `NID_undef` (0)

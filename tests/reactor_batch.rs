@@ -1,7 +1,8 @@
 //! Batched I/O in the reactor: records a handler sends in one callback leave in
 //! a few `sendmmsg` calls (UDP GSO where the kernel has it), arrive whole and in
 //! order through `recvmmsg` (GRO on), and come back echoed the same way. Each test
-//! in the four variants.
+//! in the four variants. Also: quiet connections give their buffers back
+//! (`Limits::shrink_after`) and keep working.
 
 mod common;
 mod reactor_support;
@@ -121,3 +122,64 @@ fn burst_in_one_callback(v: Variant) {
 }
 
 four_ways!(burst_in_one_callback);
+
+/// Sends one record, waits `PAUSE` after its echo (longer than `shrink_after`),
+/// and again, `ROUNDS` times; then stops.
+#[derive(Default)]
+struct Slow {
+    echoes: usize,
+    id: Option<ConnId>,
+}
+
+const ROUNDS: usize = 3;
+const PAUSE: Duration = Duration::from_millis(250);
+const QUIET: Duration = Duration::from_millis(50);
+
+impl Handler for Slow {
+    fn on_connected(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        self.id = Some(id);
+        ctx.send(id, &record(0)).expect("send");
+    }
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, data: &[u8]) {
+        assert_eq!(data, record(self.echoes as u32).as_slice());
+        self.echoes += 1;
+        if self.echoes == ROUNDS {
+            ctx.stop();
+        } else {
+            ctx.set_timer(PAUSE, 0);
+        }
+    }
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _t: dtls_reactor::TimerId, _token: u64) {
+        let id = self.id.unwrap();
+        ctx.send(id, &record(self.echoes as u32)).expect("send");
+    }
+}
+
+/// Connections quiet for `shrink_after` release OpenSSL's buffers on both
+/// sides; the next record takes them back and the session goes on.
+fn quiet_connections_release_buffers(v: Variant) {
+    let limits = Limits::default().shrink_after(Some(QUIET));
+    let server = serve(
+        v,
+        &common::server().build().unwrap(),
+        limits,
+        Echo::default(),
+    );
+    let client = clients(
+        server.addr.unwrap(),
+        &common::client().build().unwrap(),
+        1,
+        limits,
+        Slow::default(),
+    );
+    let cstats = client.handle.clone();
+    let done = client.join_within(T);
+    assert_eq!(done.echoes, ROUNDS);
+    let (c, s) = (stats_of(&cstats), stats_of(&server.handle));
+    // A release in each pause (two pauses).
+    assert!(c.shrunk >= 2, "client released {} times", c.shrunk);
+    assert!(s.shrunk >= 2, "server released {} times", s.shrunk);
+    server.stop();
+}
+
+four_ways!(quiet_connections_release_buffers);

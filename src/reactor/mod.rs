@@ -131,6 +131,11 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// Most datagrams read from one socket per turn. Default 64.
     pub datagrams_per_turn: usize,
+    /// An established connection that received nothing for this long gives
+    /// its buffers back ([`Connection::shrink`]: OpenSSL's record buffers,
+    /// about 20 KiB each); the next datagram takes them again. `None`: never.
+    /// Default 2 s.
+    pub shrink_after: Option<Duration>,
     /// Receive buffer (`SO_RCVBUF`) asked for each listener, in bytes; the
     /// kernel caps it (`net.core.rmem_max` on Linux); 0 leaves the system
     /// default. Every new peer's first datagrams, and all of Router's
@@ -146,6 +151,7 @@ impl Default for Limits {
             handshake_timeout: Some(Duration::from_secs(10)),
             idle_timeout: Some(Duration::from_secs(300)),
             datagrams_per_turn: 64,
+            shrink_after: Some(Duration::from_secs(2)),
             listener_recv_buffer: 4 << 20,
         }
     }
@@ -175,6 +181,11 @@ impl Limits {
     /// Sets [`Limits::listener_recv_buffer`].
     pub fn listener_recv_buffer(mut self, bytes: usize) -> Self {
         self.listener_recv_buffer = bytes;
+        self
+    }
+    /// Sets [`Limits::shrink_after`].
+    pub fn shrink_after(mut self, d: Option<Duration>) -> Self {
+        self.shrink_after = d;
         self
     }
     /// Sets [`Limits::datagrams_per_turn`] (at least 1).
@@ -246,6 +257,9 @@ stats! {
     datagrams_in,
     /// Datagrams sent to peers.
     datagrams_out,
+    /// Quiet connections that gave their buffers back
+    /// ([`Limits::shrink_after`]).
+    shrunk,
     /// Batched sends on connection sockets (`sendmmsg` calls that sent at
     /// least one datagram): `datagrams_out / send_batches` is the mean batch.
     send_batches,
@@ -388,6 +402,8 @@ struct Entry {
     dtls_armed: Option<(Instant, u64)>,
     hs_armed: Option<(Instant, u64)>,
     idle_armed: Option<(Instant, u64)>,
+    /// The quiet check; `None` after a shrink until the next datagram.
+    shrink_armed: Option<(Instant, u64)>,
     /// Client random of the ClientHello that created a server connection: a
     /// late duplicate of that datagram is not a restart.
     hello_random: Option<[u8; 32]>,
@@ -716,6 +732,7 @@ impl Inner {
             dtls_armed: None,
             hs_armed: None,
             idle_armed: None,
+            shrink_armed: None,
             hello_random: None,
         });
         if half_open {
@@ -784,6 +801,23 @@ impl Inner {
         }
     }
 
+    /// Arms the quiet check of an established connection at `from` +
+    /// `shrink_after` (replacing an armed one).
+    fn arm_shrink(&mut self, key: usize, from: Instant) {
+        let Some(after) = self.limits.shrink_after else {
+            return;
+        };
+        let Some(e) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some((at, seq)) = e.shrink_armed.take() {
+            self.timers.remove(at, seq);
+        }
+        let at = from + after;
+        let seq = self.timers.insert(at, Timer::Shrink { key, gen: e.gen });
+        e.shrink_armed = Some((at, seq));
+    }
+
     fn arm_idle(&mut self, key: usize, from: Instant) {
         let Some(idle) = self.limits.idle_timeout else {
             return;
@@ -813,7 +847,7 @@ impl Inner {
         let Some(mut e) = self.conns.try_remove(key) else {
             return;
         };
-        for (at, seq) in [e.dtls_armed, e.hs_armed, e.idle_armed]
+        for (at, seq) in [e.dtls_armed, e.hs_armed, e.idle_armed, e.shrink_armed]
             .into_iter()
             .flatten()
         {
@@ -1486,9 +1520,14 @@ impl<H: Handler> Reactor<H> {
         let Some(e) = inner.conns.get_mut(key) else {
             return;
         };
-        for (at, seq) in [e.dtls_armed.take(), e.hs_armed.take(), e.idle_armed.take()]
-            .into_iter()
-            .flatten()
+        for (at, seq) in [
+            e.dtls_armed.take(),
+            e.hs_armed.take(),
+            e.idle_armed.take(),
+            e.shrink_armed.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             inner.timers.remove(at, seq);
         }
@@ -1592,6 +1631,14 @@ impl<H: Handler> Reactor<H> {
                             continue;
                         }
                         e.last_rx = Instant::now();
+                        if e.shrink_armed.is_none() && !e.conn.is_handshaking() {
+                            // Shrunk while quiet: watch for the next quiet spell.
+                            let at = e.last_rx;
+                            self.inner.arm_shrink(key, at);
+                        }
+                        let Some(e) = self.inner.conns.get_mut(key) else {
+                            break 'read;
+                        };
                         let _ = e.conn.feed(d);
                         self.deliver(key);
                     }
@@ -1698,6 +1745,7 @@ impl<H: Handler> Reactor<H> {
                         self.inner.timers.remove(at, seq);
                     }
                     self.inner.arm_idle(key, Instant::now());
+                    self.inner.arm_shrink(key, Instant::now());
                     let (h, mut ctx) = self.ctx_handler();
                     h.on_connected(&mut ctx, id);
                 }
@@ -1813,6 +1861,25 @@ impl<H: Handler> Reactor<H> {
                         SharedStats::inc(&self.inner.stats.handshake_timeouts);
                     }
                     self.pump(key);
+                }
+                Timer::Shrink { key, gen } => {
+                    let Some(after) = self.inner.limits.shrink_after else {
+                        continue;
+                    };
+                    let Some(e) = self.inner.entry_mut(ConnId { key, gen }) else {
+                        continue;
+                    };
+                    if e.shrink_armed.map(|a| a.1) != Some(seq) || e.closed {
+                        continue;
+                    }
+                    e.shrink_armed = None;
+                    let last = e.last_rx;
+                    if now.saturating_duration_since(last) >= after {
+                        e.conn.shrink();
+                        SharedStats::inc(&self.inner.stats.shrunk);
+                    } else {
+                        self.inner.arm_shrink(key, last);
+                    }
                 }
                 Timer::Idle { key, gen } => {
                     let Some(idle) = self.inner.limits.idle_timeout else {

@@ -171,6 +171,21 @@ impl Session {
         }
     }
 
+    /// Releases buffers of a quiet session (DTLS: [`Connection::shrink`]).
+    pub(crate) fn shrink(&mut self) {
+        match self {
+            Session::Dtls(c) => c.shrink(),
+            Session::Plain(p) => {
+                if p.inbound.is_empty() {
+                    p.inbound = VecDeque::new();
+                }
+                if p.outbound.is_empty() {
+                    p.outbound = VecDeque::new();
+                }
+            }
+        }
+    }
+
     pub(crate) fn is_handshaking(&self) -> bool {
         match self {
             Session::Dtls(c) => c.is_handshaking(),

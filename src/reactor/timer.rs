@@ -14,6 +14,9 @@ pub(crate) enum Timer {
     Handshake { key: usize, gen: u64 },
     /// The connection's idle timeout check.
     Idle { key: usize, gen: u64 },
+    /// The connection's quiet check: release its buffers when nothing arrived
+    /// for `Limits::shrink_after`.
+    Shrink { key: usize, gen: u64 },
     /// A user timer.
     User { id: u64 },
 }
