@@ -174,6 +174,8 @@ fn never_finishes(v: Variant) {
         "{:?}",
         events(&slog)
     );
+    // on_close runs just before the entry is removed and the gauge updated.
+    assert!(wait_for(T, || server.handle.stats().connections == 0));
     let st = server.handle.stats();
     let s = server.stop();
     let sev = events(&s.log);

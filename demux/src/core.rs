@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::addr::{self, Family};
+use crate::batch::{self, RecvBatch};
 use crate::link::Link;
-use crate::{sys, Counters, DemuxKind, Incoming, Route};
+use crate::{sys, Counters, DemuxKind, Incoming, Received, Route};
 use crate::{
     LINK_QUEUE_MAX_BYTES, LINK_QUEUE_MAX_DATAGRAMS, STRAY_QUEUE_MAX_BYTES,
     STRAY_QUEUE_MAX_DATAGRAMS,
@@ -380,6 +381,139 @@ impl Core {
         Ok(match self.route(peer, &buf[..len]) {
             Route::Unknown => Incoming::Unknown { len, peer },
             route => Incoming::Routed { peer, route },
+        })
+    }
+
+    pub(crate) fn recv_batch(
+        &self,
+        batch: &mut RecvBatch,
+        out: &mut Vec<Received>,
+    ) -> io::Result<usize> {
+        out.clear();
+        batch.clear();
+        if self.stray_len.load(Ordering::Acquire) > 0 {
+            for slot in 0..batch.slots() {
+                let Some((peer, data)) = self.pop_stray() else {
+                    break;
+                };
+                if !batch.push_copy(slot, &data, Some(peer)) {
+                    inc(&self.counters.dropped);
+                    log::debug!(
+                        "dtls-demux {}: stray of {} bytes longer than a batch slot, dropped",
+                        self.local,
+                        data.len()
+                    );
+                }
+            }
+        } else {
+            batch::recv_batch(&self.listener, batch)?;
+        }
+        let mut i = 0;
+        while i < batch.len() {
+            let Some(from) = batch.source(i) else {
+                inc(&self.counters.dropped);
+                log::debug!(
+                    "dtls-demux {}: datagram without a source, dropped",
+                    self.local
+                );
+                i += 1;
+                continue;
+            };
+            let peer = self.family.normalize(from).unwrap_or(from);
+            let Some(link) = self.lookup(&peer) else {
+                inc(&self.counters.unknown);
+                out.push(Received {
+                    index: i,
+                    incoming: Incoming::Unknown {
+                        len: batch.get(i).len(),
+                        peer,
+                    },
+                });
+                i += 1;
+                continue;
+            };
+            let Some(&to) = link.forward_to.get() else {
+                let route = self.hand_to(&link, batch.get(i));
+                out.push(Received {
+                    index: i,
+                    incoming: Incoming::Routed { peer, route },
+                });
+                i += 1;
+                continue;
+            };
+            // Router: this datagram and the next ones of the same peer, in one send.
+            let mut j = i + 1;
+            while j < batch.len() && j - i < batch::MAX_SEND {
+                let next = batch
+                    .source(j)
+                    .map(|f| self.family.normalize(f).unwrap_or(f));
+                if next != Some(peer) {
+                    break;
+                }
+                j += 1;
+            }
+            let routes = self.forward_run(&link, to, batch, i, j);
+            for (k, route) in (i..j).zip(routes) {
+                out.push(Received {
+                    index: k,
+                    incoming: Incoming::Routed { peer, route },
+                });
+            }
+            i = j;
+        }
+        Ok(out.len())
+    }
+
+    /// Router: forwards datagrams `i..j` of `batch` (one peer's) to its link socket at
+    /// `to` with batched sends; the route of each, in order.
+    fn forward_run(
+        &self,
+        link: &LinkShared,
+        to: SocketAddr,
+        batch: &RecvBatch,
+        i: usize,
+        j: usize,
+    ) -> impl Iterator<Item = Route> {
+        let c = &self.counters;
+        let n = j - i;
+        let mut sent = 0;
+        if link.detached.load(Ordering::Acquire) {
+            log::debug!(
+                "dtls-demux {}: link of {} went away while routing, {n} dropped",
+                self.local,
+                link.peer
+            );
+        } else {
+            let mut slices: [&[u8]; batch::MAX_SEND] = [&[]; batch::MAX_SEND];
+            for (k, s) in slices.iter_mut().enumerate().take(n) {
+                *s = batch.get(i + k);
+            }
+            while sent < n {
+                match batch::send_batch(&self.listener, Some(to), &slices[sent..n]) {
+                    Ok(m) => sent += m,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::debug!(
+                            "dtls-demux {}: forward for {} failed ({}), {} dropped",
+                            self.local,
+                            link.peer,
+                            e,
+                            n - sent
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        c.forwarded.fetch_add(sent as u64, Ordering::Relaxed);
+        c.routed.fetch_add(sent as u64, Ordering::Relaxed);
+        c.dropped.fetch_add((n - sent) as u64, Ordering::Relaxed);
+        (0..n).map(move |k| {
+            if k < sent {
+                Route::Forwarded
+            } else {
+                Route::Dropped
+            }
         })
     }
 

@@ -97,6 +97,7 @@ mod osnet;
 mod router;
 mod sys;
 
+use crate::batch::RecvBatch;
 pub use crate::link::Link;
 pub use crate::osnet::{OsNet, OsNetOptions};
 pub use crate::router::{Router, RouterOptions};
@@ -217,6 +218,15 @@ pub enum Incoming {
     },
 }
 
+/// One datagram of a [`Demux::recv_batch`] and what the demux did with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Received {
+    /// Its index in the batch: the bytes are `batch.get(index)`.
+    pub index: usize,
+    /// [`Incoming::Unknown`] (`len` is the datagram's length) or [`Incoming::Routed`].
+    pub incoming: Incoming,
+}
+
 /// A snapshot of a demux's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Counters {
@@ -267,6 +277,18 @@ pub trait Demux: Send + Sync + fmt::Debug {
     /// and read timeout. A datagram longer than `buf` is truncated (use 64 KiB to be safe).
     fn recv_from(&self, buf: &mut [u8]) -> io::Result<Incoming>;
 
+    /// Read several datagrams in one system call and route each as
+    /// [`recv_from`](Demux::recv_from) does; `out` is cleared and gets one [`Received`]
+    /// per datagram, in arrival order, naming its slot in `batch`. Strays come first (a
+    /// call that has strays returns only strays). Never blocks (`WouldBlock` when
+    /// nothing waits). Router forwards consecutive datagrams of one peer to its link in
+    /// one batched send ([`batch::send_batch`]). Returns `out.len()`.
+    ///
+    /// Each datagram is routed when the batch is read: a caller that attaches a peer
+    /// while going through `out` passes that peer's later `Unknown` datagrams of the same
+    /// batch to [`route`](Demux::route).
+    fn recv_batch(&self, batch: &mut RecvBatch, out: &mut Vec<Received>) -> io::Result<usize>;
+
     /// Route a datagram the caller read from the listener itself.
     fn route(&self, peer: SocketAddr, datagram: &[u8]) -> Route;
 
@@ -311,6 +333,13 @@ macro_rules! impl_demux {
             }
             fn local_addr(&self) -> io::Result<SocketAddr> {
                 self.core.listener.local_addr()
+            }
+            fn recv_batch(
+                &self,
+                batch: &mut RecvBatch,
+                out: &mut Vec<Received>,
+            ) -> io::Result<usize> {
+                self.core.recv_batch(batch, out)
             }
             fn recv_from(&self, buf: &mut [u8]) -> io::Result<Incoming> {
                 self.core.recv_from(buf)

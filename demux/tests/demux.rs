@@ -514,7 +514,92 @@ fn batches(kind: DemuxKind, fam: Fam) {
     );
 }
 
+/// `Demux::recv_batch` on the listener: an unknown peer's datagrams come back as
+/// `Unknown` with their bytes in the batch, in order; an attached peer's reach its link
+/// (Router: forwarded in batches) whole and in order.
+fn listener_batches(kind: DemuxKind, fam: Fam) {
+    use dtls_demux::batch::{send_batch, RecvBatch};
+    let d = server(kind, fam);
+    let srv = d.local_addr().unwrap();
+    let known = client(fam);
+    let stranger = client(fam);
+    known.send_to(b"hello", srv).unwrap();
+    let (peer, _) = accept_unknown(&*d, 1).remove(0);
+    let l = attach(&*d, peer);
+    l.enable_gro().unwrap();
+    d.listener().set_nonblocking(true).unwrap();
+    let mine: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; 700]).collect();
+    let theirs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![100 + i; 90]).collect();
+    let slices: Vec<&[u8]> = mine.iter().map(|m| &m[..]).collect();
+    let end = Instant::now() + T;
+    let mut off = 0;
+    while off < slices.len() && Instant::now() < end {
+        match send_batch(&known, Some(srv), &slices[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("send_batch: {e}"),
+        }
+    }
+    for t in &theirs {
+        stranger.send_to(t, srv).unwrap();
+    }
+    let me = stranger.local_addr().unwrap();
+    let mut lb = RecvBatch::new(8);
+    let mut out = Vec::new();
+    let mut unknown: Vec<Vec<u8>> = Vec::new();
+    let mut routed = 0;
+    let mut link_batch = RecvBatch::new(8);
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    while (unknown.len() < theirs.len() || got.len() < mine.len()) && Instant::now() < end {
+        match d.recv_batch(&mut lb, &mut out) {
+            Ok(n) => {
+                assert_eq!(n, out.len());
+                for r in &out {
+                    match r.incoming {
+                        Incoming::Unknown { len, peer } => {
+                            assert_eq!(peer, me);
+                            assert_eq!(len, lb.get(r.index).len());
+                            unknown.push(lb.get(r.index).to_vec());
+                        }
+                        Incoming::Routed { peer: p, route } => {
+                            assert_eq!(p, peer);
+                            assert_eq!(route, Route::Forwarded);
+                            routed += 1;
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("demux recv_batch: {e}"),
+        }
+        match l.recv_batch(&mut link_batch) {
+            Ok(_) => got.extend(link_batch.iter().map(|x| x.to_vec())),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("link recv_batch: {e}"),
+        }
+    }
+    assert_eq!(unknown, theirs, "the unknown peer's datagrams, in order");
+    assert_eq!(
+        got, mine,
+        "the attached peer's datagrams reach its link, in order"
+    );
+    let c = d.counters();
+    assert_eq!(c.unknown, 1 + theirs.len() as u64);
+    assert_eq!(c.dropped, 0);
+    match kind {
+        // The kernel delivers straight to the link socket.
+        DemuxKind::OsNet => assert_eq!(routed, 0),
+        DemuxKind::Router => {
+            assert_eq!(routed, mine.len());
+            assert_eq!(c.forwarded, mine.len() as u64);
+        }
+    }
+}
+
 four_ways!(
+    listener_batches,
     batches,
     two_peers,
     two_hundred_peers,

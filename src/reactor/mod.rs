@@ -439,6 +439,8 @@ struct Inner {
     /// Receive buffers of `read_conn` (taken out while it runs) and of the
     /// last reads of a closing link.
     batch: Option<RecvBatch>,
+    /// Receive buffers of `drain_listener`.
+    lbatch: Option<RecvBatch>,
     /// Connections whose queued datagrams wait for the end of the handler
     /// callback (one batched send instead of one per record).
     unflushed: Vec<usize>,
@@ -958,7 +960,8 @@ pub struct Reactor<H: Handler> {
     handler: H,
     events: Events,
     tokens: Vec<(Token, bool, bool)>,
-    buf: Vec<u8>,
+    /// What `drain_listener`'s last batch held.
+    received: Vec<dtls_demux::Received>,
     plain: Vec<u8>,
 }
 
@@ -1009,12 +1012,13 @@ impl<H: Handler> Reactor<H> {
                 stopping: false,
                 stopped: false,
                 batch: Some(RecvBatch::new(RECV_SLOTS)),
+                lbatch: Some(RecvBatch::new(RECV_SLOTS)),
                 unflushed: Vec::new(),
             },
             handler,
             events: Events::with_capacity(1024),
             tokens: Vec::with_capacity(1024),
-            buf: vec![0u8; RECV_BUF],
+            received: Vec::with_capacity(RECV_SLOTS),
             plain: vec![0u8; RECV_BUF],
         })
     }
@@ -1277,23 +1281,52 @@ impl<H: Handler> Reactor<H> {
         self.inner.blocked = keep;
     }
 
+    /// Reads the listener in batches up to the budget: unknown peers go to the
+    /// cookie stage, datagrams of known peers were handed to their link by the
+    /// demux (a link's memory queue makes its connection ready).
     fn drain_listener(&mut self, li: usize) {
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut batch = self
+            .inner
+            .lbatch
+            .take()
+            .unwrap_or_else(|| RecvBatch::new(RECV_SLOTS));
+        let mut got = std::mem::take(&mut self.received);
         let budget = self.inner.limits.datagrams_per_turn;
+        let demux = self.inner.listeners[li].demux.clone();
+        let mut done = 0;
         let mut exhausted = true;
-        for _ in 0..budget {
-            let demux = self.inner.listeners[li].demux.clone();
-            match demux.recv_from(&mut buf) {
-                Ok(Incoming::Unknown { len, peer }) => {
-                    SharedStats::inc(&self.inner.stats.datagrams_in);
-                    self.unknown(li, &demux, peer, &buf[..len]);
-                }
-                Ok(Incoming::Routed { peer, route }) => {
-                    SharedStats::inc(&self.inner.stats.datagrams_in);
-                    if route == Route::Delivered {
-                        if let Some(&k) = self.inner.listeners[li].peers.get(&peer) {
-                            self.inner.mark_ready(k);
+        while done < budget {
+            match demux.recv_batch(&mut batch, &mut got) {
+                Ok(n) => {
+                    SharedStats::add(&self.inner.stats.datagrams_in, n as u64);
+                    done += n.max(1);
+                    for r in &got {
+                        match r.incoming {
+                            Incoming::Unknown { peer, .. } => {
+                                let d = batch.get(r.index);
+                                match self.inner.listeners[li].peers.get(&peer) {
+                                    // Attached by an earlier datagram of this batch.
+                                    Some(&k) => {
+                                        if demux.route(peer, d) == Route::Delivered {
+                                            self.inner.mark_ready(k);
+                                        }
+                                    }
+                                    None => self.unknown(li, &demux, peer, d),
+                                }
+                            }
+                            Incoming::Routed { peer, route } => {
+                                if route == Route::Delivered {
+                                    if let Some(&k) = self.inner.listeners[li].peers.get(&peer) {
+                                        self.inner.mark_ready(k);
+                                    }
+                                }
+                            }
                         }
+                        self.run_dirty();
+                    }
+                    if batch.socket_drained() && !demux.has_buffered() {
+                        exhausted = false;
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1304,11 +1337,14 @@ impl<H: Handler> Reactor<H> {
                 Err(e) => {
                     SharedStats::inc(&self.inner.stats.io_errors);
                     log::debug!("reactor: listener {li}: receive failed: {e}");
+                    break;
                 }
             }
-            self.run_dirty();
         }
-        self.buf = buf;
+        batch.clear();
+        got.clear();
+        self.inner.lbatch = Some(batch);
+        self.received = got;
         let l = &mut self.inner.listeners[li];
         l.pending = exhausted || l.demux.has_buffered();
     }
