@@ -84,6 +84,8 @@ pub struct RecvBatch {
     items: Vec<(usize, usize, Option<SocketAddr>)>,
     truncated: u64,
     drained: bool,
+    /// The last socket read filled every slot it asked for: ask for all next time.
+    wide: bool,
     #[cfg(any(target_os = "linux", target_os = "android"))]
     names: Vec<libc::sockaddr_storage>,
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -110,6 +112,7 @@ impl RecvBatch {
             items: Vec::with_capacity(slots),
             truncated: 0,
             drained: false,
+            wide: false,
             #[cfg(any(target_os = "linux", target_os = "android"))]
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
             names: vec![unsafe { std::mem::zeroed() }; slots],
@@ -260,12 +263,28 @@ pub fn recv_batch(sock: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usiz
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn recv_into(fd: std::os::fd::RawFd, batch: &mut RecvBatch) -> io::Result<()> {
-    let n = batch.slots;
+    // After a call that came back short, ask for a few messages: setting up all slots
+    // for the one datagram a request/response peer sends costs more than the read.
+    // A full small call switches back to all slots.
+    if batch.wide || batch.slots <= SMALL {
+        recv_into_n::<MAX_SLOTS>(fd, batch, batch.slots)
+    } else {
+        recv_into_n::<SMALL>(fd, batch, SMALL)
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn recv_into_n<const N: usize>(
+    fd: std::os::fd::RawFd,
+    batch: &mut RecvBatch,
+    n: usize,
+) -> io::Result<()> {
+    let n = n.min(N);
     // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid (null
     // pointers, zero lengths); every field the kernel reads is set below.
-    let mut iov: [libc::iovec; MAX_SLOTS] = unsafe { std::mem::zeroed() };
+    let mut iov: [libc::iovec; N] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    let mut hdrs: [libc::mmsghdr; MAX_SLOTS] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; N] = unsafe { std::mem::zeroed() };
     let base = batch.data.as_mut_ptr();
     for i in 0..n {
         // SAFETY: slot i lies inside `data` (slots * SLOT_BYTES bytes long).
@@ -295,6 +314,7 @@ fn recv_into(fd: std::os::fd::RawFd, batch: &mut RecvBatch) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     batch.drained = (got as usize) < n;
+    batch.wide = got as usize == n;
     for (i, m) in hdrs.iter().enumerate().take(got as usize) {
         let h = &m.msg_hdr;
         if h.msg_flags & libc::MSG_TRUNC != 0 {
@@ -419,13 +439,33 @@ fn send_mmsg(
     datagrams: &[&[u8]],
     gso: bool,
 ) -> io::Result<usize> {
+    // Small batches (the common case of a reply or two) set up small arrays.
+    if datagrams.len() <= SMALL {
+        send_mmsg_n::<SMALL>(fd, dest, datagrams, gso)
+    } else {
+        send_mmsg_n::<MAX_SEND>(fd, dest, datagrams, gso)
+    }
+}
+
+/// Batches of at most this many datagrams (messages) use arrays of this size.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SMALL: usize = 4;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_mmsg_n<const N: usize>(
+    fd: std::os::fd::RawFd,
+    dest: Option<&socket2::SockAddr>,
+    datagrams: &[&[u8]],
+    gso: bool,
+) -> io::Result<usize> {
+    let datagrams = &datagrams[..datagrams.len().min(N)];
     // SAFETY: plain C structs; all-zero is valid and every used field is set below.
-    let mut iov: [libc::iovec; MAX_SEND] = unsafe { std::mem::zeroed() };
+    let mut iov: [libc::iovec; N] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    let mut hdrs: [libc::mmsghdr; MAX_SEND] = unsafe { std::mem::zeroed() };
-    let mut control = [[0u64; 3]; MAX_SEND];
+    let mut hdrs: [libc::mmsghdr; N] = unsafe { std::mem::zeroed() };
+    let mut control = [[0u64; 3]; N];
     // Datagrams per message, to turn the kernel's message count into datagrams.
-    let mut counts = [0usize; MAX_SEND];
+    let mut counts = [0usize; N];
     for (i, d) in datagrams.iter().enumerate() {
         iov[i].iov_base = d.as_ptr() as *mut libc::c_void;
         iov[i].iov_len = d.len();

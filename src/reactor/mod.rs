@@ -616,8 +616,16 @@ impl Inner {
         };
         e.unflushed = false;
         loop {
-            let mut out: [&[u8]; batch::MAX_SEND] = [&[]; batch::MAX_SEND];
-            let n = e.conn.transmits(&mut out);
+            // Mostly one or two datagrams wait: a small array, else a full one.
+            let mut small: [&[u8]; 4] = [&[]; 4];
+            let mut full: [&[u8]; batch::MAX_SEND];
+            let out: &mut [&[u8]] = if e.conn.transmit_len() <= small.len() {
+                &mut small
+            } else {
+                full = [&[]; batch::MAX_SEND];
+                &mut full
+            };
+            let n = e.conn.transmits(out);
             if n == 0 {
                 break;
             }
