@@ -34,9 +34,32 @@
 //! Every configuration runs `--repeat` times; the table gives the median and
 //! the min-max, and each DTLS (TLS) figure as a ratio to UDP (TCP) of the same
 //! mode and size from this run.
+//!
+//! Loss: `--loss 0,0.01,0.05` runs every configuration at each loss rate. At 0
+//! (the default) nothing changes: client and server sockets talk directly. At
+//! a rate p > 0 the datagram suites (`udp`, `dtls`, `reactor-*`) run through
+//! the fault relay of `tests/common/relay.rs`, which drops each datagram with
+//! probability p in both directions, deterministically from `--seed` (every
+//! run's relay starts from that seed; the seed is printed). `tcp` and `tls`
+//! are skipped at p > 0 (the relay carries datagrams only; a note says so).
+//! The relay's forwarding thread is a third busy thread, started unpinned
+//! (the process's initial CPU set) whatever the other threads are pinned to;
+//! the placement says so. Each row at p > 0 is compared with its raw
+//! transport at the same p from the same run (`dtls` at 5 % against `udp` at
+//! 5 %), and the relay's own counts (datagrams in, dropped on purpose) are
+//! printed under the table, so the loss in socket buffers is the rest. The
+//! echo modes resend after their timeout as at 0, a resend counting as lost.
+//! Through the relay the DTLS handshakes (done before timing) retransmit
+//! after 50 ms doubling up to 1 s instead of 1 s up to 60 s, and the `dtls`
+//! suite starts a failed handshake again (at most 3 times). Rates up to 0.5
+//! are accepted; above a few percent one-way rows measure the relay and
+//! single-session echo rows the resend timeout more than the transport. The
+//! chart labels bars at p > 0 with `@` and the rate (`udp 1200B @5%`).
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "../tests/common/relay.rs"]
+mod relay;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -55,6 +78,7 @@ use dtls_reactor::{
     ServerConfig, TimerId, Verdict,
 };
 use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
+use relay::{Faults, Relay, RelayConfig, RelayStats};
 
 #[derive(Parser, Debug)]
 #[command(about = "DTLS vs UDP, TLS vs TCP on loopback: goodput and ratios")]
@@ -88,6 +112,15 @@ struct Args {
     /// Write a chart (median rate by suite and size) as SVG to this file.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Loss rates (a list: one row per value), each a probability in
+    /// 0..=0.5 or a percentage (`5%`). Above 0 the datagram suites run
+    /// through a fault relay dropping each datagram with that probability in
+    /// both directions, and tcp/tls are skipped; 0: no relay.
+    #[arg(long, value_delimiter = ',', value_parser = loss_rate, default_values_t = vec![0.0f64])]
+    loss: Vec<f64>,
+    /// Seed of the fault relay's drops (every run's relay starts from it).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// Do not pin threads to CPUs.
     #[arg(long)]
     no_pin: bool,
@@ -126,6 +159,17 @@ impl Suite {
             Suite::ReactorUdp | Suite::ReactorOsnet | Suite::ReactorRouter => Suite::ReactorUdp,
         }
     }
+    /// Suites that can run through the fault relay (`--loss` above 0).
+    fn is_datagram(self) -> bool {
+        matches!(
+            self,
+            Suite::Udp
+                | Suite::Dtls
+                | Suite::ReactorUdp
+                | Suite::ReactorOsnet
+                | Suite::ReactorRouter
+        )
+    }
     fn is_reactor(self) -> bool {
         matches!(
             self,
@@ -163,6 +207,147 @@ impl Run {
     }
 }
 
+/// Parses a `--loss` value: a probability (`0.05`) or a percentage (`5%`),
+/// at most one half (more and the handshakes and probes take too long).
+fn loss_rate(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let p = match s.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().map(|x| x / 100.0),
+        None => s.parse::<f64>(),
+    }
+    .map_err(|e| format!("`{s}`: {e}"))?;
+    if (0.0..=0.5).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("`{s}`: a loss rate is in 0..=0.5"))
+    }
+}
+
+/// A loss rate for printing: `0` or `5%`.
+fn loss_label(p: f64) -> String {
+    if p == 0.0 {
+        "0".into()
+    } else {
+        format!("{}%", (p * 1e5).round() / 1e3)
+    }
+}
+
+/// The process's CPU set when it started, before any thread pinned itself
+/// (threads inherit the affinity of the thread that spawns them).
+fn initial_affinity() -> Option<libc::cpu_set_t> {
+    static SET: std::sync::OnceLock<Option<libc::cpu_set_t>> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
+        // size_of::<cpu_set_t>() bytes into our local value, for the calling
+        // thread (pid 0).
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let rc = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            (rc == 0).then_some(set)
+        }
+    })
+}
+
+/// Placement of the fault relay's thread, appended to a run's placement.
+const RELAY_PLACEMENT: &str = ", fault relay thread unpinned (a third busy thread)";
+/// The same when the relay could not be given the initial CPU set.
+const RELAY_PLACEMENT_INHERITED: &str =
+    ", fault relay thread on the starting thread's CPUs (unpinning failed; a third busy thread)";
+
+/// The path between client and server of one run: direct at loss 0 (no
+/// relay), else through a fault relay dropping each datagram with
+/// probability `loss` in both directions.
+struct LossPath {
+    loss: f64,
+    seed: u64,
+    /// The relay's counters, once the run stopped it.
+    stats: Option<RelayStats>,
+    /// Where the relay thread runs, for the placement.
+    placement: std::cell::Cell<&'static str>,
+}
+
+impl LossPath {
+    fn new(loss: f64, seed: u64) -> LossPath {
+        LossPath {
+            loss,
+            seed,
+            stats: None,
+            placement: std::cell::Cell::new(""),
+        }
+    }
+
+    /// Starts a relay to `upstream` for at most `clients` clients (one per
+    /// client socket); `None` at loss 0. The relay thread inherits the
+    /// affinity of the thread that starts it, and this thread may be pinned
+    /// from an earlier run, so a fresh thread with the process's initial CPU
+    /// set starts it: the relay runs unpinned.
+    fn relay(&self, upstream: SocketAddr, clients: usize, dur: Duration) -> Option<Relay> {
+        if self.loss <= 0.0 {
+            return None;
+        }
+        let mut cfg = RelayConfig::new(upstream)
+            .faults(Faults::loss(self.loss))
+            .seed(self.seed);
+        cfg.max_clients = clients + 16;
+        // A safety net only (the run stops it): the duration plus the
+        // longest setup (the reactor suites give up after 120 s).
+        cfg.max_duration = dur + Duration::from_secs(180);
+        let starter = thread::spawn(move || {
+            let unpinned = initial_affinity().is_some_and(|set| {
+                // SAFETY: sched_setaffinity reads size_of::<cpu_set_t>()
+                // bytes of our local value, for the calling thread (pid 0).
+                unsafe {
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+                }
+            });
+            (Relay::start(cfg), unpinned)
+        });
+        let (relay, unpinned) = starter.join().expect("relay starter thread");
+        self.placement.set(if unpinned {
+            RELAY_PLACEMENT
+        } else {
+            RELAY_PLACEMENT_INHERITED
+        });
+        Some(relay.expect("start the fault relay"))
+    }
+
+    /// Stops the relay (if any), keeps its counters, and returns the
+    /// placement note for it ("" without a relay).
+    fn finish(&mut self, relay: Option<Relay>) -> &'static str {
+        match relay {
+            Some(r) => {
+                self.stats = Some(r.stop());
+                self.placement.get()
+            }
+            None => "",
+        }
+    }
+}
+
+/// Where the client sends: the relay, or the server itself.
+fn via(relay: &Option<Relay>, server: SocketAddr) -> SocketAddr {
+    relay.as_ref().map_or(server, Relay::local_addr)
+}
+
+/// Through a relay the server sees the client at the relay's upstream socket
+/// for it, known only once a datagram came through: the client sends probes
+/// (never `size` bytes long, so the echo loops ignore a late one) until one
+/// does. Returns that address.
+fn probe_peer(client: &UdpSocket, server: &UdpSocket, size: usize) -> SocketAddr {
+    let probe = vec![0u8; if size == 1 { 2 } else { 1 }];
+    server
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..1000 {
+        let _ = client.send(&probe);
+        if let Ok((_, from)) = server.recv_from(&mut buf) {
+            return from;
+        }
+    }
+    panic!("no probe got through the fault relay in 1,000 tries");
+}
+
 /// CPUs available when the program started (pinning later narrows what
 /// `available_parallelism` reports for the pinned thread).
 fn ncpu() -> usize {
@@ -183,51 +368,97 @@ fn cpus() -> (usize, usize) {
     }
 }
 
-fn server_config() -> ServerConfig {
-    ServerConfig::builder()
+/// Handshake retransmission timeouts through the fault relay (without it:
+/// the defaults, 1 s doubling up to 60 s): the first after 50 ms, doubling
+/// up to 1 s. Handshakes happen before timing; this keeps the setup at high
+/// loss to seconds, with enough retransmissions within the 60 s handshake
+/// deadline.
+const LOSSY_RETRANSMIT: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+fn server_config(loss: f64) -> ServerConfig {
+    let b = ServerConfig::builder()
         .certificate_chain_pem(common::TEST_CERT)
         .private_key_pem(common::TEST_KEY)
-        .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
-        .build()
-        .expect("server config")
+        .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256");
+    let b = if loss > 0.0 {
+        b.initial_timeout(LOSSY_RETRANSMIT.0)
+            .max_timeout(LOSSY_RETRANSMIT.1)
+    } else {
+        b
+    };
+    b.build().expect("server config")
 }
 
-fn client_config() -> ClientConfig {
-    ClientConfig::builder()
+fn client_config(loss: f64) -> ClientConfig {
+    let b = ClientConfig::builder()
         .ca_pem(common::TEST_CA)
         .server_name("localhost")
-        .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
-        .build()
-        .expect("client config")
+        .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256");
+    let b = if loss > 0.0 {
+        b.initial_timeout(LOSSY_RETRANSMIT.0)
+            .max_timeout(LOSSY_RETRANSMIT.1)
+    } else {
+        b
+    };
+    b.build().expect("client config")
 }
 
-/// A DTLS session over two connected UDP sockets, handshake done.
-fn dtls_pair() -> ((UdpSocket, Connection), (UdpSocket, Connection)) {
+/// One end of a DTLS session: its connected socket and its engine.
+type DtlsEnd = (UdpSocket, Connection);
+
+/// A DTLS session over two connected UDP sockets, handshake done (through
+/// the relay returned, at loss above 0).
+fn dtls_pair(path: &LossPath, dur: Duration) -> (DtlsEnd, DtlsEnd, Option<Relay>) {
     let ssock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let csock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    csock.connect(ssock.local_addr().unwrap()).unwrap();
-    let caddr = csock.local_addr().unwrap();
-    let scfg = server_config();
+    let relay = path.relay(ssock.local_addr().unwrap(), 4, dur);
+    let client_socket = || {
+        let csock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        csock
+            .connect(via(&relay, ssock.local_addr().unwrap()))
+            .unwrap();
+        csock
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        csock
+    };
+    let mut csock = client_socket();
+    // Where the server sees the client: the client's socket, or the
+    // relay's upstream socket for it (learnt from the first datagram).
+    let mut caddr = csock.local_addr().unwrap();
+    // Under loss a handshake can fail (OpenSSL gives up a flight after too
+    // many retransmissions, or the 60 s deadline passes): it starts again
+    // from a new client socket, at most 3 times; the addresses the server
+    // saw the clients given up on at are ignored from then on.
+    let mut restarts = 0;
+    let mut stale: Vec<SocketAddr> = Vec::new();
+    let limit = Duration::from_secs(if relay.is_some() { 250 } else { 10 });
+    let scfg = server_config(path.loss);
+    let ccfg = client_config(path.loss);
     let mut stage = CookieStage::new(&scfg).unwrap();
-    let mut client = Connection::client(&client_config(), None).unwrap();
+    let mut client = Connection::client(&ccfg, None).unwrap();
     let mut server: Option<Connection> = None;
     ssock
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    csock
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
     let mut buf = vec![0u8; 65536];
+    let mut plain = vec![0u8; 65536];
     let start = Instant::now();
     while !(client.is_established() && server.as_ref().is_some_and(|s| s.is_established())) {
         assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "DTLS handshake did not finish"
+            start.elapsed() < limit,
+            "DTLS handshake did not finish in {limit:?}: client {:?} {:?}, server {:?}",
+            client.state(),
+            client.stats(),
+            server.as_ref().map(|s| (s.state(), s.stats()))
         );
         while let Some(d) = client.poll_transmit() {
             csock.send(&d).unwrap();
         }
         if let Ok((n, from)) = ssock.recv_from(&mut buf) {
+            if stale.contains(&from) {
+                continue;
+            }
+            caddr = from;
             match server.as_mut() {
                 Some(s) => s.feed(&buf[..n]).unwrap(),
                 None => match stage.handle(from, &buf[..n]) {
@@ -239,6 +470,14 @@ fn dtls_pair() -> ((UdpSocket, Connection), (UdpSocket, Connection)) {
                 },
             }
             if let Some(s) = server.as_mut() {
+                if s.is_established() {
+                    // Once established, OpenSSL answers a resent client
+                    // Finished (the client lost the server's last flight)
+                    // only when it reads: let it, or the client never
+                    // finishes. Nothing else arrives before the client is
+                    // established, which ends this loop.
+                    while let Ok(Some(_)) = s.recv(&mut plain) {}
+                }
                 while let Some(d) = s.poll_transmit() {
                     ssock.send_to(&d, from).unwrap();
                 }
@@ -255,9 +494,29 @@ fn dtls_pair() -> ((UdpSocket, Connection), (UdpSocket, Connection)) {
                 ssock.send_to(&d, caddr).unwrap();
             }
         }
+        let failed = client.is_closed() || server.as_ref().is_some_and(|s| s.is_closed());
+        if failed && relay.is_some() {
+            assert!(
+                restarts < 3,
+                "DTLS handshake through the fault relay failed 4 times: client {:?}",
+                client.state()
+            );
+            eprintln!(
+                "dtls: handshake through the fault relay failed ({:?}), starting again",
+                client.state()
+            );
+            restarts += 1;
+            if caddr != csock.local_addr().unwrap() {
+                stale.push(caddr);
+            }
+            csock = client_socket();
+            caddr = csock.local_addr().unwrap();
+            client = Connection::client(&ccfg, None).unwrap();
+            server = None;
+        }
     }
     ssock.connect(caddr).unwrap();
-    ((csock, client), (ssock, server.unwrap()))
+    ((csock, client), (ssock, server.unwrap()), relay)
 }
 
 /// Sends one plaintext datagram through a DTLS session on a connected socket.
@@ -273,10 +532,11 @@ fn dtls_send(sock: &UdpSocket, conn: &mut Connection, msg: &[u8]) -> bool {
     ok
 }
 
-fn oneway_udp(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
+fn oneway_udp(size: usize, dur: Duration, pinning: bool, path: &mut LossPath) -> (Run, String) {
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    tx.connect(rx.local_addr().unwrap()).unwrap();
+    let relay = path.relay(rx.local_addr().unwrap(), 1, dur);
+    tx.connect(via(&relay, rx.local_addr().unwrap())).unwrap();
     rx.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let (c0, c1) = cpus();
@@ -306,6 +566,7 @@ fn oneway_udp(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
         }
     }
     let (sent, where_tx) = sender.join().unwrap();
+    let via_relay = path.finish(relay);
     let elapsed = (last - start).as_secs_f64().max(dur.as_secs_f64() * 0.5);
     (
         Run {
@@ -313,12 +574,12 @@ fn oneway_udp(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
             received,
             elapsed,
         },
-        format!("sender {where_tx}, receiver {where_rx}"),
+        format!("sender {where_tx}, receiver {where_rx}{via_relay}"),
     )
 }
 
-fn oneway_dtls(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
-    let ((csock, mut client), (ssock, mut server)) = dtls_pair();
+fn oneway_dtls(size: usize, dur: Duration, pinning: bool, path: &mut LossPath) -> (Run, String) {
+    let ((csock, mut client), (ssock, mut server), relay) = dtls_pair(path, dur);
     ssock
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -355,6 +616,7 @@ fn oneway_dtls(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
         }
     }
     let (sent, where_tx) = sender.join().unwrap();
+    let via_relay = path.finish(relay);
     let elapsed = (last - start).as_secs_f64().max(dur.as_secs_f64() * 0.5);
     (
         Run {
@@ -362,26 +624,34 @@ fn oneway_dtls(size: usize, dur: Duration, pinning: bool) -> (Run, String) {
             received,
             elapsed,
         },
-        format!("sender {where_tx}, receiver {where_rx}"),
+        format!("sender {where_tx}, receiver {where_rx}{via_relay}"),
     )
 }
 
 /// Request/response over datagrams; `send`/`recv` abstract UDP vs DTLS.
-fn echo_datagrams(size: usize, dur: Duration, pinning: bool, dtls: bool) -> (Run, String) {
+fn echo_datagrams(
+    size: usize,
+    dur: Duration,
+    pinning: bool,
+    dtls: bool,
+    path: &mut LossPath,
+) -> (Run, String) {
     let (c0, c1) = cpus();
     let stop = Arc::new(AtomicBool::new(false));
-    let (client_side, server_side): (
-        (UdpSocket, Option<Connection>),
-        (UdpSocket, Option<Connection>),
-    ) = if dtls {
-        let ((cs, c), (ss, s)) = dtls_pair();
-        ((cs, Some(c)), (ss, Some(s)))
+    let (client_side, server_side, relay) = if dtls {
+        let ((cs, c), (ss, s), relay) = dtls_pair(path, dur);
+        ((cs, Some(c)), (ss, Some(s)), relay)
     } else {
         let ss = UdpSocket::bind("127.0.0.1:0").unwrap();
         let cs = UdpSocket::bind("127.0.0.1:0").unwrap();
-        cs.connect(ss.local_addr().unwrap()).unwrap();
-        ss.connect(cs.local_addr().unwrap()).unwrap();
-        ((cs, None), (ss, None))
+        let relay = path.relay(ss.local_addr().unwrap(), 1, dur);
+        cs.connect(via(&relay, ss.local_addr().unwrap())).unwrap();
+        let peer = match relay {
+            Some(_) => probe_peer(&cs, &ss, size),
+            None => cs.local_addr().unwrap(),
+        };
+        ss.connect(peer).unwrap();
+        ((cs, None), (ss, None), relay)
     };
     let stop2 = stop.clone();
     let server = thread::spawn(move || {
@@ -452,13 +722,14 @@ fn echo_datagrams(size: usize, dur: Duration, pinning: bool, dtls: bool) -> (Run
     let elapsed = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let where_s = server.join().unwrap();
+    let via_relay = path.finish(relay);
     (
         Run {
             sent,
             received,
             elapsed,
         },
-        format!("client {where_c}, server {where_s}"),
+        format!("client {where_c}, server {where_s}{via_relay}"),
     )
 }
 
@@ -833,6 +1104,7 @@ fn reactor_run(
     sessions: usize,
     dur: Duration,
     pinning: bool,
+    path: &mut LossPath,
 ) -> (Run, String) {
     let (c0, c1) = cpus();
     let echo = mode == Mode::Echo;
@@ -843,6 +1115,7 @@ fn reactor_run(
         .idle_timeout(None);
     let (tx, rx) = std::sync::mpsc::channel();
     let slimits = limits;
+    let loss = path.loss;
     let server = thread::spawn(move || {
         let where_ = common::placement(c1, pinning);
         let demux = dtls_demux::bind(
@@ -864,7 +1137,7 @@ fn reactor_run(
         )
         .expect("reactor");
         let l = match kind {
-            Some(_) => r.listen(demux, &server_config()),
+            Some(_) => r.listen(demux, &server_config(loss)),
             None => r.listen_plain(demux),
         }
         .expect("listen");
@@ -876,12 +1149,15 @@ fn reactor_run(
         (r.into_handler(), where_)
     });
     let (handle, addr) = rx.recv().expect("server reactor started");
+    // One relay client per client session (each has its own socket).
+    let relay = path.relay(addr, sessions, dur);
+    let addr = via(&relay, addr);
     let dtls = kind.is_some();
     let client = thread::spawn(move || {
         let where_ = common::placement(c0, pinning);
         let load = Load {
             addr,
-            cfg: dtls.then(client_config),
+            cfg: dtls.then(|| client_config(loss)),
             oneway: !echo,
             payload: vec![0x42u8; size],
             dur,
@@ -918,6 +1194,7 @@ fn reactor_run(
     }
     let _ = handle.stop();
     let (sink, where_s) = server.join().expect("server thread");
+    let via_relay = path.finish(relay);
     if load.failed > 0 {
         eprintln!("reactor run: {} session(s) failed", load.failed);
     }
@@ -949,7 +1226,7 @@ fn reactor_run(
     (
         run,
         format!(
-            "client reactor {where_c}, server reactor {where_s}{}",
+            "client reactor {where_c}, server reactor {where_s}{via_relay}{}",
             if load.start.is_none() {
                 " (setup incomplete)"
             } else {
@@ -966,19 +1243,32 @@ fn run_one(
     sessions: usize,
     dur: Duration,
     pinning: bool,
+    path: &mut LossPath,
 ) -> (Run, String) {
     match (suite, mode) {
-        (Suite::ReactorUdp, _) => reactor_run(None, mode, size, sessions, dur, pinning),
-        (Suite::ReactorOsnet, _) => {
-            reactor_run(Some(DemuxKind::OsNet), mode, size, sessions, dur, pinning)
-        }
-        (Suite::ReactorRouter, _) => {
-            reactor_run(Some(DemuxKind::Router), mode, size, sessions, dur, pinning)
-        }
-        (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning),
-        (Suite::Dtls, Mode::Oneway) => oneway_dtls(size, dur, pinning),
-        (Suite::Udp, Mode::Echo) => echo_datagrams(size, dur, pinning, false),
-        (Suite::Dtls, Mode::Echo) => echo_datagrams(size, dur, pinning, true),
+        (Suite::ReactorUdp, _) => reactor_run(None, mode, size, sessions, dur, pinning, path),
+        (Suite::ReactorOsnet, _) => reactor_run(
+            Some(DemuxKind::OsNet),
+            mode,
+            size,
+            sessions,
+            dur,
+            pinning,
+            path,
+        ),
+        (Suite::ReactorRouter, _) => reactor_run(
+            Some(DemuxKind::Router),
+            mode,
+            size,
+            sessions,
+            dur,
+            pinning,
+            path,
+        ),
+        (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning, path),
+        (Suite::Dtls, Mode::Oneway) => oneway_dtls(size, dur, pinning, path),
+        (Suite::Udp, Mode::Echo) => echo_datagrams(size, dur, pinning, false, path),
+        (Suite::Dtls, Mode::Echo) => echo_datagrams(size, dur, pinning, true, path),
         (Suite::Tcp, Mode::Oneway) => oneway_stream(size, dur, pinning, false),
         (Suite::Tls, Mode::Oneway) => oneway_stream(size, dur, pinning, true),
         (Suite::Tcp, Mode::Echo) => echo_stream(size, dur, pinning, false),
@@ -991,7 +1281,11 @@ struct Row {
     mode: Mode,
     size: usize,
     sessions: usize,
+    /// Loss rate of the fault relay (0: no relay).
+    loss: f64,
     runs: Vec<Run>,
+    /// The relay's counters of each run (empty at loss 0).
+    relay: Vec<RelayStats>,
     placement: String,
 }
 
@@ -1019,10 +1313,15 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
         let labels: Vec<String> = sel
             .iter()
             .map(|r| {
-                if r.suite.is_reactor() {
+                let label = if r.suite.is_reactor() {
                     format!("{} {}B x{}", r.suite.name(), r.size, r.sessions)
                 } else {
                     format!("{} {}B", r.suite.name(), r.size)
+                };
+                if r.loss > 0.0 {
+                    format!("{label} @{}", loss_label(r.loss))
+                } else {
+                    label
                 }
             })
             .collect();
@@ -1078,16 +1377,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ncpu();
     let dur = Duration::from_secs_f64(args.seconds);
     let pinning = !args.no_pin;
+    initial_affinity();
     let mut configs = Vec::new();
+    // Suites not run at some loss rate above 0 (the relay carries datagrams).
+    let mut skipped: Vec<&str> = Vec::new();
     for &mode in &args.modes {
         for &size in &args.sizes {
-            for &suite in &args.suites {
-                if suite.is_reactor() {
-                    for &n in &args.sessions {
-                        configs.push((suite, mode, size, n.max(1)));
+            for &loss in &args.loss {
+                for &suite in &args.suites {
+                    if loss > 0.0 && !suite.is_datagram() {
+                        if !skipped.contains(&suite.name()) {
+                            skipped.push(suite.name());
+                        }
+                        continue;
                     }
-                } else {
-                    configs.push((suite, mode, size, 1));
+                    if suite.is_reactor() {
+                        for &n in &args.sessions {
+                            configs.push((suite, mode, size, n.max(1), loss));
+                        }
+                    } else {
+                        configs.push((suite, mode, size, 1, loss));
+                    }
                 }
             }
         }
@@ -1108,29 +1418,56 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.seconds,
         args.repeat
     );
+    if args.loss.iter().any(|&p| p > 0.0) {
+        println!(
+            "loss: fault relay (tests/common/relay.rs) dropping each datagram with the row's \
+             probability in both directions, seed {} (every run's relay starts from it); its \
+             thread is unpinned, a third busy thread on {} CPUs",
+            args.seed,
+            ncpu()
+        );
+    }
+    if !skipped.is_empty() {
+        println!(
+            "note: {} skipped at loss > 0 (the fault relay carries datagrams only)",
+            skipped.join(", ")
+        );
+    }
     let mut rows: Vec<Row> = Vec::new();
     // Repeats are interleaved so a slow minute hits every suite alike.
     for rep in 0..args.repeat.max(1) {
-        for &(suite, mode, size, sessions) in &configs {
+        for &(suite, mode, size, sessions, loss) in &configs {
             bar.set_message(format!(
-                "{} {} {}B x{} #{}",
+                "{} {} {}B x{} loss {} #{}",
                 suite.name(),
                 mode.name(),
                 size,
                 sessions,
+                loss_label(loss),
                 rep + 1
             ));
-            let (run, placement) = run_one(suite, mode, size, sessions, dur, pinning);
+            let mut path = LossPath::new(loss, args.seed);
+            let (run, placement) = run_one(suite, mode, size, sessions, dur, pinning, &mut path);
+            let relay: Vec<RelayStats> = path.stats.into_iter().collect();
             match rows.iter_mut().find(|r| {
-                r.suite == suite && r.mode == mode && r.size == size && r.sessions == sessions
+                r.suite == suite
+                    && r.mode == mode
+                    && r.size == size
+                    && r.sessions == sessions
+                    && r.loss.to_bits() == loss.to_bits()
             }) {
-                Some(r) => r.runs.push(run),
+                Some(r) => {
+                    r.runs.push(run);
+                    r.relay.extend(relay);
+                }
                 None => rows.push(Row {
                     suite,
                     mode,
                     size,
                     sessions,
+                    loss,
                     runs: vec![run],
+                    relay,
                     placement,
                 }),
             }
@@ -1140,9 +1477,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     bar.finish_and_clear();
 
     println!(
-        "\n| suite | mode | size | sessions | median records/s | min-max | goodput MB/s | sent | received | lost | ratio to raw | placement |"
+        "\n| suite | mode | size | sessions | loss | median records/s | min-max | goodput MB/s | sent | received | lost | ratio to raw | placement |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let (min, max) = r.min_max();
         let sent: u64 = r.runs.iter().map(|x| x.sent).sum();
@@ -1152,19 +1489,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 && b.mode == r.mode
                 && b.size == r.size
                 && b.sessions == r.sessions
+                && b.loss.to_bits() == r.loss.to_bits()
         });
         let ratio = match base {
+            Some(b) if b.suite != r.suite && r.loss > 0.0 => format!(
+                "{:.2}x {} at {}",
+                r.median() / b.median(),
+                b.suite.name(),
+                loss_label(r.loss)
+            ),
             Some(b) if b.suite != r.suite => {
                 format!("{:.2}x {}", r.median() / b.median(), b.suite.name())
             }
             _ => "-".into(),
         };
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.0}-{:.0} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0}-{:.0} | {:.1} | {} | {} | {} | {} | {} |",
             r.suite.name(),
             r.mode.name(),
             r.size,
             r.sessions,
+            loss_label(r.loss),
             r.median(),
             min,
             max,
@@ -1176,17 +1521,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.placement
         );
     }
+    // What the relays dropped on purpose; the rest of `lost` was lost in
+    // socket buffers (or, in echo, is a resend after a timeout).
+    for r in rows.iter().filter(|r| !r.relay.is_empty()) {
+        let sum = |f: fn(&RelayStats) -> u64| r.relay.iter().map(f).sum::<u64>();
+        let (up_in, up_drop) = (sum(|s| s.to_server.received), sum(|s| s.to_server.dropped));
+        let (down_in, down_drop) = (sum(|s| s.to_client.received), sum(|s| s.to_client.dropped));
+        let pct = |d: u64, n: u64| 100.0 * d as f64 / n.max(1) as f64;
+        println!(
+            "relay, {} {} {} B x{} at {}: to server {} in, {} dropped ({:.2}%); to client {} in, {} dropped ({:.2}%); send errors {}; refused {}",
+            r.suite.name(),
+            r.mode.name(),
+            r.size,
+            r.sessions,
+            loss_label(r.loss),
+            up_in,
+            up_drop,
+            pct(up_drop, up_in),
+            down_in,
+            down_drop,
+            pct(down_drop, down_in),
+            sum(|s| s.to_server.send_errors + s.to_client.send_errors),
+            sum(|s| s.refused_clients),
+        );
+    }
+    if rows.iter().any(|r| !r.relay.is_empty()) {
+        println!(
+            "note: at loss > 0, one-way rates are bounded by the relay thread (what it did not \
+             read, `sent` minus its `in`, was lost in its socket buffer) and echo rates by the \
+             resend timeout (50 ms or more per lost datagram); compare rows of the same loss only"
+        );
+    }
     if let Some(path) = &args.csv {
         let mut f = std::fs::File::create(path)?;
         writeln!(
             f,
-            "suite,mode,size,sessions,run,sent,received,seconds,records_per_s"
+            "suite,mode,size,sessions,run,sent,received,seconds,records_per_s,loss,relay_dropped"
         )?;
         for r in &rows {
             for (i, x) in r.runs.iter().enumerate() {
+                let dropped = r
+                    .relay
+                    .get(i)
+                    .map_or(0, |s| s.to_server.dropped + s.to_client.dropped);
                 writeln!(
                     f,
-                    "{},{},{},{},{},{},{},{:.4},{:.1}",
+                    "{},{},{},{},{},{},{},{:.4},{:.1},{},{}",
                     r.suite.name(),
                     r.mode.name(),
                     r.size,
@@ -1195,7 +1575,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     x.sent,
                     x.received,
                     x.elapsed,
-                    x.rate()
+                    x.rate(),
+                    r.loss,
+                    dropped
                 )?;
             }
         }
