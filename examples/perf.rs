@@ -7,6 +7,10 @@
 //!
 //! Suites:
 //! - `udp`: `std::net::UdpSocket`, blocking.
+//! - `udp-batch` (one-way only): raw UDP with the reactor's batching
+//!   (`dtls_demux::batch`: 64 datagrams per `sendmmsg`, runs of equal size as
+//!   one UDP GSO message; `recvmmsg` with GRO on the receiver): what the
+//!   batched reactor suites should be compared with besides blocking `udp`.
 //! - `dtls`: the dtls-reactor engine (`Connection`) over the same blocking UDP
 //!   sockets, one session (the cookie exchange and handshake happen before timing).
 //! - `tcp`: `std::net::TcpStream`, records written back to back (`TCP_NODELAY`).
@@ -87,7 +91,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_values = ["udp", "dtls", "tcp", "tls", "reactor-udp", "reactor-osnet", "reactor-router"]
+        default_values = ["udp", "udp-batch", "dtls", "tcp", "tls", "reactor-udp", "reactor-osnet", "reactor-router"]
     )]
     suites: Vec<Suite>,
     /// Modes to run.
@@ -132,6 +136,7 @@ struct Args {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Suite {
     Udp,
+    UdpBatch,
     Dtls,
     Tcp,
     Tls,
@@ -144,6 +149,7 @@ impl Suite {
     fn name(self) -> &'static str {
         match self {
             Suite::Udp => "udp",
+            Suite::UdpBatch => "udp-batch",
             Suite::Dtls => "dtls",
             Suite::Tcp => "tcp",
             Suite::Tls => "tls",
@@ -154,7 +160,7 @@ impl Suite {
     }
     fn baseline(self) -> Suite {
         match self {
-            Suite::Udp | Suite::Dtls => Suite::Udp,
+            Suite::Udp | Suite::UdpBatch | Suite::Dtls => Suite::Udp,
             Suite::Tcp | Suite::Tls => Suite::Tcp,
             Suite::ReactorUdp | Suite::ReactorOsnet | Suite::ReactorRouter => Suite::ReactorUdp,
         }
@@ -164,6 +170,7 @@ impl Suite {
         matches!(
             self,
             Suite::Udp
+                | Suite::UdpBatch
                 | Suite::Dtls
                 | Suite::ReactorUdp
                 | Suite::ReactorOsnet
@@ -563,6 +570,78 @@ fn oneway_udp(size: usize, dur: Duration, pinning: bool, path: &mut LossPath) ->
         if n == size {
             received += 1;
             last = Instant::now();
+        }
+    }
+    let (sent, where_tx) = sender.join().unwrap();
+    let via_relay = path.finish(relay);
+    let elapsed = (last - start).as_secs_f64().max(dur.as_secs_f64() * 0.5);
+    (
+        Run {
+            sent,
+            received,
+            elapsed,
+        },
+        format!("sender {where_tx}, receiver {where_rx}{via_relay}"),
+    )
+}
+
+/// Raw UDP with the batching the reactor uses (`dtls_demux::batch`): the sender
+/// hands 64 datagrams per `sendmmsg` (one UDP GSO message per run), the receiver
+/// reads with `recvmmsg` and GRO on. The fair baseline for batched DTLS.
+fn oneway_udp_batch(
+    size: usize,
+    dur: Duration,
+    pinning: bool,
+    path: &mut LossPath,
+) -> (Run, String) {
+    use dtls_demux::batch::{enable_gro, recv_batch, send_batch, RecvBatch};
+    use std::os::fd::AsRawFd;
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let relay = path.relay(rx.local_addr().unwrap(), 1, dur);
+    tx.connect(via(&relay, rx.local_addr().unwrap())).unwrap();
+    enable_gro(&rx).expect("UDP GRO");
+    let (c0, c1) = cpus();
+    let sender = thread::spawn(move || {
+        let where_ = common::placement(c0, pinning);
+        let msg = vec![0x42u8; size];
+        let burst: Vec<&[u8]> = (0..64).map(|_| &msg[..]).collect();
+        let end = Instant::now() + dur;
+        let mut sent = 0u64;
+        while Instant::now() < end {
+            match send_batch(&tx, None, &burst) {
+                Ok(n) => sent += n as u64,
+                Err(_) => thread::yield_now(),
+            }
+        }
+        (sent, where_)
+    });
+    let where_rx = common::placement(c1, pinning);
+    let mut batch = RecvBatch::new(32);
+    let start = Instant::now();
+    let mut received = 0u64;
+    let mut last = start;
+    loop {
+        match recv_batch(&rx, &mut batch) {
+            Ok(_) => {
+                let n = batch.iter().filter(|d| d.len() == size).count();
+                if n > 0 {
+                    received += n as u64;
+                    last = Instant::now();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd: rx.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the duration of the call.
+                if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+                    break;
+                }
+            }
+            Err(e) => panic!("recv_batch: {e}"),
         }
     }
     let (sent, where_tx) = sender.join().unwrap();
@@ -1266,6 +1345,9 @@ fn run_one(
             path,
         ),
         (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning, path),
+        (Suite::UdpBatch, Mode::Oneway) => oneway_udp_batch(size, dur, pinning, path),
+        // One record in flight: nothing to batch; never configured (see main).
+        (Suite::UdpBatch, Mode::Echo) => echo_datagrams(size, dur, pinning, false, path),
         (Suite::Dtls, Mode::Oneway) => oneway_dtls(size, dur, pinning, path),
         (Suite::Udp, Mode::Echo) => echo_datagrams(size, dur, pinning, false, path),
         (Suite::Dtls, Mode::Echo) => echo_datagrams(size, dur, pinning, true, path),
@@ -1347,6 +1429,7 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
         c.draw_series(sel.iter().enumerate().map(|(i, r)| {
             let color = match r.suite {
                 Suite::Udp => BLUE,
+                Suite::UdpBatch => RGBColor(0, 120, 200),
                 Suite::Dtls => RED,
                 Suite::Tcp => GREEN,
                 Suite::Tls => MAGENTA,
@@ -1385,6 +1468,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for &size in &args.sizes {
             for &loss in &args.loss {
                 for &suite in &args.suites {
+                    if suite == Suite::UdpBatch && mode == Mode::Echo {
+                        // One record in flight per session: nothing to batch.
+                        continue;
+                    }
                     if loss > 0.0 && !suite.is_datagram() {
                         if !skipped.contains(&suite.name()) {
                             skipped.push(suite.name());
@@ -1503,6 +1590,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => "-".into(),
         };
+        // Reactor rows also against blocking UDP and batched UDP (one session, same
+        // mode, size and loss), the yardsticks for one-way.
+        let mut ratio = ratio;
+        if r.suite.is_reactor() {
+            for other in [Suite::Udp, Suite::UdpBatch] {
+                if let Some(b) = rows.iter().find(|b| {
+                    b.suite == other
+                        && b.mode == r.mode
+                        && b.size == r.size
+                        && b.loss.to_bits() == r.loss.to_bits()
+                }) {
+                    ratio.push_str(&format!(
+                        "; {:.2}x {}",
+                        r.median() / b.median(),
+                        other.name()
+                    ));
+                }
+            }
+        }
         println!(
             "| {} | {} | {} | {} | {} | {:.0} | {:.0}-{:.0} | {:.1} | {} | {} | {} | {} | {} |",
             r.suite.name(),
