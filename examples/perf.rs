@@ -1590,10 +1590,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => "-".into(),
         };
-        // Reactor rows also against blocking UDP and batched UDP (one session, same
-        // mode, size and loss), the yardsticks for one-way.
+        // One-way reactor rows also against blocking UDP and batched UDP (one
+        // session, same size and loss), the yardsticks for one-way.
         let mut ratio = ratio;
-        if r.suite.is_reactor() {
+        if r.suite.is_reactor() && r.mode == Mode::Oneway {
             for other in [Suite::Udp, Suite::UdpBatch] {
                 if let Some(b) = rows.iter().find(|b| {
                     b.suite == other
@@ -1601,11 +1601,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         && b.size == r.size
                         && b.loss.to_bits() == r.loss.to_bits()
                 }) {
-                    ratio.push_str(&format!(
-                        "; {:.2}x {}",
-                        r.median() / b.median(),
-                        other.name()
-                    ));
+                    let x = format!("{:.2}x {}", r.median() / b.median(), other.name());
+                    ratio = if ratio == "-" {
+                        x
+                    } else {
+                        format!("{ratio}; {x}")
+                    };
                 }
             }
         }

@@ -579,7 +579,10 @@ impl Connection {
     /// when the receive queue is full the datagram is dropped. Each drop is
     /// counted ([`ConnStats::dropped`]); records OpenSSL rejects later are
     /// counted in [`ConnStats::discarded`]. During the handshake this
-    /// advances it; an error ends the connection.
+    /// advances it; an error ends the connection. Once established, what was
+    /// fed is processed by [`Self::recv`]: call it after feeding, even when
+    /// expecting no data (a peer that lost this side's last handshake flight
+    /// retransmits its own, and the answer is sent from inside `recv`).
     pub fn feed(&mut self, datagram: &[u8]) -> Result<()> {
         self.stats.datagrams_in += 1;
         if datagram.is_empty() {
