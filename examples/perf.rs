@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release --example perf -- --seconds 2 --repeat 3 --csv perf.csv --svg perf.svg
+//! cargo run --release --example perf -- --chart-from perf.csv --svg perf.svg   # redraw only
 //! ```
 //!
 //! Suites:
@@ -125,6 +126,10 @@ struct Args {
     /// Seed of the fault relay's drops (every run's relay starts from it).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Redraw the `--svg` chart from a CSV this tool wrote, without running
+    /// anything.
+    #[arg(long)]
+    chart_from: Option<PathBuf>,
     /// Do not pin threads to CPUs.
     #[arg(long)]
     no_pin: bool,
@@ -1385,6 +1390,48 @@ impl Row {
     }
 }
 
+/// Rows (runs grouped by configuration) from a CSV written by `--csv`.
+fn rows_from_csv(path: &PathBuf) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut rows: Vec<Row> = Vec::new();
+    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() < 10 {
+            return Err(format!("{}: short line {line:?}", path.display()).into());
+        }
+        let suite = Suite::from_str(f[0], true)?;
+        let mode = Mode::from_str(f[1], true)?;
+        let size: usize = f[2].parse()?;
+        let sessions: usize = f[3].parse()?;
+        let run = Run {
+            sent: f[5].parse()?,
+            received: f[6].parse()?,
+            elapsed: f[7].parse()?,
+        };
+        let loss: f64 = f[9].trim_end_matches('%').parse()?;
+        match rows.iter_mut().find(|r| {
+            r.suite == suite
+                && r.mode == mode
+                && r.size == size
+                && r.sessions == sessions
+                && r.loss.to_bits() == loss.to_bits()
+        }) {
+            Some(r) => r.runs.push(run),
+            None => rows.push(Row {
+                suite,
+                mode,
+                size,
+                sessions,
+                loss,
+                runs: vec![run],
+                relay: Vec::new(),
+                placement: String::new(),
+            }),
+        }
+    }
+    Ok(rows)
+}
+
 fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (1000, 420 * modes.len() as u32)).into_drawing_area();
@@ -1407,11 +1454,13 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
                 }
             })
             .collect();
+        // Log scale: batched one-way rates are tens of times the others.
         let max = sel.iter().map(|r| r.min_max().1).fold(1.0, f64::max) / 1000.0;
+        let min = 1.0;
         let mut c = ChartBuilder::on(panel)
             .caption(
                 format!(
-                    "{}: thousand records per second (median, min-max)",
+                    "{}: thousand records per second (median, min-max; log scale)",
                     mode.name()
                 ),
                 ("sans-serif", 20),
@@ -1419,7 +1468,7 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(0..sel.len(), 0.0..max * 1.1)?;
+            .build_cartesian_2d(0..sel.len(), (min..max * 1.5).log_scale())?;
         c.configure_mesh()
             .disable_x_mesh()
             .x_labels(sel.len())
@@ -1438,14 +1487,14 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
                 Suite::ReactorRouter => RGBColor(120, 60, 160),
             };
             Rectangle::new(
-                [(i, 0.0), (i + 1, r.median() / 1000.0)],
+                [(i, min), (i + 1, (r.median() / 1000.0).max(min))],
                 color.mix(0.6).filled(),
             )
         }))?;
         c.draw_series(sel.iter().enumerate().map(|(i, r)| {
             let (lo, hi) = r.min_max();
             PathElement::new(
-                vec![(i, lo / 1000.0), (i, hi / 1000.0)],
+                vec![(i, (lo / 1000.0).max(min)), (i, (hi / 1000.0).max(min))],
                 BLACK.stroke_width(3),
             )
         }))?;
@@ -1456,6 +1505,19 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(csv) = &args.chart_from {
+        let svg = args.svg.as_ref().ok_or("--chart-from needs --svg")?;
+        let rows = rows_from_csv(csv)?;
+        let mut modes: Vec<Mode> = Vec::new();
+        for r in &rows {
+            if !modes.contains(&r.mode) {
+                modes.push(r.mode);
+            }
+        }
+        chart(svg, &rows, &modes)?;
+        println!("wrote {}", svg.display());
+        return Ok(());
+    }
     common::raise_nofile();
     ncpu();
     let dur = Duration::from_secs_f64(args.seconds);
