@@ -387,18 +387,22 @@ fn cpus() -> (usize, usize) {
 /// deadline.
 const LOSSY_RETRANSMIT: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
 
+/// The lossy retransmission timers when `loss` is above 0.
+fn timers_for<R>(b: dtls_reactor::ConfigBuilder<R>, loss: f64) -> dtls_reactor::ConfigBuilder<R> {
+    if loss > 0.0 {
+        b.initial_timeout(LOSSY_RETRANSMIT.0)
+            .max_timeout(LOSSY_RETRANSMIT.1)
+    } else {
+        b
+    }
+}
+
 fn server_config(loss: f64) -> ServerConfig {
     let b = ServerConfig::builder()
         .certificate_chain_pem(common::TEST_CERT)
         .private_key_pem(common::TEST_KEY)
         .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256");
-    let b = if loss > 0.0 {
-        b.initial_timeout(LOSSY_RETRANSMIT.0)
-            .max_timeout(LOSSY_RETRANSMIT.1)
-    } else {
-        b
-    };
-    b.build().expect("server config")
+    timers_for(b, loss).build().expect("server config")
 }
 
 fn client_config(loss: f64) -> ClientConfig {
@@ -406,13 +410,7 @@ fn client_config(loss: f64) -> ClientConfig {
         .ca_pem(common::TEST_CA)
         .server_name("localhost")
         .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256");
-    let b = if loss > 0.0 {
-        b.initial_timeout(LOSSY_RETRANSMIT.0)
-            .max_timeout(LOSSY_RETRANSMIT.1)
-    } else {
-        b
-    };
-    b.build().expect("client config")
+    timers_for(b, loss).build().expect("client config")
 }
 
 /// One end of a DTLS session: its connected socket and its engine.
@@ -544,60 +542,17 @@ fn dtls_send(sock: &UdpSocket, conn: &mut Connection, msg: &[u8]) -> bool {
     ok
 }
 
-fn oneway_udp(size: usize, dur: Duration, pinning: bool, path: &mut LossPath) -> (Run, String) {
-    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let relay = path.relay(rx.local_addr().unwrap(), 1, dur);
-    tx.connect(via(&relay, rx.local_addr().unwrap())).unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let (c0, c1) = cpus();
-    let sender = thread::spawn(move || {
-        let where_ = common::placement(c0, pinning);
-        let msg = vec![0x42u8; size];
-        let end = Instant::now() + dur;
-        let mut sent = 0u64;
-        while Instant::now() < end {
-            for _ in 0..64 {
-                if tx.send(&msg).is_ok() {
-                    sent += 1;
-                }
-            }
-        }
-        (sent, where_)
-    });
-    let where_rx = common::placement(c1, pinning);
-    let mut buf = vec![0u8; 65536];
-    let start = Instant::now();
-    let mut received = 0u64;
-    let mut last = start;
-    while let Ok(n) = rx.recv(&mut buf) {
-        if n == size {
-            received += 1;
-            last = Instant::now();
-        }
-    }
-    let (sent, where_tx) = sender.join().unwrap();
-    let via_relay = path.finish(relay);
-    let elapsed = (last - start).as_secs_f64().max(dur.as_secs_f64() * 0.5);
-    (
-        Run {
-            sent,
-            received,
-            elapsed,
-        },
-        format!("sender {where_tx}, receiver {where_rx}{via_relay}"),
-    )
-}
-
-/// Raw UDP with the batching the reactor uses (`dtls_demux::batch`): the sender
-/// hands 64 datagrams per `sendmmsg` (one UDP GSO message per run), the receiver
-/// reads with `recvmmsg` and GRO on. The fair baseline for batched DTLS.
-fn oneway_udp_batch(
+/// Raw UDP one-way. `batched`: with the batching the reactor uses
+/// (`dtls_demux::batch`): the sender hands 64 datagrams per `sendmmsg` (one UDP
+/// GSO message per run), the receiver reads with `recvmmsg` and GRO on; the
+/// fair baseline for batched DTLS. Otherwise blocking `send` / `recv`, one
+/// datagram per call.
+fn oneway_udp(
     size: usize,
     dur: Duration,
     pinning: bool,
     path: &mut LossPath,
+    batched: bool,
 ) -> (Run, String) {
     use dtls_demux::batch::{enable_gro, recv_batch, send_batch, RecvBatch};
     use std::os::fd::AsRawFd;
@@ -605,7 +560,12 @@ fn oneway_udp_batch(
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let relay = path.relay(rx.local_addr().unwrap(), 1, dur);
     tx.connect(via(&relay, rx.local_addr().unwrap())).unwrap();
-    enable_gro(&rx).expect("UDP GRO");
+    if batched {
+        enable_gro(&rx).expect("UDP GRO");
+    } else {
+        rx.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+    }
     let (c0, c1) = cpus();
     let sender = thread::spawn(move || {
         let where_ = common::placement(c0, pinning);
@@ -614,39 +574,54 @@ fn oneway_udp_batch(
         let end = Instant::now() + dur;
         let mut sent = 0u64;
         while Instant::now() < end {
-            match send_batch(&tx, None, &burst) {
-                Ok(n) => sent += n as u64,
-                Err(_) => thread::yield_now(),
+            if batched {
+                match send_batch(&tx, None, &burst) {
+                    Ok(n) => sent += n as u64,
+                    Err(_) => thread::yield_now(),
+                }
+            } else {
+                for d in &burst {
+                    if tx.send(d).is_ok() {
+                        sent += 1;
+                    }
+                }
             }
         }
         (sent, where_)
     });
     let where_rx = common::placement(c1, pinning);
-    let mut batch = RecvBatch::new(32);
+    let mut buf = vec![0u8; 65536];
+    let mut batch = RecvBatch::new(if batched { 32 } else { 1 });
     let start = Instant::now();
     let mut received = 0u64;
     let mut last = start;
     loop {
-        match recv_batch(&rx, &mut batch) {
-            Ok(_) => {
-                let n = batch.iter().filter(|d| d.len() == size).count();
-                if n > 0 {
-                    received += n as u64;
-                    last = Instant::now();
+        let got = if batched {
+            match recv_batch(&rx, &mut batch) {
+                Ok(_) => batch.iter().filter(|d| d.len() == size).count() as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut pfd = libc::pollfd {
+                        fd: rx.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for the duration of the call.
+                    if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+                        break;
+                    }
+                    0
                 }
+                Err(e) => panic!("recv_batch: {e}"),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let mut pfd = libc::pollfd {
-                    fd: rx.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd for the duration of the call.
-                if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
-                    break;
-                }
+        } else {
+            match rx.recv(&mut buf) {
+                Ok(n) => u64::from(n == size),
+                Err(_) => break,
             }
-            Err(e) => panic!("recv_batch: {e}"),
+        };
+        if got > 0 {
+            received += got;
+            last = Instant::now();
         }
     }
     let (sent, where_tx) = sender.join().unwrap();
@@ -1349,8 +1324,8 @@ fn run_one(
             pinning,
             path,
         ),
-        (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning, path),
-        (Suite::UdpBatch, Mode::Oneway) => oneway_udp_batch(size, dur, pinning, path),
+        (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning, path, false),
+        (Suite::UdpBatch, Mode::Oneway) => oneway_udp(size, dur, pinning, path, true),
         // One record in flight: nothing to batch; never configured (see main).
         (Suite::UdpBatch, Mode::Echo) => echo_datagrams(size, dur, pinning, false, path),
         (Suite::Dtls, Mode::Oneway) => oneway_dtls(size, dur, pinning, path),

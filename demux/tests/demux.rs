@@ -441,6 +441,24 @@ fn send_to_unknown(kind: DemuxKind, fam: Fam) {
     assert_eq!(d.counters().unknown, 1);
 }
 
+/// Sends all of `slices` through a batched send (which may take only some, or
+/// refuse with WouldBlock while the buffer is full), giving up at `end`.
+fn send_all(
+    mut send: impl FnMut(&[&[u8]]) -> std::io::Result<usize>,
+    slices: &[&[u8]],
+    end: Instant,
+) {
+    let mut off = 0;
+    while off < slices.len() && Instant::now() < end {
+        match send(&slices[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("batched send: {e}"),
+        }
+    }
+    assert_eq!(off, slices.len(), "not everything was sent in time");
+}
+
 /// Runs of datagrams a peer sends with `batch::send_batch` (UDP GSO where the kernel
 /// has it) reach its link whole and in order through `Link::recv_batch` with GRO on; the
 /// link's `send_batch` reaches the peer from the server's address and port.
@@ -460,14 +478,7 @@ fn batches(kind: DemuxKind, fam: Fam) {
     msgs.extend((0..20u8).map(|i| vec![i; 200]));
     let slices: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
     let end = Instant::now() + T;
-    let mut off = 0;
-    while off < slices.len() && Instant::now() < end {
-        match send_batch(&c, Some(srv), &slices[off..]) {
-            Ok(n) => off += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
-            Err(e) => panic!("peer send_batch: {e}"),
-        }
-    }
+    send_all(|d| send_batch(&c, Some(srv), d), &slices, end);
     let mut batch = RecvBatch::new(4);
     let mut got: Vec<Vec<u8>> = Vec::new();
     while got.len() < msgs.len() && Instant::now() < end {
@@ -482,14 +493,7 @@ fn batches(kind: DemuxKind, fam: Fam) {
     assert_eq!(got, msgs, "the link must see the peer's datagrams as sent");
     let replies: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 500]).collect();
     let slices: Vec<&[u8]> = replies.iter().map(|m| &m[..]).collect();
-    let mut off = 0;
-    while off < slices.len() && Instant::now() < end {
-        match l.send_batch(&slices[off..]) {
-            Ok(n) => off += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
-            Err(e) => panic!("link send_batch: {e}"),
-        }
-    }
+    send_all(|d| l.send_batch(d), &slices, end);
     c.set_read_timeout(Some(T)).unwrap();
     let mut buf = [0u8; 2048];
     for r in &replies {
@@ -532,14 +536,7 @@ fn listener_batches(kind: DemuxKind, fam: Fam) {
     let theirs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![100 + i; 90]).collect();
     let slices: Vec<&[u8]> = mine.iter().map(|m| &m[..]).collect();
     let end = Instant::now() + T;
-    let mut off = 0;
-    while off < slices.len() && Instant::now() < end {
-        match send_batch(&known, Some(srv), &slices[off..]) {
-            Ok(n) => off += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
-            Err(e) => panic!("send_batch: {e}"),
-        }
-    }
+    send_all(|d| send_batch(&known, Some(srv), d), &slices, end);
     for t in &theirs {
         stranger.send_to(t, srv).unwrap();
     }

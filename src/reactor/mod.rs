@@ -814,33 +814,44 @@ impl Inner {
     /// Arms the quiet check of an established connection at `from` +
     /// `shrink_after` (replacing an armed one).
     fn arm_shrink(&mut self, key: usize, from: Instant) {
-        let Some(after) = self.limits.shrink_after else {
-            return;
-        };
-        let Some(e) = self.conns.get_mut(key) else {
-            return;
-        };
-        if let Some((at, seq)) = e.shrink_armed.take() {
-            self.timers.remove(at, seq);
+        if let Some(after) = self.limits.shrink_after {
+            self.arm(
+                key,
+                from + after,
+                |e| &mut e.shrink_armed,
+                |key, gen| Timer::Shrink { key, gen },
+            );
         }
-        let at = from + after;
-        let seq = self.timers.insert(at, Timer::Shrink { key, gen: e.gen });
-        e.shrink_armed = Some((at, seq));
     }
 
     fn arm_idle(&mut self, key: usize, from: Instant) {
-        let Some(idle) = self.limits.idle_timeout else {
-            return;
-        };
+        if let Some(idle) = self.limits.idle_timeout {
+            self.arm(
+                key,
+                from + idle,
+                |e| &mut e.idle_armed,
+                |key, gen| Timer::Idle { key, gen },
+            );
+        }
+    }
+
+    /// Arms the timer `make(key, gen)` of connection `key` at `at`, replacing the
+    /// one recorded in the entry's `slot`.
+    fn arm(
+        &mut self,
+        key: usize,
+        at: Instant,
+        slot: fn(&mut Entry) -> &mut Option<(Instant, u64)>,
+        make: fn(usize, u64) -> Timer,
+    ) {
         let Some(e) = self.conns.get_mut(key) else {
             return;
         };
-        if let Some((at, seq)) = e.idle_armed.take() {
-            self.timers.remove(at, seq);
+        if let Some((old, seq)) = slot(e).take() {
+            self.timers.remove(old, seq);
         }
-        let at = from + idle;
-        let seq = self.timers.insert(at, Timer::Idle { key, gen: e.gen });
-        e.idle_armed = Some((at, seq));
+        let seq = self.timers.insert(at, make(key, e.gen));
+        *slot(e) = Some((at, seq));
     }
 
     fn leave_half_open(&mut self, key: usize) {
