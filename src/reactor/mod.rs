@@ -129,7 +129,9 @@ pub struct Limits {
     /// Close an established connection when nothing arrived from the peer for
     /// this long (close_notify is sent); `None` for never. Default 300 s.
     pub idle_timeout: Option<Duration>,
-    /// Most datagrams read from one socket per turn. Default 64.
+    /// Most datagrams read from one socket per turn, checked between batched
+    /// reads: one read returns up to 32 messages, and with UDP GRO a message can
+    /// carry a run of up to 64 datagrams, all handled in that turn. Default 64.
     pub datagrams_per_turn: usize,
     /// An established connection that received nothing for this long gives
     /// its buffers back ([`Connection::shrink`]: OpenSSL's record buffers,
@@ -266,8 +268,9 @@ stats! {
     /// Batched reads of connection sockets (`recvmmsg` calls that returned
     /// at least one message).
     recv_batches,
-    /// Datagrams dropped on receive because they were longer than 64 KiB
-    /// (cannot happen with UDP over IP; counted for completeness).
+    /// Datagrams dropped on receive because they did not fit a receive slot:
+    /// longer than 64 KiB, or segments past the 128th of one GRO message (the
+    /// kernel builds at most 64); not expected with UDP over IP.
     oversized,
     /// Datagrams that could not be sent (socket errors other than WouldBlock).
     send_errors,
