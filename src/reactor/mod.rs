@@ -932,12 +932,14 @@ fn restart_candidate(e: &Entry, d: &[u8]) -> Option<usize> {
 /// One turn of the loop:
 /// 1. wait in `poll` until a socket is ready, a command arrives, or the
 ///    earliest deadline passes (no wait when work is left from the last turn);
-/// 2. drain every ready socket to `WouldBlock`, at most
-///    [`Limits::datagrams_per_turn`] datagrams each (the rest waits for the
-///    next turn, so one busy peer cannot starve the others): listeners through
-///    the demux and the cookie stage, links and client sockets into their
-///    connection; after each datagram all plaintext is delivered and the
-///    connection's datagrams are sent;
+/// 2. read every ready socket in batches (`recvmmsg`; on Linux with UDP GRO)
+///    until a batch comes back short or the socket is empty, at most
+///    [`Limits::datagrams_per_turn`] datagrams each, checked between batches
+///    (the rest waits for the next turn, so one busy peer cannot starve the
+///    others): listeners through the demux and the cookie stage, links and
+///    client sockets into their connection; each datagram's plaintext is
+///    delivered at once, and after each batch (and after each callback) the
+///    connection's datagrams leave in one `sendmmsg`;
 /// 3. serve memory queues polling cannot see (the demux's stray queue, link
 ///    memory queues, Router in memory) and work left over from step 2;
 /// 4. fire due timers (DTLS retransmission, handshake deadline, idle timeout,
