@@ -1114,6 +1114,7 @@ pub(crate) fn clone_error(e: &Error) -> Error {
             Error::PeerUnreachable(io::Error::new(io.kind(), io.to_string()))
         }
         Error::ClosedByPeer => Error::ClosedByPeer,
+        Error::PeerRestarted => Error::PeerRestarted,
         Error::Closed => Error::Closed,
         Error::NotConnected => Error::NotConnected,
         Error::VersionMismatch(s) => Error::VersionMismatch(s.clone()),

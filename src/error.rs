@@ -13,7 +13,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Converts into [`std::io::Error`] with the [`io::ErrorKind`] a `std::net`
 /// user expects: [`Error::WouldBlock`] is `WouldBlock`, the timeouts are
 /// `TimedOut`, [`Error::PeerUnreachable`] is `ConnectionRefused`,
-/// [`Error::ClosedByPeer`] is `ConnectionAborted`, configuration mistakes are
+/// [`Error::ClosedByPeer`] is `ConnectionAborted`, [`Error::PeerRestarted`] is
+/// `ConnectionReset`, configuration mistakes are
 /// `InvalidInput`, protocol failures `InvalidData`.
 ///
 /// ```
@@ -57,6 +58,12 @@ pub enum Error {
     /// The peer sent close_notify: no more data will come.
     #[error("connection closed by peer (close_notify)")]
     ClosedByPeer,
+    /// The peer started a new session from the same address and port (RFC 6347
+    /// section 4.2.8: its ClientHello passed the cookie exchange on this
+    /// connection's link): this connection is over and the listener's
+    /// `accept()` returns the new one.
+    #[error("the peer restarted: a new session from the same address replaced this one")]
+    PeerRestarted,
     /// This side closed the connection; it can no longer send.
     #[error("connection closed locally")]
     Closed,
@@ -121,6 +128,7 @@ impl Error {
             | Error::RetransmitLimit => K::TimedOut,
             Error::PeerUnreachable(_) => K::ConnectionRefused,
             Error::ClosedByPeer => K::ConnectionAborted,
+            Error::PeerRestarted => K::ConnectionReset,
             Error::Closed => K::NotConnected,
             Error::NotConnected => K::NotConnected,
             Error::VersionMismatch(_) | Error::Verification { .. } | Error::Ssl { .. } => {

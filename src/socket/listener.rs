@@ -25,16 +25,16 @@ pub const RECENT_HELLOS: usize = 4096;
 
 /// Bounded memory of admitted (peer, client random) pairs, oldest forgotten first.
 #[derive(Default)]
-struct RecentHellos {
+pub(crate) struct RecentHellos {
     set: HashSet<(SocketAddr, [u8; 32])>,
     order: VecDeque<(SocketAddr, [u8; 32])>,
 }
 
 impl RecentHellos {
-    fn contains(&self, k: &(SocketAddr, [u8; 32])) -> bool {
+    pub(crate) fn contains(&self, k: &(SocketAddr, [u8; 32])) -> bool {
         self.set.contains(k)
     }
-    fn insert(&mut self, k: (SocketAddr, [u8; 32])) {
+    pub(crate) fn insert(&mut self, k: (SocketAddr, [u8; 32])) {
         if self.set.insert(k) {
             self.order.push_back(k);
             if self.order.len() > RECENT_HELLOS {
@@ -48,6 +48,48 @@ impl RecentHellos {
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a listener shares with the connections it accepted: a restarting
+/// peer's ClientHello (RFC 6347 section 4.2.8) reaches its old connection's
+/// link, which runs it through the listener's cookie stage; the connection
+/// that replaces the old one waits here for `accept()`.
+pub(crate) struct Admission {
+    pub(crate) demux: Arc<dyn Demux>,
+    pub(crate) stage: Mutex<CookieStage>,
+    pub(crate) recent: Mutex<RecentHellos>,
+    /// New connections of restarted peers, for `accept()` (at most one per
+    /// connection that ended, so bounded by the connections the listener made).
+    pub(crate) restarted: Mutex<VecDeque<(DtlsSocket, SocketAddr)>>,
+    pub(crate) duplicate_hellos: AtomicU64,
+    pub(crate) peer_restarts: AtomicU64,
+    pub(crate) attach_failed: AtomicU64,
+}
+
+impl Admission {
+    /// A late copy of an admitted ClientHello (same peer, same client random)?
+    /// Counted when it is.
+    pub(crate) fn is_duplicate(&self, key: Option<&(SocketAddr, [u8; 32])>) -> bool {
+        let dup = key.is_some_and(|k| {
+            self.recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(k)
+        });
+        if dup {
+            self.duplicate_hellos.fetch_add(1, Ordering::Relaxed);
+        }
+        dup
+    }
+
+    pub(crate) fn remember(&self, key: Option<(SocketAddr, [u8; 32])>) {
+        if let Some(k) = key {
+            self.recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(k);
+        }
+    }
 }
 
 /// Counters of a listener.
@@ -68,6 +110,11 @@ pub struct ListenerStats {
     /// random) that arrived after that connection's link was gone: dropped
     /// instead of starting a connection nobody will finish.
     pub duplicate_hellos: u64,
+    /// Established connections replaced because their peer restarted (a
+    /// ClientHello with a valid cookie from the same address and port, RFC
+    /// 6347 section 4.2.8): the old connection's calls fail with
+    /// [`Error::PeerRestarted`], `accept()` returns the new one.
+    pub peer_restarts: u64,
 }
 
 /// A DTLS server's listening UDP port: see the [module docs](crate::socket).
@@ -79,14 +126,11 @@ pub struct ListenerStats {
 pub struct DtlsListener {
     demux: Arc<dyn Demux>,
     config: ServerConfig,
-    stage: Mutex<CookieStage>,
-    recent: Mutex<RecentHellos>,
-    duplicate_hellos: AtomicU64,
+    admission: Arc<Admission>,
     read_timeout: Mutex<Option<Duration>>,
     nonblocking: AtomicBool,
     accepted: AtomicU64,
     routed: AtomicU64,
-    attach_failed: AtomicU64,
     send_failed: AtomicU64,
 }
 
@@ -136,16 +180,21 @@ impl DtlsListener {
             }
         }
         Ok(DtlsListener {
-            stage: Mutex::new(CookieStage::new(config)?),
-            recent: Mutex::new(RecentHellos::default()),
-            duplicate_hellos: AtomicU64::new(0),
+            admission: Arc::new(Admission {
+                demux: demux.clone(),
+                stage: Mutex::new(CookieStage::new(config)?),
+                recent: Mutex::new(RecentHellos::default()),
+                restarted: Mutex::new(VecDeque::new()),
+                duplicate_hellos: AtomicU64::new(0),
+                peer_restarts: AtomicU64::new(0),
+                attach_failed: AtomicU64::new(0),
+            }),
             demux,
             config: config.clone(),
             read_timeout: Mutex::new(None),
             nonblocking: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
             routed: AtomicU64::new(0),
-            attach_failed: AtomicU64::new(0),
             send_failed: AtomicU64::new(0),
         })
     }
@@ -163,6 +212,9 @@ impl DtlsListener {
     /// - a ClientHello that fails at once (no shared version...): the alert
     ///   is sent back; `Ok(None)`. Anything else from an unknown peer is
     ///   dropped and counted; `Ok(None)`.
+    ///
+    /// A connection that replaced a restarted peer's old one (see
+    /// [`Error::PeerRestarted`]) is returned first, before any datagram is read.
     ///
     /// Blocking (the default) waits for a datagram up to the read timeout
     /// ([`Error::ReadTimeout`] when it passes); non-blocking returns
@@ -206,6 +258,18 @@ impl DtlsListener {
     fn step(&self, deadline: Option<Instant>) -> Result<Step> {
         let nonblocking = self.nonblocking.load(Ordering::Relaxed);
         loop {
+            // A restarted peer's new connection, made on its old connection's
+            // thread.
+            let replaced = self
+                .admission
+                .restarted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            if let Some((s, peer)) = replaced {
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+                return Ok(Step::Conn(Box::new(s), peer));
+            }
             let got = SCRATCH.with(|s| {
                 let mut buf = s.borrow_mut();
                 if buf.len() < MAX_DATAGRAM {
@@ -244,15 +308,13 @@ impl DtlsListener {
             if left == Some(Duration::ZERO) {
                 return Err(Error::ReadTimeout);
             }
-            if self.demux.has_buffered() {
+            if self.has_pending() {
                 continue;
             }
-            // OsNet connections may hand strays to the demux from their own
-            // threads: look again now and then.
-            let wait = match self.demux.kind() {
-                DemuxKind::OsNet => min_wait(left, Some(MEMORY_QUEUE_CHECK)),
-                DemuxKind::Router => left,
-            };
+            // Connections hand strays (OsNet) and restarted peers' new
+            // connections to the listener from their own threads: look again
+            // now and then.
+            let wait = min_wait(left, Some(MEMORY_QUEUE_CHECK));
             wait_fd(self.demux.listener().as_fd(), false, wait)?;
         }
     }
@@ -262,19 +324,12 @@ impl DtlsListener {
         // queue until its connection had ended: the stateless cookie still
         // verifies, so recognise it by its client random.
         let key = client_random(datagram).map(|r| (peer, r));
-        if let Some(k) = &key {
-            if self
-                .recent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(k)
-            {
-                self.duplicate_hellos.fetch_add(1, Ordering::Relaxed);
-                log::debug!("listener: late duplicate ClientHello from {peer} dropped");
-                return Ok(Step::Consumed);
-            }
+        let adm = &self.admission;
+        if adm.is_duplicate(key.as_ref()) {
+            log::debug!("listener: late duplicate ClientHello from {peer} dropped");
+            return Ok(Step::Consumed);
         }
-        let verdict = self
+        let verdict = adm
             .stage
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -288,18 +343,13 @@ impl DtlsListener {
                 let link = match self.demux.attach(peer) {
                     Ok(l) => l,
                     Err(e) => {
-                        self.attach_failed.fetch_add(1, Ordering::Relaxed);
+                        adm.attach_failed.fetch_add(1, Ordering::Relaxed);
                         log::debug!("listener: no link for {peer}: {e}; dropped");
                         return Ok(Step::Consumed);
                     }
                 };
-                if let Some(k) = key {
-                    self.recent
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(k);
-                }
-                let s = DtlsSocket::accepted(*conn, link, self.demux.clone())?;
+                adm.remember(key);
+                let s = DtlsSocket::accepted(*conn, link, adm, key.map(|k| k.1))?;
                 self.accepted.fetch_add(1, Ordering::Relaxed);
                 Ok(Step::Conn(Box::new(s), peer))
             }
@@ -345,6 +395,12 @@ impl DtlsListener {
     /// waiting.
     pub fn has_pending(&self) -> bool {
         self.demux.has_buffered()
+            || !self
+                .admission
+                .restarted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
     }
 
     /// The listening address.
@@ -365,12 +421,18 @@ impl DtlsListener {
     /// The counters.
     pub fn stats(&self) -> ListenerStats {
         ListenerStats {
-            cookie: self.stage.lock().unwrap_or_else(|p| p.into_inner()).stats(),
+            cookie: self
+                .admission
+                .stage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .stats(),
             accepted: self.accepted.load(Ordering::Relaxed),
             routed: self.routed.load(Ordering::Relaxed),
-            attach_failed: self.attach_failed.load(Ordering::Relaxed),
+            attach_failed: self.admission.attach_failed.load(Ordering::Relaxed),
             send_failed: self.send_failed.load(Ordering::Relaxed),
-            duplicate_hellos: self.duplicate_hellos.load(Ordering::Relaxed),
+            duplicate_hellos: self.admission.duplicate_hellos.load(Ordering::Relaxed),
+            peer_restarts: self.admission.peer_restarts.load(Ordering::Relaxed),
         }
     }
 }

@@ -72,7 +72,7 @@
 //! | `s.fileno()` | `as_raw_fd()` / `as_fd()` on [`DtlsSocket`] and [`DtlsListener`] |
 //! | `s.getsockname()`, `s.getpeername()` | `local_addr()`, `peer_addr()` |
 //! | `ssl.OPENSSL_VERSION` | [`crate::openssl_version`] |
-//! | `ssl.SSLError` (`SSL_ERROR_WANT_READ`, `socket.timeout`, ...) | [`Error`]: `WouldBlock`, `ReadTimeout`, `WriteTimeout`, `HandshakeTimeout`, `PeerUnreachable`, `ClosedByPeer`, `RetransmitLimit`, `Verification`, `VersionMismatch`; `io::Error::from(e).kind()` |
+//! | `ssl.SSLError` (`SSL_ERROR_WANT_READ`, `socket.timeout`, ...) | [`Error`]: `WouldBlock`, `ReadTimeout`, `WriteTimeout`, `HandshakeTimeout`, `PeerUnreachable`, `ClosedByPeer`, `PeerRestarted`, `RetransmitLimit`, `Verification`, `VersionMismatch`; `io::Error::from(e).kind()` |
 //! | `do_patch()`, osnet/router demux env var | [`DemuxKind`] argument of [`DtlsListener::bind`] |
 //!
 //! # Example

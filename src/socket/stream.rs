@@ -5,13 +5,16 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use dtls_demux::{Demux, DemuxKind, Link};
 
+use super::listener::Admission;
 use super::{check_timeout, min_wait, wait_fd, Transport, MEMORY_QUEUE_CHECK};
 use crate::conn::clone_error;
+use crate::record::{carries_cookie, classify, client_random, Kind};
 use crate::{
     ClientConfig, CloseReason, ConnStats, Connection, CookieStage, Error, PeerCertificate, Result,
     ServerConfig, State, Verdict,
@@ -69,6 +72,14 @@ pub struct DtlsSocket {
     /// Server side: the demux of the listener (a Router link sends through its
     /// listening socket, which is where a blocked send must wait).
     demux: Option<Arc<dyn Demux>>,
+    /// Accepted by a listener: its cookie stage, for a restarting peer.
+    admission: Option<Weak<Admission>>,
+    /// The client random of the ClientHello that opened this server
+    /// connection: a late copy of it is not a restart.
+    opening_random: Option<[u8; 32]>,
+    /// The peer restarted and a new connection took over: every call fails
+    /// with [`Error::PeerRestarted`].
+    restarted: bool,
     session: Session,
     peeked: Option<Vec<u8>>,
     read_timeout: Option<Duration>,
@@ -170,6 +181,9 @@ impl DtlsSocket {
         DtlsSocket {
             transport,
             demux,
+            admission: None,
+            opening_random: None,
+            restarted: false,
             session,
             peeked: None,
             read_timeout: None,
@@ -289,13 +303,20 @@ impl DtlsSocket {
 
     /// A server connection accepted by a listener: the cookie stage admitted
     /// the peer and `link` was attached for it.
-    pub(crate) fn accepted(conn: Connection, link: Link, demux: Arc<dyn Demux>) -> Result<Self> {
+    pub(crate) fn accepted(
+        conn: Connection,
+        link: Link,
+        admission: &Arc<Admission>,
+        opening_random: Option<[u8; 32]>,
+    ) -> Result<Self> {
         link.socket().set_nonblocking(true)?;
         let mut s = Self::new(
             Transport::Link(link),
             Session::Active(Box::new(conn)),
-            Some(demux),
+            Some(admission.demux.clone()),
         );
+        s.admission = Some(Arc::downgrade(admission));
+        s.opening_random = opening_random;
         // The server's first flight; what would block goes out with the first call.
         match s.flush(None, Op::Write, true) {
             Ok(()) | Err(Error::WouldBlock) => {}
@@ -796,6 +817,13 @@ impl DtlsSocket {
 
     fn ingest(&mut self, d: &[u8]) -> Result<()> {
         match &mut self.session {
+            Session::Active(c)
+                if self.admission.is_some()
+                    && c.is_established()
+                    && classify(d) == Kind::ClientHello =>
+            {
+                self.restart(d)
+            }
             Session::Active(c) => c.feed(d),
             Session::ServerWait { stage } => {
                 let peer = self.transport.peer_addr()?;
@@ -826,6 +854,80 @@ impl DtlsSocket {
         }
     }
 
+    /// An epoch-0 ClientHello on the link of an established server connection:
+    /// the peer may have restarted (RFC 6347 section 4.2.8). The datagram is
+    /// unauthenticated, so it goes through the listener's cookie stage: without
+    /// a valid cookie it only earns a HelloVerifyRequest and this session goes
+    /// on; with one, a new connection (on a new link) replaces this one, waits
+    /// for the listener's `accept()`, and this one fails with
+    /// [`Error::PeerRestarted`]. A late copy of this connection's own
+    /// ClientHello, or of any the listener admitted, is dropped.
+    fn restart(&mut self, d: &[u8]) -> Result<()> {
+        let Some(adm) = self.admission.as_ref().and_then(Weak::upgrade) else {
+            log::debug!("ClientHello on an established link, listener gone: dropped");
+            return Ok(());
+        };
+        let peer = self.transport.peer_addr()?;
+        let random = client_random(d);
+        let key = random.map(|r| (peer, r));
+        if (random.is_some() && random == self.opening_random) || adm.is_duplicate(key.as_ref()) {
+            log::debug!("{peer}: late copy of an admitted ClientHello dropped");
+            return Ok(());
+        }
+        let cookie = carries_cookie(d);
+        let verdict = adm
+            .stage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle(peer, d);
+        match verdict {
+            Verdict::HelloVerify(hvr) => {
+                log::debug!("{peer}: ClientHello on an established session, cookie asked");
+                if let Err(e) = self.transport.send(&hvr) {
+                    log::debug!("HelloVerifyRequest to {peer} not sent: {e}");
+                }
+                Ok(())
+            }
+            Verdict::Accept(conn) if cookie => {
+                // The old link goes (the peer's datagrams reach the new one from
+                // now on); a datagram of the old session still queued is lost.
+                adm.demux.detach(peer);
+                let link = match adm.demux.attach(peer) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        adm.attach_failed.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("{peer}: restart: no link: {e}");
+                        self.restarted = true;
+                        return Err(Error::PeerRestarted);
+                    }
+                };
+                adm.remember(key);
+                let s = DtlsSocket::accepted(*conn, link, &adm, random)?;
+                adm.restarted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back((s, peer));
+                adm.peer_restarts.fetch_add(1, Ordering::Relaxed);
+                log::debug!("{peer}: peer restarted; the new session waits for accept()");
+                self.restarted = true;
+                Err(Error::PeerRestarted)
+            }
+            Verdict::Accept(_) => {
+                // Cookies are off: nothing proves the sender owns the address.
+                log::debug!("{peer}: ClientHello without cookie on an established session dropped");
+                Ok(())
+            }
+            Verdict::Refused { alert, error } => {
+                log::debug!("{peer}: ClientHello on an established session refused: {error}");
+                if let Some(a) = alert {
+                    let _ = self.transport.send(&a);
+                }
+                Ok(())
+            }
+            Verdict::Drop(_) => Ok(()),
+        }
+    }
+
     /// The loop behind every call: flush, try `attempt`, read a datagram,
     /// wait for the descriptor or the DTLS deadline, until `attempt` gives a
     /// value, fails, or the caller's deadline passes.
@@ -835,6 +937,9 @@ impl DtlsSocket {
         deadline: Option<Instant>,
         mut attempt: impl FnMut(&mut Connection) -> Result<Option<T>>,
     ) -> Result<T> {
+        if self.restarted {
+            return Err(Error::PeerRestarted);
+        }
         self.start()?;
         let mut budget = NONBLOCKING_READ_BUDGET;
         loop {
