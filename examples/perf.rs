@@ -1305,25 +1305,14 @@ fn run_one(
     path: &mut LossPath,
 ) -> (Run, String) {
     match (suite, mode) {
-        (Suite::ReactorUdp, _) => reactor_run(None, mode, size, sessions, dur, pinning, path),
-        (Suite::ReactorOsnet, _) => reactor_run(
-            Some(DemuxKind::OsNet),
-            mode,
-            size,
-            sessions,
-            dur,
-            pinning,
-            path,
-        ),
-        (Suite::ReactorRouter, _) => reactor_run(
-            Some(DemuxKind::Router),
-            mode,
-            size,
-            sessions,
-            dur,
-            pinning,
-            path,
-        ),
+        (Suite::ReactorUdp | Suite::ReactorOsnet | Suite::ReactorRouter, _) => {
+            let kind = match suite {
+                Suite::ReactorOsnet => Some(DemuxKind::OsNet),
+                Suite::ReactorRouter => Some(DemuxKind::Router),
+                _ => None,
+            };
+            reactor_run(kind, mode, size, sessions, dur, pinning, path)
+        }
         (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning, path, false),
         (Suite::UdpBatch, Mode::Oneway) => oneway_udp(size, dur, pinning, path, true),
         // One record in flight: nothing to batch; never configured (see main).

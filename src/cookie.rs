@@ -337,6 +337,20 @@ impl CookieStage {
 
     /// Checks one datagram from `peer`, which has no connection. See [`Verdict`].
     pub fn handle(&mut self, peer: SocketAddr, datagram: &[u8]) -> Verdict {
+        let verdict = self.decide(peer, datagram);
+        // OpenSSL reports some rejections (a ClientHello whose lengths do not
+        // add up...) by returning 0 with an error on the thread's queue. Left
+        // there, it would make the next SSL call on this thread that merely
+        // wants more data look like a fatal error (`SSL_get_error` checks the
+        // queue first) and end an innocent connection: drain it.
+        let left = ErrorStack::get();
+        if !left.errors().is_empty() {
+            log::debug!("cookie stage: ClientHello from {peer}: {left}");
+        }
+        verdict
+    }
+
+    fn decide(&mut self, peer: SocketAddr, datagram: &[u8]) -> Verdict {
         if datagram.is_empty() {
             return self.drop_with(peer, DropReason::Empty);
         }

@@ -895,3 +895,50 @@ fn shrink_keeps_the_session_working() {
         Err(dtls_reactor::Error::ClosedByPeer)
     ));
 }
+
+/// The cookie stage and the connections share a thread in a reactor (and in a
+/// socket whose peer restarts). Malformed ClientHellos make OpenSSL reject them
+/// with an error on the thread's queue; the stage must drain it, or the next
+/// connection on the thread that merely has no data yet reports a fatal error
+/// (`SSL_get_error` looks at the queue first) and dies.
+#[test]
+fn rejected_hellos_leave_no_openssl_errors_behind() {
+    let scfg = server().build().unwrap();
+    let ccfg = client().build().unwrap();
+    let mut p = handshake(&scfg, &ccfg);
+    established(&p);
+    let mut stage = CookieStage::new(&scfg).unwrap();
+    let hello = Connection::client(&ccfg, None)
+        .unwrap()
+        .poll_transmit()
+        .unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut buf = [0u8; 64];
+    for i in 0..2000 {
+        let mut h = hello.clone();
+        if i % 2 == 0 {
+            h.truncate(next() as usize % h.len());
+        } else {
+            for _ in 0..3 {
+                let at = next() as usize % h.len();
+                h[at] ^= (next() as u8) | 1;
+            }
+        }
+        let _ = stage.handle(peer(), &h);
+        let r = p.server().recv(&mut buf);
+        assert!(
+            matches!(r, Ok(None)),
+            "hello {i}: the established session must see no data, not {r:?}"
+        );
+        let left = openssl::error::ErrorStack::get();
+        assert!(left.errors().is_empty(), "hello {i} left {left}");
+    }
+    echo(&mut p);
+    assert!(stage.stats().dropped > 0);
+}

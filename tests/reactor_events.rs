@@ -456,7 +456,65 @@ fn user_timers(v: Variant) {
     drop(guard);
 }
 
+/// Malformed ClientHellos sent to the listener (OpenSSL rejects some with an
+/// error on the thread's queue) must not disturb an established session served
+/// by the same reactor thread: it keeps echoing (replayed records included).
+fn malformed_hellos_spare_sessions(v: Variant) {
+    let slog = log();
+    let mut sh = Rec::new(slog.clone());
+    sh.echo = true;
+    let server = serve(v, &server_cfg(), Limits::default(), sh);
+    let addr = server.addr.unwrap();
+    let mut c = HandClient::new(addr, &client_cfg());
+    assert!(c.handshake(T));
+    let hello = {
+        let mut x = dtls_reactor::Connection::client(&client_cfg(), None).unwrap();
+        x.poll_transmit().unwrap()
+    };
+    let garbage = std::net::UdpSocket::bind(v.any_port()).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..5u8 {
+        for i in 0..200 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut h = hello.clone();
+            if i % 2 == 0 {
+                h.truncate(seed as usize % h.len());
+            } else {
+                let at = seed as usize % h.len();
+                h[at] ^= (seed >> 32) as u8 | 1;
+            }
+            let _ = garbage.send_to(&h, addr);
+        }
+        let msg = [b'x', round];
+        // The record twice: OpenSSL discards the replay and reports "no data
+        // yet", which is where a stale error would be taken for a fatal one.
+        c.conn.send(&msg).unwrap();
+        let d = c.conn.poll_transmit().unwrap();
+        c.sock.send(&d).unwrap();
+        c.sock.send(&d).unwrap();
+        let mut echoed = false;
+        for _ in 0..3 {
+            match c.recv(T) {
+                Ok(Some(d)) if d == msg => {
+                    echoed = true;
+                    break;
+                }
+                Ok(_) => c.send(&msg),
+                Err(e) => panic!("round {round}: session failed: {e}"),
+            }
+        }
+        assert!(echoed, "round {round}: no echo; events {:?}", events(&slog));
+    }
+    let st = server.handle.stats();
+    assert_eq!(st.connections, 1, "the session is still there");
+    assert!(st.cookie_dropped > 0, "{st:?}");
+    server.stop();
+}
+
 four_ways!(
+    malformed_hellos_spare_sessions,
     normal_session,
     close_from_server,
     refused_peer,
