@@ -80,11 +80,10 @@ fn closed_port_unreachable(v: Variant) {
         let s = UdpSocket::bind(v.any_port()).unwrap();
         s.local_addr().unwrap()
     };
-    let start = Instant::now();
+    // Without the ICMP error this would end in HandshakeTimeout instead.
     let r = DtlsSocket::connect(addr, &client_cfg());
     assert!(matches!(r, Err(Error::PeerUnreachable(_))), "{:?}", r.err());
     assert_eq!(io_kind(&r), ErrorKind::ConnectionRefused);
-    assert!(start.elapsed() < Duration::from_secs(3));
 
     let sock = UdpSocket::bind(v.any_port()).unwrap();
     sock.connect(addr).unwrap();
@@ -111,15 +110,15 @@ fn nonblocking_handshake(v: Variant) {
     // SAFETY: the socket outlives its registration (deleted below).
     unsafe { poller.add(&s, polling::Event::readable(1)).unwrap() };
     let mut events = polling::Events::new();
-    let start = Instant::now();
     let mut would_block = 0;
+    // Each round waits for readiness or a timer (at most 1 s): a bounded
+    // number of rounds, not a wall-clock limit, guards against a hang.
     let drive = |s: &mut DtlsSocket,
                  would_block: &mut i32,
                  events: &mut polling::Events,
                  op: &mut dyn FnMut(&mut DtlsSocket) -> dtls_reactor::Result<usize>|
      -> usize {
-        loop {
-            assert!(start.elapsed() < T, "non-blocking exchange took too long");
+        for _ in 0..1000 {
             match op(s) {
                 Ok(n) => return n,
                 Err(Error::WouldBlock) => *would_block += 1,
@@ -135,6 +134,7 @@ fn nonblocking_handshake(v: Variant) {
                 s.handle_timeout().unwrap();
             }
         }
+        panic!("the non-blocking exchange did not finish in 1,000 rounds");
     };
     drive(&mut s, &mut would_block, &mut events, &mut |s| {
         s.handshake().map(|_| 0)
@@ -172,9 +172,11 @@ fn retransmit_limit(v: Variant) {
     s.set_nonblocking(true).unwrap();
     assert!(matches!(s.handshake(), Err(Error::WouldBlock)));
     let mut resent = 0;
-    let start = Instant::now();
+    // OpenSSL gives up at its twelfth timeout; each round sleeps until the timer.
+    let mut rounds = 0;
     let err = loop {
-        assert!(start.elapsed() < T, "no retransmission limit");
+        rounds += 1;
+        assert!(rounds < 1000, "no retransmission limit");
         let wait = s.next_timeout().expect("a timer runs during the handshake");
         std::thread::sleep(wait);
         match s.handle_timeout() {
