@@ -223,23 +223,7 @@ impl RecvBatch {
 pub fn enable_gro(sock: &impl AsRawFd) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        let on: libc::c_int = 1;
-        // SAFETY: the option value is a c_int that lives across the call and its size
-        // is passed; the descriptor is valid while `sock` is borrowed.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                SOL_UDP,
-                UDP_GRO,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        crate::sys::setsockopt(sock.as_raw_fd(), SOL_UDP, UDP_GRO, &(1 as libc::c_int))
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {

@@ -11,6 +11,32 @@ use socket2::SockRef;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
+/// `setsockopt(fd, level, name, value)` for an option whose value is a plain `T`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn setsockopt<T>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` for the duration of the call and its exact size is
+    // passed, so the kernel reads only that value; the caller owns `fd` for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Attach the classic BPF program `ret #0` to the reuseport group of `sock`, so that
 /// datagrams which match no connected socket always go to index 0 of the group.
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -26,23 +52,13 @@ pub(crate) fn attach_reuseport_ret0(sock: &UdpSocket) -> io::Result<()> {
         len: filter.len() as u16,
         filter: filter.as_mut_ptr(),
     };
-    // SAFETY: `prog` points to `filter`, which outlives the call; the option length is the
-    // size of `sock_fprog`, as the kernel expects for this option. The fd is valid for the
-    // duration of the borrow of `sock`.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            (&prog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // `prog` points to `filter`, which outlives the call.
+    setsockopt(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        SO_ATTACH_REUSEPORT_CBPF,
+        &prog,
+    )
 }
 
 /// Attach a classic BPF program to the reuseport group of `sock` that picks socket index
@@ -117,22 +133,13 @@ pub(crate) fn attach_reuseport_hash(sock: &UdpSocket, n: u32) -> io::Result<()> 
         len: filter.len() as u16,
         filter: filter.as_mut_ptr(),
     };
-    // SAFETY: `prog` points to `filter`, which outlives the call; the option length is the
-    // size of `sock_fprog`, as the kernel expects. The fd is valid while `sock` is borrowed.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            (&prog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // `prog` points to `filter`, which outlives the call.
+    setsockopt(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        SO_ATTACH_REUSEPORT_CBPF,
+        &prog,
+    )
 }
 
 /// Make `dst` refer to the open file description of `src` (atomically closing what `dst`
