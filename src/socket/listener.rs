@@ -14,7 +14,7 @@ use dtls_demux::{Demux, DemuxKind};
 
 use super::{check_timeout, min_wait, wait_fd, DtlsSocket, MEMORY_QUEUE_CHECK};
 use crate::record::client_random;
-use crate::{CookieStage, CookieStats, Error, Result, ServerConfig, Verdict};
+use crate::{Connection, CookieStage, CookieStats, Error, Result, ServerConfig, Verdict};
 
 const MAX_DATAGRAM: usize = 65_536;
 /// Receive buffer the listener asks for (capped by `net.core.rmem_max`).
@@ -67,28 +67,56 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// A late copy of an admitted ClientHello (same peer, same client random)?
-    /// Counted when it is.
-    pub(crate) fn is_duplicate(&self, key: Option<&(SocketAddr, [u8; 32])>) -> bool {
+    /// The cookie stage's verdict on a ClientHello from `peer`, or `None` for a
+    /// late copy of an admitted one (same peer, same client random: the
+    /// stateless cookie would still verify), which is counted and dropped.
+    pub(crate) fn screen(&self, peer: SocketAddr, hello: &[u8]) -> Option<Verdict> {
+        let key = client_random(hello).map(|r| (peer, r));
         let dup = key.is_some_and(|k| {
             self.recent
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains(k)
+                .contains(&k)
         });
         if dup {
             self.duplicate_hellos.fetch_add(1, Ordering::Relaxed);
+            log::debug!("{peer}: late copy of an admitted ClientHello dropped");
+            return None;
         }
-        dup
+        Some(
+            self.stage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .handle(peer, hello),
+        )
     }
 
-    pub(crate) fn remember(&self, key: Option<(SocketAddr, [u8; 32])>) {
-        if let Some(k) = key {
+    /// The server socket for a ClientHello the stage admitted: attaches a link
+    /// for `peer`, remembers the hello (see [`Self::screen`]) and sends the
+    /// first flight. `None` when no link could be made (counted; the client
+    /// retries).
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        conn: Connection,
+        hello: &[u8],
+    ) -> Result<Option<DtlsSocket>> {
+        let link = match self.demux.attach(peer) {
+            Ok(l) => l,
+            Err(e) => {
+                self.attach_failed.fetch_add(1, Ordering::Relaxed);
+                log::debug!("{peer}: no link: {e}; dropped");
+                return Ok(None);
+            }
+        };
+        let random = client_random(hello);
+        if let Some(r) = random {
             self.recent
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(k);
+                .insert((peer, r));
         }
+        DtlsSocket::accepted(conn, link, self, random).map(Some)
     }
 }
 
@@ -323,36 +351,21 @@ impl DtlsListener {
         // A copy of an admitted ClientHello that waited in the socket's
         // queue until its connection had ended: the stateless cookie still
         // verifies, so recognise it by its client random.
-        let key = client_random(datagram).map(|r| (peer, r));
-        let adm = &self.admission;
-        if adm.is_duplicate(key.as_ref()) {
-            log::debug!("listener: late duplicate ClientHello from {peer} dropped");
+        let Some(verdict) = self.admission.screen(peer, datagram) else {
             return Ok(Step::Consumed);
-        }
-        let verdict = adm
-            .stage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .handle(peer, datagram);
+        };
         match verdict {
             Verdict::HelloVerify(hvr) => {
                 self.reply(&hvr, peer);
                 Ok(Step::Consumed)
             }
-            Verdict::Accept(conn) => {
-                let link = match self.demux.attach(peer) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        adm.attach_failed.fetch_add(1, Ordering::Relaxed);
-                        log::debug!("listener: no link for {peer}: {e}; dropped");
-                        return Ok(Step::Consumed);
-                    }
-                };
-                adm.remember(key);
-                let s = DtlsSocket::accepted(*conn, link, adm, key.map(|k| k.1))?;
-                self.accepted.fetch_add(1, Ordering::Relaxed);
-                Ok(Step::Conn(Box::new(s), peer))
-            }
+            Verdict::Accept(conn) => match self.admission.open(peer, *conn, datagram)? {
+                Some(s) => {
+                    self.accepted.fetch_add(1, Ordering::Relaxed);
+                    Ok(Step::Conn(Box::new(s), peer))
+                }
+                None => Ok(Step::Consumed),
+            },
             Verdict::Refused { alert, error } => {
                 log::debug!("listener: handshake with {peer} refused: {error}");
                 if let Some(a) = alert {

@@ -868,18 +868,13 @@ impl DtlsSocket {
             return Ok(());
         };
         let peer = self.transport.peer_addr()?;
-        let random = client_random(d);
-        let key = random.map(|r| (peer, r));
-        if (random.is_some() && random == self.opening_random) || adm.is_duplicate(key.as_ref()) {
-            log::debug!("{peer}: late copy of an admitted ClientHello dropped");
+        if client_random(d).is_some_and(|r| Some(r) == self.opening_random) {
+            log::debug!("{peer}: late copy of this session's ClientHello dropped");
             return Ok(());
         }
-        let cookie = carries_cookie(d);
-        let verdict = adm
-            .stage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .handle(peer, d);
+        let Some(verdict) = adm.screen(peer, d) else {
+            return Ok(());
+        };
         match verdict {
             Verdict::HelloVerify(hvr) => {
                 log::debug!("{peer}: ClientHello on an established session, cookie asked");
@@ -888,28 +883,19 @@ impl DtlsSocket {
                 }
                 Ok(())
             }
-            Verdict::Accept(conn) if cookie => {
+            Verdict::Accept(conn) if carries_cookie(d) => {
                 // The old link goes (the peer's datagrams reach the new one from
                 // now on); a datagram of the old session still queued is lost.
                 adm.demux.detach(peer);
-                let link = match adm.demux.attach(peer) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        adm.attach_failed.fetch_add(1, Ordering::Relaxed);
-                        log::debug!("{peer}: restart: no link: {e}");
-                        self.restarted = true;
-                        return Err(Error::PeerRestarted);
-                    }
-                };
-                adm.remember(key);
-                let s = DtlsSocket::accepted(*conn, link, &adm, random)?;
-                adm.restarted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_back((s, peer));
-                adm.peer_restarts.fetch_add(1, Ordering::Relaxed);
-                log::debug!("{peer}: peer restarted; the new session waits for accept()");
                 self.restarted = true;
+                if let Some(s) = adm.open(peer, *conn, d)? {
+                    adm.restarted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_back((s, peer));
+                    adm.peer_restarts.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("{peer}: peer restarted; the new session waits for accept()");
+                }
                 Err(Error::PeerRestarted)
             }
             Verdict::Accept(_) => {
