@@ -542,6 +542,51 @@ fn dtls_send(sock: &UdpSocket, conn: &mut Connection, msg: &[u8]) -> bool {
     ok
 }
 
+/// The one-way harness: `burst` runs on the sender thread (CPU 0) until `dur`
+/// has passed and returns how many records each call sent; `receive` runs on
+/// this thread (CPU 1) and returns the records of the expected size each call
+/// got, `None` once nothing more arrives (its read timeout passed).
+fn oneway(
+    dur: Duration,
+    pinning: bool,
+    path: &mut LossPath,
+    relay: Option<Relay>,
+    mut burst: impl FnMut() -> u64 + Send + 'static,
+    mut receive: impl FnMut() -> Option<u64>,
+) -> (Run, String) {
+    let (c0, c1) = cpus();
+    let sender = thread::spawn(move || {
+        let where_ = common::placement(c0, pinning);
+        let end = Instant::now() + dur;
+        let mut sent = 0u64;
+        while Instant::now() < end {
+            sent += burst();
+        }
+        (sent, where_)
+    });
+    let where_rx = common::placement(c1, pinning);
+    let start = Instant::now();
+    let mut received = 0u64;
+    let mut last = start;
+    while let Some(got) = receive() {
+        if got > 0 {
+            received += got;
+            last = Instant::now();
+        }
+    }
+    let (sent, where_tx) = sender.join().unwrap();
+    let via_relay = path.finish(relay);
+    let elapsed = (last - start).as_secs_f64().max(dur.as_secs_f64() * 0.5);
+    (
+        Run {
+            sent,
+            received,
+            elapsed,
+        },
+        format!("sender {where_tx}, receiver {where_rx}{via_relay}"),
+    )
+}
+
 /// Raw UDP one-way. `batched`: with the batching the reactor uses
 /// (`dtls_demux::batch`): the sender hands 64 datagrams per `sendmmsg` (one UDP
 /// GSO message per run), the receiver reads with `recvmmsg` and GRO on; the
@@ -566,75 +611,42 @@ fn oneway_udp(
         rx.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
     }
-    let (c0, c1) = cpus();
-    let sender = thread::spawn(move || {
-        let where_ = common::placement(c0, pinning);
-        let msg = vec![0x42u8; size];
-        let burst: Vec<&[u8]> = (0..64).map(|_| &msg[..]).collect();
-        let end = Instant::now() + dur;
-        let mut sent = 0u64;
-        while Instant::now() < end {
-            if batched {
-                match send_batch(&tx, None, &burst) {
-                    Ok(n) => sent += n as u64,
-                    Err(_) => thread::yield_now(),
-                }
-            } else {
-                for d in &burst {
-                    if tx.send(d).is_ok() {
-                        sent += 1;
-                    }
-                }
-            }
-        }
-        (sent, where_)
-    });
-    let where_rx = common::placement(c1, pinning);
-    let mut buf = vec![0u8; 65536];
-    let mut batch = RecvBatch::new(if batched { 32 } else { 1 });
-    let start = Instant::now();
-    let mut received = 0u64;
-    let mut last = start;
-    loop {
-        let got = if batched {
-            match recv_batch(&rx, &mut batch) {
-                Ok(_) => batch.iter().filter(|d| d.len() == size).count() as u64,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let mut pfd = libc::pollfd {
-                        fd: rx.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd for the duration of the call.
-                    if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
-                        break;
-                    }
+    let msg = vec![0x42u8; size];
+    let burst = move || {
+        let burst: [&[u8]; 64] = [&msg[..]; 64];
+        if batched {
+            match send_batch(&tx, None, &burst) {
+                Ok(n) => n as u64,
+                Err(_) => {
+                    thread::yield_now();
                     0
                 }
-                Err(e) => panic!("recv_batch: {e}"),
             }
         } else {
-            match rx.recv(&mut buf) {
-                Ok(n) => u64::from(n == size),
-                Err(_) => break,
-            }
-        };
-        if got > 0 {
-            received += got;
-            last = Instant::now();
+            burst.iter().filter(|d| tx.send(d).is_ok()).count() as u64
         }
-    }
-    let (sent, where_tx) = sender.join().unwrap();
-    let via_relay = path.finish(relay);
-    let elapsed = (last - start).as_secs_f64().max(dur.as_secs_f64() * 0.5);
-    (
-        Run {
-            sent,
-            received,
-            elapsed,
-        },
-        format!("sender {where_tx}, receiver {where_rx}{via_relay}"),
-    )
+    };
+    let mut buf = vec![0u8; 65536];
+    let mut batch = RecvBatch::new(if batched { 32 } else { 1 });
+    let receive = move || {
+        if !batched {
+            return rx.recv(&mut buf).ok().map(|n| u64::from(n == size));
+        }
+        match recv_batch(&rx, &mut batch) {
+            Ok(_) => Some(batch.iter().filter(|d| d.len() == size).count() as u64),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd: rx.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the duration of the call.
+                (unsafe { libc::poll(&mut pfd, 1, 200) } > 0).then_some(0)
+            }
+            Err(e) => panic!("recv_batch: {e}"),
+        }
+    };
+    oneway(dur, pinning, path, relay, burst, receive)
 }
 
 fn oneway_dtls(size: usize, dur: Duration, pinning: bool, path: &mut LossPath) -> (Run, String) {
@@ -642,49 +654,24 @@ fn oneway_dtls(size: usize, dur: Duration, pinning: bool, path: &mut LossPath) -
     ssock
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let (c0, c1) = cpus();
-    let sender = thread::spawn(move || {
-        let where_ = common::placement(c0, pinning);
-        let msg = vec![0x42u8; size];
-        let end = Instant::now() + dur;
-        let mut sent = 0u64;
-        while Instant::now() < end {
-            for _ in 0..64 {
-                if dtls_send(&csock, &mut client, &msg) {
-                    sent += 1;
-                }
-            }
-        }
-        (sent, where_)
-    });
-    let where_rx = common::placement(c1, pinning);
+    let msg = vec![0x42u8; size];
+    let burst = move || {
+        (0..64)
+            .filter(|_| dtls_send(&csock, &mut client, &msg))
+            .count() as u64
+    };
     let mut buf = vec![0u8; 65536];
     let mut plain = vec![0u8; 65536];
-    let start = Instant::now();
-    let mut received = 0u64;
-    let mut last = start;
-    while let Ok(n) = ssock.recv(&mut buf) {
-        if server.feed(&buf[..n]).is_err() {
-            break;
-        }
+    let receive = move || {
+        let n = ssock.recv(&mut buf).ok()?;
+        server.feed(&buf[..n]).ok()?;
+        let mut got = 0;
         while let Ok(Some(m)) = server.recv(&mut plain) {
-            if m == size {
-                received += 1;
-                last = Instant::now();
-            }
+            got += u64::from(m == size);
         }
-    }
-    let (sent, where_tx) = sender.join().unwrap();
-    let via_relay = path.finish(relay);
-    let elapsed = (last - start).as_secs_f64().max(dur.as_secs_f64() * 0.5);
-    (
-        Run {
-            sent,
-            received,
-            elapsed,
-        },
-        format!("sender {where_tx}, receiver {where_rx}{via_relay}"),
-    )
+        Some(got)
+    };
+    oneway(dur, pinning, path, relay, burst, receive)
 }
 
 /// Request/response over datagrams; `send`/`recv` abstract UDP vs DTLS.
