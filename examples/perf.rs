@@ -1327,7 +1327,47 @@ struct Row {
     placement: String,
 }
 
+/// Adds `run` to the row of its configuration (`key`'s), or `key` as a new row.
+fn add_run(rows: &mut Vec<Row>, key: Row, run: Run, relay: Vec<RelayStats>) {
+    let row = match rows.iter().position(|r| {
+        r.suite == key.suite
+            && r.mode == key.mode
+            && r.size == key.size
+            && r.sessions == key.sessions
+            && r.loss.to_bits() == key.loss.to_bits()
+    }) {
+        Some(i) => &mut rows[i],
+        None => {
+            rows.push(key);
+            rows.last_mut().expect("just pushed")
+        }
+    };
+    row.runs.push(run);
+    row.relay.extend(relay);
+}
+
 impl Row {
+    /// A configuration without runs yet.
+    fn new(
+        suite: Suite,
+        mode: Mode,
+        size: usize,
+        sessions: usize,
+        loss: f64,
+        placement: String,
+    ) -> Row {
+        Row {
+            suite,
+            mode,
+            size,
+            sessions,
+            loss,
+            runs: Vec::new(),
+            relay: Vec::new(),
+            placement,
+        }
+    }
+
     fn median(&self) -> f64 {
         let mut r: Vec<f64> = self.runs.iter().map(Run::rate).collect();
         r.sort_by(|a, b| a.total_cmp(b));
@@ -1360,25 +1400,8 @@ fn rows_from_csv(path: &PathBuf) -> Result<Vec<Row>, Box<dyn std::error::Error>>
             elapsed: f[7].parse()?,
         };
         let loss: f64 = f[9].trim_end_matches('%').parse()?;
-        match rows.iter_mut().find(|r| {
-            r.suite == suite
-                && r.mode == mode
-                && r.size == size
-                && r.sessions == sessions
-                && r.loss.to_bits() == loss.to_bits()
-        }) {
-            Some(r) => r.runs.push(run),
-            None => rows.push(Row {
-                suite,
-                mode,
-                size,
-                sessions,
-                loss,
-                runs: vec![run],
-                relay: Vec::new(),
-                placement: String::new(),
-            }),
-        }
+        let key = Row::new(suite, mode, size, sessions, loss, String::new());
+        add_run(&mut rows, key, run, Vec::new());
     }
     Ok(rows)
 }
@@ -1549,28 +1572,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut path = LossPath::new(loss, args.seed);
             let (run, placement) = run_one(suite, mode, size, sessions, dur, pinning, &mut path);
             let relay: Vec<RelayStats> = path.stats.into_iter().collect();
-            match rows.iter_mut().find(|r| {
-                r.suite == suite
-                    && r.mode == mode
-                    && r.size == size
-                    && r.sessions == sessions
-                    && r.loss.to_bits() == loss.to_bits()
-            }) {
-                Some(r) => {
-                    r.runs.push(run);
-                    r.relay.extend(relay);
-                }
-                None => rows.push(Row {
-                    suite,
-                    mode,
-                    size,
-                    sessions,
-                    loss,
-                    runs: vec![run],
-                    relay,
-                    placement,
-                }),
-            }
+            add_run(
+                &mut rows,
+                Row::new(suite, mode, size, sessions, loss, placement),
+                run,
+                relay,
+            );
             bar.inc(1);
         }
     }
