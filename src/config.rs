@@ -22,7 +22,7 @@ use openssl::ssl::{
 };
 use openssl::x509::X509;
 
-use crate::cookie::CookieKeys;
+use crate::cookie_keys::CookieKeys;
 use crate::error::{Error, Result};
 use crate::ffi;
 
@@ -622,14 +622,17 @@ impl ConfigBuilder<Server> {
         };
         let gen_keys = keys.clone();
         b.set_cookie_generate_cb(move |_ssl, out| {
-            let peer = crate::cookie::current_peer().ok_or_else(openssl::error::ErrorStack::get)?;
+            let peer =
+                crate::cookie_keys::current_peer().ok_or_else(openssl::error::ErrorStack::get)?;
             gen_keys.generate(peer, out)
         });
         let ver_keys = keys.clone();
-        b.set_cookie_verify_cb(move |_ssl, cookie| match crate::cookie::current_peer() {
-            Some(peer) => ver_keys.verify(peer, cookie),
-            None => false,
-        });
+        b.set_cookie_verify_cb(
+            move |_ssl, cookie| match crate::cookie_keys::current_peer() {
+                Some(peer) => ver_keys.verify(peer, cookie),
+                None => false,
+            },
+        );
         b.set_session_id_context(b"dtls-reactor")
             .map_err(|e| Error::config_ssl("session", e))?;
         let shared = self.shared(b.build());

@@ -27,6 +27,7 @@
 mod config;
 mod conn;
 mod cookie;
+mod cookie_keys;
 mod error;
 mod ffi;
 mod reactor;
@@ -38,7 +39,8 @@ pub use config::{
     DEFAULT_MTU, MIN_INITIAL_TIMEOUT, MIN_MTU,
 };
 pub use conn::{CloseReason, ConnStats, Connection, Event, PeerCertificate, Role, State};
-pub use cookie::{CookieKeys, CookieStage, CookieStats, DropReason, Verdict, COOKIE_LEN};
+pub use cookie::{CookieStage, CookieStats, DropReason, Verdict};
+pub use cookie_keys::{CookieKeys, COOKIE_LEN};
 pub use error::{Error, Result};
 pub use socket::{DtlsListener, DtlsSocket, ListenerStats, Transport, UnwrapError};
 
