@@ -20,10 +20,11 @@ use openssl::ssl::{ErrorCode, ShutdownResult, SslRef, SslStream};
 use openssl::symm::Cipher;
 use openssl::x509::{X509NameRef, X509VerifyResult, X509};
 
+use crate::admission::Slot;
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{Error, Result};
 use crate::ffi;
-use crate::record;
+use crate::record::Datagram;
 
 /// Reusable buffers kept per pipe, so steady traffic does not allocate.
 const POOL_MAX: usize = 16;
@@ -33,7 +34,8 @@ const POOL_MAX: usize = 16;
 /// One `read` by OpenSSL takes one datagram; one `write` is one datagram.
 #[derive(Debug)]
 pub struct Pipe {
-    inbound: VecDeque<Vec<u8>>,
+    /// Received datagrams with their count of application-data records.
+    inbound: VecDeque<(Vec<u8>, u32)>,
     outbound: VecDeque<Vec<u8>>,
     pool: Vec<Vec<u8>>,
     cap: usize,
@@ -69,13 +71,13 @@ impl Pipe {
     }
 
     /// Queues a received datagram; false (and counted) when the queue is full.
-    pub(crate) fn push_inbound(&mut self, d: &[u8]) -> bool {
+    pub(crate) fn push_inbound(&mut self, d: &Datagram<'_>) -> bool {
         if self.inbound.len() >= self.cap {
             self.dropped += 1;
             return false;
         }
-        let v = self.buffer(d);
-        self.inbound.push_back(v);
+        let v = self.buffer(d.bytes());
+        self.inbound.push_back((v, d.application_records() as u32));
         true
     }
 
@@ -87,7 +89,7 @@ impl Pipe {
     /// one pipe).
     pub(crate) fn reset(&mut self) {
         self.app_records_read = 0;
-        while let Some(v) = self.inbound.pop_front() {
+        while let Some((v, _)) = self.inbound.pop_front() {
             self.recycle(v);
         }
         while let Some(v) = self.outbound.pop_front() {
@@ -99,8 +101,8 @@ impl Pipe {
 impl Read for Pipe {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inbound.pop_front() {
-            Some(d) => {
-                self.app_records_read += record::frames(&d, 0).unwrap_or(0) as u64;
+            Some((d, app)) => {
+                self.app_records_read += u64::from(app);
                 let n = d.len().min(buf.len());
                 buf[..n].copy_from_slice(&d[..n]);
                 self.recycle(d);
@@ -342,6 +344,11 @@ pub struct Connection {
     /// The cipher (its address) and the smallest authentic protected record
     /// body under it, from the last datagram that needed it.
     min_protected: Option<(usize, usize)>,
+    /// A server connection's place in its front door's admission caps.
+    slot: Option<Slot>,
+    /// The client random of the ClientHello that opened a server connection:
+    /// a late copy of that datagram is not a restart.
+    hello_random: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Connection {
@@ -454,7 +461,51 @@ impl Connection {
             app_records_delivered: 0,
             discards_logged: 0,
             min_protected: None,
+            slot: None,
+            hello_random: None,
         }
+    }
+
+    /// Gives the connection its admission slot and opening client random
+    /// (the front door, on accept).
+    pub(crate) fn admitted(&mut self, slot: Slot, random: Option<[u8; 32]>) {
+        self.slot = Some(slot);
+        self.hello_random = random;
+        self.settle_slot();
+    }
+
+    /// Takes the admission slot away (a restarted peer's new connection takes
+    /// it over).
+    pub(crate) fn take_slot(&mut self) -> Option<Slot> {
+        self.slot.take()
+    }
+
+    /// Gives a slot back (the restart was refused).
+    pub(crate) fn put_slot(&mut self, slot: Slot) {
+        self.slot = Some(slot);
+        self.settle_slot();
+    }
+
+    /// A slot held by a connection the front end opened itself (a reactor's
+    /// client).
+    pub(crate) fn set_slot(&mut self, slot: Slot) {
+        self.put_slot(slot);
+    }
+
+    /// Once the handshake is over (established or failed), its handshake
+    /// slot goes back.
+    fn settle_slot(&mut self) {
+        if self.state != State::Handshaking {
+            if let Some(s) = &mut self.slot {
+                s.handshake_over();
+            }
+        }
+    }
+
+    /// The client random of the ClientHello that opened this server
+    /// connection, when it was unfragmented.
+    pub(crate) fn hello_random(&self) -> Option<[u8; 32]> {
+        self.hello_random
     }
 
     /// A client connection; its ClientHello is ready in [`Self::poll_transmit`].
@@ -474,7 +525,7 @@ impl Connection {
     }
 
     /// A server connection without the cookie exchange, started by `first`
-    /// (the peer's ClientHello). Prefer [`crate::CookieStage`], which checks
+    /// (the peer's ClientHello). Prefer [`crate::FrontDoor`], which checks
     /// the cookie first and calls this only when configured without cookies.
     ///
     /// Errors only when no session could be created; a handshake that fails
@@ -523,6 +574,7 @@ impl Connection {
             self.state = State::Closed(reason.clone());
             self.events.push_back(Event::Closed(reason));
         }
+        self.settle_slot();
         // Keep a copy for later calls; io errors are not Clone, keep their text.
         self.error = Some(clone_error(&e));
         e
@@ -549,6 +601,7 @@ impl Connection {
             Ok(()) => {
                 self.state = State::Established;
                 self.events.push_back(Event::Connected);
+                self.settle_slot();
                 if let Some((cfg, Some(key))) = &self.client {
                     if let Some(s) = self.stream.ssl().session() {
                         if let Ok(der) = s.to_der() {
@@ -584,7 +637,14 @@ impl Connection {
     /// expecting no data (a peer that lost this side's last handshake flight
     /// retransmits its own, and the answer is sent from inside `recv`).
     pub fn feed(&mut self, datagram: &[u8]) -> Result<()> {
+        self.feed_datagram(&Datagram::parse(datagram))
+    }
+
+    /// [`Self::feed`] for a datagram already parsed (the front ends parse each
+    /// datagram once, for the front door and for the connection).
+    pub fn feed_datagram(&mut self, d: &Datagram<'_>) -> Result<()> {
         self.stats.datagrams_in += 1;
+        let datagram = d.bytes();
         if datagram.is_empty() {
             self.stats.dropped += 1;
             log::debug!("connection {:?}: dropped an empty datagram", self.peer);
@@ -594,12 +654,11 @@ impl Connection {
             self.stats.dropped += 1;
             return Ok(());
         }
-        let min = if record::has_protected(datagram) {
-            self.min_protected_body()
-        } else {
-            0
+        let short = match d.min_protected_body() {
+            Some(body) => body < self.min_protected_body(),
+            None => false,
         };
-        if record::frames(datagram, min).is_none() {
+        if !d.is_whole() || short {
             self.stats.dropped += 1;
             log::debug!(
                 "connection {:?}: dropped a datagram that is not whole DTLS records ({} bytes)",
@@ -608,7 +667,7 @@ impl Connection {
             );
             return Ok(());
         }
-        if !self.stream.get_mut().push_inbound(datagram) {
+        if !self.stream.get_mut().push_inbound(d) {
             self.stats.dropped += 1;
             log::debug!(
                 "connection {:?}: receive queue full, datagram dropped",
@@ -894,6 +953,7 @@ impl Connection {
             self.state = State::Closed(CloseReason::Local);
             self.events.push_back(Event::Closed(CloseReason::Local));
         }
+        self.settle_slot();
     }
 
     /// Whether this side queued its close_notify.
@@ -1115,6 +1175,7 @@ pub(crate) fn clone_error(e: &Error) -> Error {
         }
         Error::ClosedByPeer => Error::ClosedByPeer,
         Error::PeerRestarted => Error::PeerRestarted,
+        Error::Limit(r) => Error::Limit(*r),
         Error::Closed => Error::Closed,
         Error::NotConnected => Error::NotConnected,
         Error::VersionMismatch(s) => Error::VersionMismatch(s.clone()),

@@ -99,6 +99,10 @@ pub enum Error {
         #[source]
         stack: Option<ErrorStack>,
     },
+    /// A cap of the server's [`crate::Admission`] (or a reactor's
+    /// connections) stood in the way: the connection was not made.
+    #[error("connection not made: {0}")]
+    Limit(crate::DropReason),
     /// An operating-system error from a socket.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -134,6 +138,7 @@ impl Error {
             Error::VersionMismatch(_) | Error::Verification { .. } | Error::Ssl { .. } => {
                 K::InvalidData
             }
+            Error::Limit(_) => K::Other,
             Error::Io(e) => e.kind(),
         }
     }

@@ -4,8 +4,10 @@
 //! - [`ClientConfig`] / [`ServerConfig`]: validated settings ([`ConfigBuilder`]).
 //! - [`Connection`]: one sans-IO DTLS session: feed datagrams, drain the ones
 //!   it wants sent, honour its deadline.
-//! - [`CookieStage`]: the stateless HelloVerifyRequest exchange that admits a
-//!   peer before any per-peer state exists.
+//! - [`FrontDoor`]: every decision about a datagram that could start a
+//!   session (the stateless HelloVerifyRequest exchange, late copies of
+//!   hellos, the caps of an [`Admission`], peer restarts), made once for
+//!   every front end; [`Datagram`]: a datagram's records, parsed once.
 //! - [`Error`]: one error type, convertible to `std::io::Error`.
 //!
 //! Sockets in the shape of `std::net` ([`socket`] module):
@@ -24,12 +26,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod admission;
 mod config;
 mod conn;
 mod cookie;
 mod cookie_keys;
 mod error;
 mod ffi;
+mod front_door;
 mod reactor;
 mod record;
 pub mod socket;
@@ -39,7 +43,9 @@ pub use config::{
     DEFAULT_MTU, MIN_INITIAL_TIMEOUT, MIN_MTU,
 };
 pub use conn::{CloseReason, ConnStats, Connection, Event, PeerCertificate, Role, State};
-pub use cookie::{CookieStage, CookieStats, DropReason, Verdict};
+pub use admission::{Admission, AdmissionLimits, AdmissionStats, DropReason};
+pub use front_door::{Admit, FrontDoor, Incoming, Refusal, RECENT_HELLOS};
+pub use record::Datagram;
 pub use cookie_keys::{CookieKeys, COOKIE_LEN};
 pub use error::{Error, Result};
 pub use socket::{DtlsListener, DtlsSocket, ListenerStats, Transport, UnwrapError};

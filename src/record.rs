@@ -1,4 +1,6 @@
-//! Just enough DTLS record parsing to sort datagrams before OpenSSL sees them.
+//! Just enough DTLS record parsing to sort datagrams before OpenSSL sees them,
+//! done once per datagram: [`Datagram::parse`] walks the record headers and
+//! keeps what the front door and a connection need to know.
 
 /// DTLS record header length: type, version, epoch, sequence number, length.
 pub(crate) const RECORD_HEADER: usize = 13;
@@ -24,54 +26,125 @@ const TYPES: std::ops::RangeInclusive<u8> = 20..=23;
 /// Application data content type.
 pub(crate) const CONTENT_APPLICATION_DATA: u8 = 23;
 
-/// Checks that `d` is a sequence of whole DTLS records (known content type,
-/// DTLS version, length inside the datagram, and for protected records,
-/// epoch above 0, a body of at least `min_protected` bytes) and returns how
-/// many of them are application data; `None` when the framing is broken.
-/// Nothing beyond `d` is trusted.
-pub(crate) fn frames(d: &[u8], min_protected: usize) -> Option<usize> {
-    let mut rest = d;
-    let mut app = 0;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        if rest.len() < RECORD_HEADER || !TYPES.contains(&rest[0]) || rest[1] != 0xfe {
-            return None;
-        }
-        let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
-        let end = RECORD_HEADER.checked_add(len)?;
-        if end > rest.len() {
-            return None;
-        }
-        let epoch = u16::from_be_bytes([rest[3], rest[4]]);
-        if epoch > 0 && len < min_protected {
-            return None;
-        }
-        if rest[0] == CONTENT_APPLICATION_DATA {
-            app += 1;
-        }
-        rest = &rest[end..];
-    }
-    Some(app)
+/// A received datagram with its record headers checked, once.
+///
+/// Nothing beyond the datagram is trusted: every length is checked against
+/// what arrived. The view says whether the datagram is a sequence of whole
+/// DTLS records (known content type, DTLS version, each length inside the
+/// datagram), how many of them are application data, the shortest protected
+/// (epoch above 0) record body, and what its first record is: a ClientHello
+/// (with its client random, and whether it carries a cookie, when the hello
+/// is not fragmented) or not.
+///
+/// ```
+/// use dtls_reactor::Datagram;
+/// let d = Datagram::parse(&[23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 2, 9, 9]);
+/// assert!(d.is_whole());
+/// assert_eq!(d.application_records(), 1);
+/// assert!(!d.is_client_hello());
+/// assert!(!Datagram::parse(b"garbage").is_whole());
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    bytes: &'a [u8],
+    whole: bool,
+    app: u32,
+    min_protected: Option<usize>,
+    first: Kind,
+    random: Option<[u8; 32]>,
+    cookie: bool,
 }
 
-/// Whether any record in `d` (walked as far as its framing holds) is
-/// protected (epoch above 0).
-pub(crate) fn has_protected(d: &[u8]) -> bool {
-    let mut rest = d;
-    while rest.len() >= RECORD_HEADER {
-        if u16::from_be_bytes([rest[3], rest[4]]) > 0 {
-            return true;
+impl<'a> Datagram<'a> {
+    /// Walks the record headers of `bytes`.
+    pub fn parse(bytes: &'a [u8]) -> Self {
+        let mut d = Datagram {
+            bytes,
+            whole: !bytes.is_empty(),
+            app: 0,
+            min_protected: None,
+            first: Kind::Other,
+            random: None,
+            cookie: false,
+        };
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if rest.len() < RECORD_HEADER || !TYPES.contains(&rest[0]) || rest[1] != 0xfe {
+                d.whole = false;
+                break;
+            }
+            let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+            let end = RECORD_HEADER + len;
+            if end > rest.len() {
+                d.whole = false;
+                break;
+            }
+            if u16::from_be_bytes([rest[3], rest[4]]) > 0 {
+                d.min_protected = Some(d.min_protected.map_or(len, |m: usize| m.min(len)));
+            }
+            if rest[0] == CONTENT_APPLICATION_DATA {
+                d.app += 1;
+            }
+            rest = &rest[end..];
         }
-        let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
-        rest = rest.get(RECORD_HEADER + len..).unwrap_or(&[]);
+        d.first = classify(bytes);
+        if d.first == Kind::ClientHello {
+            d.random = client_random(bytes);
+            d.cookie = carries_cookie(bytes);
+        }
+        d
     }
-    false
+
+    /// The datagram's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// True when the datagram is one or more whole DTLS records.
+    pub fn is_whole(&self) -> bool {
+        self.whole
+    }
+
+    /// How many application-data records it holds (0 unless whole).
+    pub fn application_records(&self) -> usize {
+        if self.whole {
+            self.app as usize
+        } else {
+            0
+        }
+    }
+
+    /// The shortest body of a protected (epoch above 0) record, among the
+    /// records read before the framing broke; `None` when there is none.
+    pub fn min_protected_body(&self) -> Option<usize> {
+        self.min_protected
+    }
+
+    /// True when the first record is an epoch-0 handshake record holding (a
+    /// fragment of) a ClientHello.
+    pub fn is_client_hello(&self) -> bool {
+        self.first == Kind::ClientHello
+    }
+
+    /// The first record's kind.
+    pub(crate) fn kind(&self) -> Kind {
+        self.first
+    }
+
+    /// The client random of an unfragmented ClientHello.
+    pub fn client_random(&self) -> Option<[u8; 32]> {
+        self.random
+    }
+
+    /// True when the datagram starts with an unfragmented ClientHello whose
+    /// cookie is not empty.
+    pub fn carries_cookie(&self) -> bool {
+        self.cookie
+    }
 }
 
 /// Classifies the first record of `d` without trusting any length beyond `d`.
-pub(crate) fn classify(d: &[u8]) -> Kind {
+fn classify(d: &[u8]) -> Kind {
     if d.len() < RECORD_HEADER + HANDSHAKE_HEADER {
         return Kind::Other;
     }
@@ -91,15 +164,15 @@ pub(crate) fn classify(d: &[u8]) -> Kind {
     }
 }
 
-/// True when `d` starts with an epoch-0 ClientHello that is not fragmented.
+/// True when `d`, whose first record is an epoch-0 ClientHello, holds it
+/// unfragmented.
 fn whole_client_hello(d: &[u8]) -> bool {
-    classify(d) == Kind::ClientHello
-        && d.get(RECORD_HEADER + 6..RECORD_HEADER + 9) == Some(&[0, 0, 0][..])
+    d.get(RECORD_HEADER + 6..RECORD_HEADER + 9) == Some(&[0, 0, 0][..])
 }
 
-/// The client random of `d` when it starts with an unfragmented epoch-0
-/// ClientHello whose record holds one. Reads nothing beyond `d`.
-pub(crate) fn client_random(d: &[u8]) -> Option<[u8; 32]> {
+/// The client random of `d`, which starts with an epoch-0 ClientHello, when
+/// the hello is unfragmented and its record holds one.
+fn client_random(d: &[u8]) -> Option<[u8; 32]> {
     if !whole_client_hello(d) {
         return None;
     }
@@ -112,9 +185,9 @@ pub(crate) fn client_random(d: &[u8]) -> Option<[u8; 32]> {
     d.get(at..at + 32)?.try_into().ok()
 }
 
-/// True when `d` starts with an unfragmented epoch-0 ClientHello whose cookie
-/// is not empty. Reads nothing beyond `d`.
-pub(crate) fn carries_cookie(d: &[u8]) -> bool {
+/// True when `d`, which starts with an epoch-0 ClientHello, holds it
+/// unfragmented with a cookie that is not empty.
+fn carries_cookie(d: &[u8]) -> bool {
     if !whole_client_hello(d) {
         return false;
     }
@@ -137,58 +210,97 @@ mod tests {
         d
     }
 
+    fn kind(d: &[u8]) -> Kind {
+        Datagram::parse(d).kind()
+    }
+
     #[test]
     fn sorts_records() {
-        assert_eq!(classify(&hello()), Kind::ClientHello);
+        assert_eq!(kind(&hello()), Kind::ClientHello);
         let mut other = hello();
         other[RECORD_HEADER] = 2;
-        assert_eq!(classify(&other), Kind::OtherHandshake);
+        assert_eq!(kind(&other), Kind::OtherHandshake);
         let mut appdata = hello();
         appdata[0] = 23;
-        assert_eq!(classify(&appdata), Kind::Other);
+        assert_eq!(kind(&appdata), Kind::Other);
         let mut epoch1 = hello();
         epoch1[4] = 1;
-        assert_eq!(classify(&epoch1), Kind::Other);
+        assert_eq!(kind(&epoch1), Kind::Other);
         let mut long = hello();
         long[12] = 200;
-        assert_eq!(classify(&long), Kind::Other, "length past the datagram");
+        assert_eq!(kind(&long), Kind::Other, "length past the datagram");
         for n in 0..hello().len() {
-            assert_eq!(classify(&hello()[..n]), Kind::Other, "truncated to {n}");
+            assert_eq!(kind(&hello()[..n]), Kind::Other, "truncated to {n}");
         }
     }
 
     #[test]
-    fn frames_counts_whole_records() {
-        assert_eq!(frames(&hello(), 0), Some(0));
+    fn counts_whole_records() {
+        let one = hello();
+        let h = Datagram::parse(&one);
+        assert!(h.is_whole());
+        assert_eq!(h.application_records(), 0);
+        assert_eq!(h.min_protected_body(), None, "epoch 0 is not protected");
         let mut two = hello();
         let mut app = vec![23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 3, 9, 9, 9];
         two.append(&mut app.clone());
-        assert_eq!(frames(&two, 0), Some(1));
-        assert_eq!(frames(&two, 3), Some(1));
-        assert_eq!(frames(&two, 4), None, "protected body too short");
-        assert_eq!(frames(&hello(), 100), Some(0), "epoch 0 is not protected");
-        assert!(has_protected(&two) && !has_protected(&hello()));
-        assert_eq!(frames(&[], 0), None);
+        let t = Datagram::parse(&two);
+        assert!(t.is_whole());
+        assert_eq!(t.application_records(), 1);
+        assert_eq!(t.min_protected_body(), Some(3));
+        assert!(t.is_client_hello(), "the first record decides");
+        assert!(!Datagram::parse(&[]).is_whole());
         for n in 1..two.len() {
             if n != hello().len() {
-                assert_eq!(frames(&two[..n], 0), None, "cut at {n}");
+                let cut = Datagram::parse(&two[..n]);
+                assert!(!cut.is_whole(), "cut at {n}");
+                assert_eq!(cut.application_records(), 0, "cut at {n}");
             }
         }
         app[0] = 24;
-        assert_eq!(frames(&app, 0), None, "unknown content type");
+        assert!(!Datagram::parse(&app).is_whole(), "unknown content type");
         app[0] = 23;
         app[1] = 0x03;
-        assert_eq!(frames(&app, 0), None, "TLS version");
+        assert!(!Datagram::parse(&app).is_whole(), "TLS version");
+    }
+
+    #[test]
+    fn hello_facts() {
+        // A ClientHello body: version, random, session id (0), cookie (2 bytes).
+        let mut body = vec![0xfe, 0xfd];
+        body.extend_from_slice(&[7; 32]);
+        body.extend_from_slice(&[0, 2, 0xaa, 0xbb]);
+        let n = body.len() as u8;
+        let mut d = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12 + n];
+        d.extend_from_slice(&[1, 0, 0, n, 0, 0, 0, 0, 0, 0, 0, n]);
+        d.extend_from_slice(&body);
+        let v = Datagram::parse(&d);
+        assert!(v.is_client_hello() && v.carries_cookie());
+        assert_eq!(v.client_random(), Some([7; 32]));
+        // Fragmented: neither random nor cookie is trusted.
+        let mut frag = d.clone();
+        frag[RECORD_HEADER + 8] = 1;
+        let f = Datagram::parse(&frag);
+        assert!(f.is_client_hello() && !f.carries_cookie());
+        assert_eq!(f.client_random(), None);
+        // Empty cookie.
+        let mut plain = d.clone();
+        plain[RECORD_HEADER + HANDSHAKE_HEADER + 2 + 32 + 1] = 0;
+        assert!(!Datagram::parse(&plain).carries_cookie());
+        for cut in 0..d.len() {
+            let c = Datagram::parse(&d[..cut]);
+            assert!(!c.carries_cookie() && c.client_random().is_none(), "cut at {cut}");
+        }
     }
 
     proptest! {
         #[test]
         fn never_panics(d in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = classify(&d);
-            if let Some(app) = frames(&d, 0) {
-                prop_assert!(app * RECORD_HEADER <= d.len());
+            let v = Datagram::parse(&d);
+            prop_assert!(v.application_records() * RECORD_HEADER <= d.len());
+            if v.carries_cookie() || v.client_random().is_some() {
+                prop_assert!(v.is_client_hello());
             }
-            let _ = has_protected(&d);
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::record::{carries_cookie, client_random};
+use crate::record::Datagram;
 use crossbeam_channel::{Receiver, TryRecvError};
 use dtls_demux::batch::{self, RecvBatch};
 use dtls_demux::{Demux, Incoming, Link, Route};
@@ -19,7 +19,8 @@ use slab::Slab;
 
 use crate::config::{ClientConfig, ServerConfig};
 use crate::conn::{CloseReason, Connection, Event, PeerCertificate, Role};
-use crate::cookie::{CookieStage, Verdict};
+use crate::admission::Count;
+use crate::{Admission, AdmissionLimits, Admit, FrontDoor, Refusal};
 use crate::error::{Error, Result};
 
 mod handle;
@@ -208,10 +209,24 @@ macro_rules! stats {
         #[derive(Debug, Default)]
         pub(crate) struct SharedStats {
             $($f: AtomicU64,)*
+            /// The caps and admission counters of the reactor's front doors.
+            admission: Admission,
         }
         impl SharedStats {
             pub(crate) fn snapshot(&self) -> ReactorStats {
-                ReactorStats { $($f: self.$f.load(Ordering::Relaxed),)* }
+                let mut s = ReactorStats { $($f: self.$f.load(Ordering::Relaxed),)* };
+                // What the front doors decided, counted where it was decided.
+                let a = self.admission.stats();
+                s.handshakes = a.handshakes;
+                s.peak_handshakes = a.peak_handshakes;
+                s.hello_verify = a.hello_verify;
+                s.cookie_dropped = a.dropped - a.limit_connections - a.limit_handshakes;
+                s.handshake_refused = a.refused;
+                s.peer_restarts = a.peer_restarts;
+                s.handler_refused = a.policy_refused;
+                s.limit_connections = a.limit_connections;
+                s.limit_handshakes = a.limit_handshakes;
+                s
             }
         }
     };
@@ -236,7 +251,8 @@ stats! {
     closed,
     /// HelloVerifyRequests sent.
     hello_verify,
-    /// Datagrams from unknown peers the cookie stage dropped.
+    /// Datagrams the front doors dropped (not ClientHellos, rejected by
+    /// OpenSSL, late copies of admitted hellos...), caps aside.
     cookie_dropped,
     /// Handshakes the cookie stage refused on the ClientHello (alert sent).
     handshake_refused,
@@ -245,9 +261,10 @@ stats! {
     peer_restarts,
     /// Peers the handler refused in `on_accept`.
     handler_refused,
-    /// Peers dropped because `max_connections` was reached.
+    /// ClientHellos with a cookie dropped because `max_connections` was
+    /// reached (before any OpenSSL work).
     limit_connections,
-    /// Peers dropped because `max_handshakes` was reached.
+    /// ClientHellos with a cookie dropped because `max_handshakes` was reached.
     limit_handshakes,
     /// Connections closed by a handshake deadline.
     handshake_timeouts,
@@ -287,12 +304,10 @@ impl SharedStats {
     fn add(f: &AtomicU64, n: u64) {
         f.fetch_add(n, Ordering::Relaxed);
     }
-    fn gauge(&self, conns: usize, hs: usize) {
+    fn gauge(&self, conns: usize) {
         self.connections.store(conns as u64, Ordering::Relaxed);
-        self.handshakes.store(hs as u64, Ordering::Relaxed);
         self.peak_connections
             .fetch_max(conns as u64, Ordering::Relaxed);
-        self.peak_handshakes.fetch_max(hs as u64, Ordering::Relaxed);
     }
 }
 
@@ -391,8 +406,6 @@ struct Entry {
     gen: u64,
     peer: SocketAddr,
     listener: Option<usize>,
-    /// Counted in the half-open gauge.
-    half_open: bool,
     blocked: bool,
     /// In `Inner::unflushed`.
     unflushed: bool,
@@ -407,15 +420,12 @@ struct Entry {
     idle_armed: Option<(Instant, u64)>,
     /// The quiet check; `None` after a shrink until the next datagram.
     shrink_armed: Option<(Instant, u64)>,
-    /// Client random of the ClientHello that created a server connection: a
-    /// late duplicate of that datagram is not a restart.
-    hello_random: Option<[u8; 32]>,
 }
 
 struct Listener {
     demux: Arc<dyn Demux>,
     /// `None` for a plain UDP listener.
-    stage: Option<CookieStage>,
+    door: Option<FrontDoor>,
     peers: HashMap<SocketAddr, usize>,
     pending: bool,
 }
@@ -429,7 +439,6 @@ struct Inner {
     user_timers: HashMap<u64, (Instant, u64, u64)>,
     next_timer: u64,
     next_gen: u64,
-    half_open: usize,
     ready: VecDeque<usize>,
     dirty: VecDeque<usize>,
     blocked: Vec<usize>,
@@ -579,7 +588,7 @@ impl Inner {
     }
 
     fn gauge(&self) {
-        self.stats.gauge(self.conns.len(), self.half_open);
+        self.stats.gauge(self.conns.len());
     }
 
     fn send(&mut self, id: ConnId, data: &[u8]) -> Result<()> {
@@ -691,6 +700,18 @@ impl Inner {
         }
     }
 
+    /// Sends a front door's reply to a peer that has no connection (through
+    /// the listener).
+    fn send_to(&mut self, demux: &Arc<dyn Demux>, d: &[u8], peer: SocketAddr) {
+        match demux.send_to(d, peer) {
+            Ok(_) => SharedStats::inc(&self.stats.datagrams_out),
+            Err(e) => {
+                SharedStats::inc(&self.stats.send_errors);
+                log::debug!("reactor: reply to {peer} failed: {e}");
+            }
+        }
+    }
+
     fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
         self.next_timer += 1;
         let id = self.next_timer;
@@ -728,14 +749,12 @@ impl Inner {
         io.enable_gro();
         self.next_gen += 1;
         let gen = self.next_gen;
-        let half_open = listener.is_some() && conn.is_handshaking();
         entry.insert(Entry {
             conn,
             io,
             gen,
             peer,
             listener,
-            half_open,
             blocked: false,
             unflushed: false,
             queued: false,
@@ -746,11 +765,7 @@ impl Inner {
             hs_armed: None,
             idle_armed: None,
             shrink_armed: None,
-            hello_random: None,
         });
-        if half_open {
-            self.half_open += 1;
-        }
         if let Some(d) = self.limits.handshake_timeout {
             let at = Instant::now() + d;
             let seq = self.timers.insert(at, Timer::Handshake { key, gen });
@@ -766,13 +781,10 @@ impl Inner {
 
     /// A client session to `addr`: DTLS with a configuration, plain UDP without.
     fn connect_with(&mut self, addr: SocketAddr, config: Option<&ClientConfig>) -> Result<ConnId> {
-        if self.conns.len() >= self.limits.max_connections {
-            SharedStats::inc(&self.stats.limit_connections);
-            log::debug!("reactor: connect to {addr} refused: max_connections reached");
-            return Err(Error::Io(io::Error::other(
-                "reactor: max_connections reached",
-            )));
-        }
+        let slot = self.stats.admission.client_slot().map_err(|cap| {
+            log::debug!("reactor: connect to {addr} refused: {cap}");
+            Error::Limit(cap)
+        })?;
         let local: SocketAddr = if addr.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
@@ -781,8 +793,12 @@ impl Inner {
         let sock = mio::net::UdpSocket::bind(local)?;
         sock.connect(addr)?;
         let conn = match config {
-            Some(c) => Session::Dtls(Box::new(Connection::client(c, None)?)),
-            None => Session::Plain(Box::new(Plain::new(Role::Client))),
+            Some(c) => {
+                let mut conn = Connection::client(c, None)?;
+                conn.set_slot(slot);
+                Session::Dtls(Box::new(conn))
+            }
+            None => Session::Plain(Box::new(Plain::new(Role::Client, slot))),
         };
         let id = self.insert(conn, Io::Socket(sock), addr, None)?;
         SharedStats::inc(&self.stats.connects);
@@ -857,17 +873,7 @@ impl Inner {
         *slot(e) = Some((at, seq));
     }
 
-    fn leave_half_open(&mut self, key: usize) {
-        if let Some(e) = self.conns.get_mut(key) {
-            if e.half_open {
-                e.half_open = false;
-                self.half_open -= 1;
-            }
-        }
-    }
-
     fn remove(&mut self, key: usize) {
-        self.leave_half_open(key);
         let Some(mut e) = self.conns.try_remove(key) else {
             return;
         };
@@ -909,14 +915,6 @@ impl Inner {
         self.gauge();
         // Dropping the entry drops the link: the demux detaches the peer.
     }
-}
-
-/// The listener of `e` when `d` may announce a restart of its peer (RFC 6347
-/// section 4.2.8): an epoch-0 ClientHello on an established DTLS server connection.
-fn restart_candidate(e: &Entry, d: &[u8]) -> Option<usize> {
-    let li = e.listener?;
-    let established = e.conn.as_dtls().is_some_and(|c| c.is_established());
-    (established && crate::record::classify(d) == crate::record::Kind::ClientHello).then_some(li)
 }
 
 /// A single-threaded mio reactor serving many DTLS peers.
@@ -1010,7 +1008,15 @@ impl<H: Handler> Reactor<H> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
-        let stats = Arc::new(SharedStats::default());
+        let admission = Admission::new(
+            AdmissionLimits::default()
+                .max_connections(limits.max_connections)
+                .max_handshakes(limits.max_handshakes),
+        );
+        let stats = Arc::new(SharedStats {
+            admission,
+            ..SharedStats::default()
+        });
         let handle = ReactorHandle {
             tx,
             waker,
@@ -1025,7 +1031,6 @@ impl<H: Handler> Reactor<H> {
                 user_timers: HashMap::new(),
                 next_timer: 0,
                 next_gen: 0,
-                half_open: 0,
                 ready: VecDeque::new(),
                 dirty: VecDeque::new(),
                 blocked: Vec::new(),
@@ -1050,8 +1055,27 @@ impl<H: Handler> Reactor<H> {
     /// Serves DTLS on `demux`'s listener with `config` (the listener is made
     /// non-blocking and registered).
     pub fn listen(&mut self, demux: Arc<dyn Demux>, config: &ServerConfig) -> Result<ListenerId> {
-        let stage = CookieStage::new(config)?;
-        self.add_listener(demux, Some(stage))
+        let door = FrontDoor::new(config, &self.inner.stats.admission)?;
+        self.add_listener(demux, Some(door))
+    }
+
+    /// Gives DTLS listener `listener` a new configuration for every handshake
+    /// from now on (a new certificate, new settings) without a restart;
+    /// established connections keep theirs. `InvalidInput` for a plain or
+    /// unknown listener.
+    pub fn set_listener_config(&mut self, listener: ListenerId, config: &ServerConfig) -> Result<()> {
+        match self
+            .inner
+            .listeners
+            .get_mut(listener.0)
+            .and_then(|l| l.door.as_mut())
+        {
+            Some(door) => door.set_config(config),
+            None => Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a DTLS listener of this reactor",
+            ))),
+        }
     }
 
     /// Serves plain UDP (no DTLS) on `demux`'s listener: every datagram from a
@@ -1073,7 +1097,7 @@ impl<H: Handler> Reactor<H> {
     fn add_listener(
         &mut self,
         demux: Arc<dyn Demux>,
-        stage: Option<CookieStage>,
+        door: Option<FrontDoor>,
     ) -> Result<ListenerId> {
         demux.listener().set_nonblocking(true)?;
         let want = self.inner.limits.listener_recv_buffer;
@@ -1081,7 +1105,7 @@ impl<H: Handler> Reactor<H> {
             let sock = socket2::SockRef::from(demux.listener());
             if sock.recv_buffer_size().map_or(true, |have| have < want) {
                 if let Err(e) = sock.set_recv_buffer_size(want) {
-                    log::debug!("reactor: SO_RCVBUF {want} on the listener: {e}");
+                    log::warn!("reactor: SO_RCVBUF {want} on the listener: {e}");
                 }
             }
         }
@@ -1094,7 +1118,7 @@ impl<H: Handler> Reactor<H> {
         )?;
         self.inner.listeners.push(Listener {
             demux,
-            stage,
+            door,
             peers: HashMap::new(),
             // Datagrams may already wait: drain once at the first turn.
             pending: true,
@@ -1373,82 +1397,96 @@ impl<H: Handler> Reactor<H> {
         l.pending = exhausted || l.demux.has_buffered();
     }
 
+    /// A datagram from a peer without a connection on listener `li`: the
+    /// front door decides; an incoming peer is put to the handler
+    /// ([`Handler::on_accept`]) before its handshake starts.
     fn unknown(&mut self, li: usize, demux: &Arc<dyn Demux>, peer: SocketAddr, data: &[u8]) {
-        let stats = self.inner.stats.clone();
-        let Some(stage) = self.inner.listeners[li].stage.as_mut() else {
-            // Plain UDP: the first datagram opens the session and is its first data.
-            let conn = Session::Plain(Box::new(Plain::new(Role::Server)));
-            if let Some(key) = self.admit(li, demux, peer, conn) {
-                if let Some(e) = self.inner.conns.get_mut(key) {
-                    let _ = e.conn.feed(data);
-                }
-                self.pump(key);
-            }
+        let Some(door) = self.inner.listeners[li].door.as_mut() else {
+            self.unknown_plain(li, demux, peer, data);
             return;
         };
-        let verdict = stage.handle(peer, data);
-        // At a cap, a ClientHello that carries a cookie would be dropped after the cookie
-        // stage built its connection (and signed the server's first flight): drop it now.
-        // A wrong cookie would only earn a new HelloVerifyRequest, which it does not need.
-        if self.at_cap().is_some() && carries_cookie(data) {
-            self.admit_refused_at_cap(peer);
+        let incoming = match door.handle(peer, &Datagram::parse(data)) {
+            Admit::Reply(r) => {
+                self.inner.send_to(demux, &r, peer);
+                return;
+            }
+            Admit::Drop(_) => return,
+            Admit::Incoming(i) => i,
+        };
+        if !self.ask_accept(peer, li) {
+            if let Some(door) = self.inner.listeners[li].door.as_mut() {
+                door.refuse(incoming);
+            }
             return;
         }
-        match verdict {
-            Verdict::HelloVerify(hvr) => {
-                SharedStats::inc(&stats.hello_verify);
-                if let Err(e) = demux.send_to(&hvr, peer) {
-                    SharedStats::inc(&stats.send_errors);
-                    log::debug!("reactor: HelloVerifyRequest to {peer} failed: {e}");
-                } else {
-                    SharedStats::inc(&stats.datagrams_out);
-                }
+        let Some(door) = self.inner.listeners[li].door.as_mut() else {
+            return;
+        };
+        match door.accept(incoming) {
+            Ok(conn) => {
+                self.open(li, demux, peer, Session::Dtls(Box::new(conn)));
             }
-            Verdict::Accept(conn) => {
-                if let Some(key) = self.admit(li, demux, peer, Session::Dtls(conn)) {
-                    if let Some(e) = self.inner.conns.get_mut(key) {
-                        e.hello_random = client_random(data);
-                    }
-                }
-            }
-            Verdict::Refused { alert, error } => {
-                SharedStats::inc(&stats.handshake_refused);
-                if let Some(a) = alert {
-                    let _ = demux.send_to(&a, peer);
-                }
-                let (h, mut ctx) = self.ctx_handler();
-                h.on_error(&mut ctx, None, &error);
-            }
-            Verdict::Drop(_) => SharedStats::inc(&stats.cookie_dropped),
+            Err(refusal) => self.refused(refusal, |inner, a| inner.send_to(demux, a, peer)),
         }
     }
 
-    fn admit(
+    /// Plain UDP: the first datagram opens the session (within the caps, if
+    /// the handler accepts) and is its first data.
+    fn unknown_plain(&mut self, li: usize, demux: &Arc<dyn Demux>, peer: SocketAddr, data: &[u8]) {
+        let admission = self.inner.stats.admission.clone();
+        let slot = match admission.take(false) {
+            Ok(s) => s,
+            Err(cap) => {
+                admission.dropped(cap);
+                log::debug!("reactor: {peer} dropped: {cap}");
+                return;
+            }
+        };
+        if !self.ask_accept(peer, li) {
+            admission.count(Count::PolicyRefused);
+            return;
+        }
+        let conn = Session::Plain(Box::new(Plain::new(Role::Server, slot)));
+        if let Some(key) = self.open(li, demux, peer, conn) {
+            if let Some(e) = self.inner.conns.get_mut(key) {
+                let _ = e.conn.feed(data);
+            }
+            self.pump(key);
+        }
+    }
+
+    /// Asks the handler whether to take `peer` on listener `li`.
+    fn ask_accept(&mut self, peer: SocketAddr, li: usize) -> bool {
+        let (h, mut ctx) = self.ctx_handler();
+        let yes = h.on_accept(&mut ctx, peer, ListenerId(li));
+        if !yes {
+            log::debug!("reactor: {peer} refused by the handler");
+        }
+        yes
+    }
+
+    /// The front door could not start a handshake: the alert goes out through
+    /// `send`, the handler hears why (unless a cap filled, which is counted).
+    fn refused(&mut self, r: Refusal, send: impl FnOnce(&mut Inner, &[u8])) {
+        if let Some(a) = &r.alert {
+            send(&mut self.inner, a);
+        }
+        if !matches!(r.error, Error::Limit(_)) {
+            let (h, mut ctx) = self.ctx_handler();
+            h.on_error(&mut ctx, None, &r.error);
+        }
+    }
+
+    /// A new server session of listener `li` for `peer`: attaches its link,
+    /// registers it and sends what it has queued (the first flight).
+    fn open(
         &mut self,
         li: usize,
         demux: &Arc<dyn Demux>,
         peer: SocketAddr,
-        mut conn: Session,
+        conn: Session,
     ) -> Option<usize> {
         let stats = self.inner.stats.clone();
-        if self.at_cap().is_some() {
-            self.admit_refused_at_cap(peer);
-            return None;
-        }
-        let accept = {
-            let (h, mut ctx) = self.ctx_handler();
-            h.on_accept(&mut ctx, peer, ListenerId(li))
-        };
-        if !accept {
-            SharedStats::inc(&stats.handler_refused);
-            log::debug!("reactor: {peer} refused by the handler");
-            conn.close();
-            while let Some(d) = conn.peek_transmit() {
-                let _ = demux.send_to(d, peer);
-                conn.pop_transmit();
-            }
-            return None;
-        }
         let link = match demux.attach(peer) {
             Ok(l) => l,
             Err(e) => {
@@ -1482,96 +1520,67 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// An epoch-0 ClientHello arrived on the link of the established server
-    /// connection `key` of listener `li`: the peer may have restarted (RFC 6347
-    /// section 4.2.8). The datagram is unauthenticated, so the session stays as
-    /// it is unless the cookie stage accepts the hello (a valid cookie: the
-    /// sender receives at the peer's address); then a new connection replaces it.
-    fn restart(&mut self, key: usize, li: usize, data: &[u8]) {
-        let stats = self.inner.stats.clone();
-        let Some(e) = self.inner.conns.get(key) else {
+    /// connection `key` of listener `li`: the front door decides (RFC 6347
+    /// section 4.2.8). Unless it lets a restarted peer in and the handler
+    /// accepts it, the session stays as it is.
+    fn restart(&mut self, key: usize, li: usize, d: &Datagram<'_>) {
+        let inner = &mut self.inner;
+        let (Some(door), Some(e)) = (
+            inner.listeners[li].door.as_mut(),
+            inner.conns.get_mut(key),
+        ) else {
+            return;
+        };
+        let Some(old) = e.conn.as_dtls() else {
             return;
         };
         let peer = e.peer;
-        let random = client_random(data);
-        if random.is_some() && random == e.hello_random {
-            SharedStats::inc(&stats.cookie_dropped);
-            log::debug!("reactor: {peer}: late copy of the session's own ClientHello dropped");
+        let incoming = match door.handle_established(old, d) {
+            Admit::Reply(r) => {
+                inner.send_raw(key, &r);
+                return;
+            }
+            Admit::Drop(_) => return,
+            Admit::Incoming(i) => i,
+        };
+        if !self.ask_accept(peer, li) {
+            if let Some(door) = self.inner.listeners[li].door.as_mut() {
+                door.refuse(incoming);
+            }
             return;
         }
-        let cookie = carries_cookie(data);
-        if cookie && self.inner.half_open >= self.inner.limits.max_handshakes {
-            SharedStats::inc(&stats.limit_handshakes);
-            log::debug!("reactor: {peer}: restart dropped: max_handshakes reached");
-            return;
-        }
-        let Some(stage) = self.inner.listeners[li].stage.as_mut() else {
+        let inner = &mut self.inner;
+        let (Some(door), Some(e)) = (
+            inner.listeners[li].door.as_mut(),
+            inner.conns.get_mut(key),
+        ) else {
             return;
         };
-        match stage.handle(peer, data) {
-            Verdict::HelloVerify(hvr) => {
-                SharedStats::inc(&stats.hello_verify);
-                log::debug!("reactor: {peer}: ClientHello on an established session, cookie asked");
-                self.inner.send_raw(key, &hvr);
-            }
-            Verdict::Accept(conn) if cookie => self.replace(key, li, conn, random),
-            Verdict::Accept(_) => {
-                // Cookies are off (`ServerConfig::require_cookie(false)`): nothing proves
-                // the sender owns the address, so the session is kept.
-                SharedStats::inc(&stats.cookie_dropped);
-                log::debug!(
-                    "reactor: {peer}: ClientHello without cookie on an established session dropped"
-                );
-            }
-            Verdict::Refused { alert, error } => {
-                SharedStats::inc(&stats.handshake_refused);
-                if let Some(a) = alert {
-                    self.inner.send_raw(key, &a);
-                }
-                let (h, mut ctx) = self.ctx_handler();
-                h.on_error(&mut ctx, None, &error);
-            }
-            Verdict::Drop(_) => SharedStats::inc(&stats.cookie_dropped),
+        let Some(old) = e.conn.as_dtls_mut() else {
+            return;
+        };
+        match door.accept_restart(incoming, old) {
+            Ok(conn) => self.replace(key, conn),
+            Err(refusal) => self.refused(refusal, |inner, a| inner.send_raw(key, a)),
         }
     }
 
-    /// The restarted peer of server connection `key` passed the cookie: if the
-    /// handler accepts it, the old connection ends (`on_close` with
-    /// [`CloseCause::PeerRestarted`], no close_notify) and `conn` takes over its
-    /// slab entry and link under a new id.
-    fn replace(
-        &mut self,
-        key: usize,
-        li: usize,
-        mut conn: Box<Connection>,
-        random: Option<[u8; 32]>,
-    ) {
+    /// The restarted peer of server connection `key` was accepted: the old
+    /// connection ends (`on_close` with [`CloseCause::PeerRestarted`], no
+    /// close_notify) and `conn` takes over its slab entry and link under a
+    /// new id.
+    fn replace(&mut self, key: usize, conn: Connection) {
         let stats = self.inner.stats.clone();
-        let Some(peer) = self.inner.conns.get(key).map(|e| e.peer) else {
-            return;
-        };
-        let accept = {
-            let (h, mut ctx) = self.ctx_handler();
-            h.on_accept(&mut ctx, peer, ListenerId(li))
-        };
-        if !accept {
-            SharedStats::inc(&stats.handler_refused);
-            log::debug!("reactor: restarted {peer} refused by the handler");
-            conn.close();
-            while let Some(d) = conn.poll_transmit() {
-                self.inner.send_raw(key, &d);
-            }
-            return;
-        }
         let Some(e) = self.inner.conns.get_mut(key) else {
             return;
         };
         if e.closed {
             return;
         }
+        let peer = e.peer;
         let old = ConnId { key, gen: e.gen };
         e.closed = true;
         log::debug!("reactor: {peer} {old} closed: the peer restarted");
-        self.inner.leave_half_open(key);
         {
             let (h, mut ctx) = self.ctx_handler();
             h.on_close(&mut ctx, old, &CloseCause::PeerRestarted);
@@ -1594,15 +1603,10 @@ impl<H: Handler> Reactor<H> {
         inner.next_gen += 1;
         let gen = inner.next_gen;
         e.gen = gen;
-        e.conn = Session::Dtls(conn);
+        e.conn = Session::Dtls(Box::new(conn));
         e.closed = false;
         e.forced = None;
         e.last_rx = Instant::now();
-        e.hello_random = random;
-        e.half_open = e.conn.is_handshaking();
-        if e.half_open {
-            inner.half_open += 1;
-        }
         if let Some(d) = inner.limits.handshake_timeout {
             let at = Instant::now() + d;
             let seq = inner.timers.insert(at, Timer::Handshake { key, gen });
@@ -1610,38 +1614,10 @@ impl<H: Handler> Reactor<H> {
         }
         SharedStats::inc(&stats.closed);
         SharedStats::inc(&stats.accepted);
-        SharedStats::inc(&stats.peer_restarts);
         inner.gauge();
         log::debug!("reactor: {peer} restarted as {}", ConnId { key, gen });
         // The server's first flight.
         inner.flush(key);
-    }
-
-    /// Which cap a new server connection would exceed: (is it max_connections, the cap).
-    fn at_cap(&self) -> Option<(bool, usize)> {
-        let limits = self.inner.limits;
-        if self.inner.conns.len() >= limits.max_connections {
-            Some((true, limits.max_connections))
-        } else if self.inner.half_open >= limits.max_handshakes {
-            Some((false, limits.max_handshakes))
-        } else {
-            None
-        }
-    }
-
-    /// Counts and logs a peer dropped at a cap.
-    fn admit_refused_at_cap(&self, peer: SocketAddr) {
-        match self.at_cap() {
-            Some((true, cap)) => {
-                SharedStats::inc(&self.inner.stats.limit_connections);
-                log::debug!("reactor: {peer} dropped: max_connections ({cap}) reached");
-            }
-            Some((false, cap)) => {
-                SharedStats::inc(&self.inner.stats.limit_handshakes);
-                log::debug!("reactor: {peer} dropped: max_handshakes ({cap}) reached");
-            }
-            None => {}
-        }
     }
 
     /// Reads a connection's socket (and memory queue) up to the budget, a batch
@@ -1684,10 +1660,14 @@ impl<H: Handler> Reactor<H> {
                             exhausted = false;
                             break 'read;
                         }
-                        if let Some(li) = restart_candidate(e, d) {
-                            // Not fed to the established session (OpenSSL would discard
-                            // an epoch-0 record anyway) and not counted as life of it.
-                            self.restart(key, li, d);
+                        let view = e.conn.as_dtls().map(|c| {
+                            let v = Datagram::parse(d);
+                            (FrontDoor::wants(c, &v), v)
+                        });
+                        if let (Some((true, v)), Some(li)) = (&view, e.listener) {
+                            // The front door's (the peer may have restarted): not fed
+                            // to the established session and not counted as life of it.
+                            self.restart(key, li, v);
                             continue;
                         }
                         e.last_rx = Instant::now();
@@ -1699,7 +1679,10 @@ impl<H: Handler> Reactor<H> {
                         let Some(e) = self.inner.conns.get_mut(key) else {
                             break 'read;
                         };
-                        let _ = e.conn.feed(d);
+                        let _ = match (&mut e.conn, &view) {
+                            (Session::Dtls(c), Some((_, v))) => c.feed_datagram(v),
+                            (other, _) => other.feed(d),
+                        };
                         self.deliver(key);
                     }
                     self.inner.flush(key);
@@ -1798,7 +1781,6 @@ impl<H: Handler> Reactor<H> {
             let id = ConnId { key, gen: e.gen };
             match ev {
                 Event::Connected => {
-                    self.inner.leave_half_open(key);
                     self.inner.gauge();
                     SharedStats::inc(&self.inner.stats.connected);
                     if let Some((at, seq)) = self.inner.conns[key].hs_armed.take() {
@@ -1830,7 +1812,6 @@ impl<H: Handler> Reactor<H> {
         e.closed = true;
         let id = ConnId { key, gen: e.gen };
         log::debug!("reactor: {} {id} closed: {cause:?}", e.peer);
-        self.inner.leave_half_open(key);
         let (h, mut ctx) = self.ctx_handler();
         h.on_close(&mut ctx, id, &cause);
         self.inner.dirty.push_back(key);
@@ -2018,52 +1999,5 @@ impl<H: Handler> Reactor<H> {
         self.inner.blocked.clear();
         self.inner.stopped = true;
         log::debug!("reactor: stopped");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::record::{carries_cookie, client_random};
-    use crate::{ClientConfig, CookieStage, ServerConfig, Verdict};
-
-    #[test]
-    fn cookie_detection() {
-        let server = ServerConfig::builder()
-            .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
-            .private_key_pem(include_bytes!("../../tests/certs/server.key"))
-            .build()
-            .unwrap();
-        let client = ClientConfig::builder()
-            .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
-            .server_name("localhost")
-            .build()
-            .unwrap();
-        let mut stage = CookieStage::new(&server).unwrap();
-        let mut c = crate::Connection::client(&client, None).unwrap();
-        let peer = "127.0.0.1:4000".parse().unwrap();
-        let hello = c.poll_transmit().unwrap();
-        assert!(!carries_cookie(&hello));
-        let Verdict::HelloVerify(hvr) = stage.handle(peer, &hello) else {
-            panic!("no HelloVerifyRequest")
-        };
-        assert!(!carries_cookie(&hvr));
-        c.feed(&hvr).unwrap();
-        let hello2 = c.poll_transmit().unwrap();
-        assert!(carries_cookie(&hello2));
-        // The cookie retry keeps the client random; another client has its own.
-        assert!(client_random(&hello).is_some());
-        assert_eq!(client_random(&hello), client_random(&hello2));
-        let mut other = crate::Connection::client(&client, None).unwrap();
-        assert_ne!(
-            client_random(&other.poll_transmit().unwrap()),
-            client_random(&hello)
-        );
-        assert_eq!(client_random(&hvr), None);
-        for cut in 0..hello2.len() {
-            // Truncations never panic (they may or may not parse).
-            let _ = carries_cookie(&hello2[..cut]);
-            let _ = client_random(&hello2[..cut]);
-        }
-        assert!(!carries_cookie(&[]));
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use crate::admission::Slot;
 use crate::conn::{CloseReason, Connection, Event, Role};
 use crate::error::{Error, Result};
 
@@ -18,17 +19,20 @@ pub(crate) struct Plain {
     outbound: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     closed: bool,
+    /// Its place under the reactor's connection cap.
+    _slot: Slot,
 }
 
 impl Plain {
     /// A session that is connected at once (no handshake).
-    pub(crate) fn new(role: Role) -> Self {
+    pub(crate) fn new(role: Role, slot: Slot) -> Self {
         Plain {
             role,
             inbound: VecDeque::new(),
             outbound: VecDeque::new(),
             events: VecDeque::from([Event::Connected]),
             closed: false,
+            _slot: slot,
         }
     }
 }
@@ -56,6 +60,13 @@ impl Session {
         }
     }
 
+    pub(crate) fn as_dtls_mut(&mut self) -> Option<&mut Connection> {
+        match self {
+            Session::Dtls(c) => Some(c),
+            Session::Plain(_) => None,
+        }
+    }
+
     pub(crate) fn feed(&mut self, d: &[u8]) -> Result<()> {
         match self {
             Session::Dtls(c) => c.feed(d),
@@ -70,14 +81,6 @@ impl Session {
         }
     }
 
-    pub(crate) fn peek_transmit(&self) -> Option<&[u8]> {
-        match self {
-            Session::Dtls(c) => c.peek_transmit(),
-            Session::Plain(p) => p.outbound.front().map(Vec::as_slice),
-        }
-    }
-
-    /// Fills `out` with the queued datagrams, oldest first; how many.
     pub(crate) fn transmits<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
         match self {
             Session::Dtls(c) => fill(out, c.transmits()),

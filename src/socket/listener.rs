@@ -1,7 +1,7 @@
 //! `DtlsListener`: a UDP port that admits DTLS connections.
 
 use std::cell::RefCell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -13,94 +13,78 @@ use std::time::{Duration, Instant};
 use dtls_demux::{Demux, DemuxKind};
 
 use super::{check_timeout, min_wait, wait_fd, DtlsSocket, MEMORY_QUEUE_CHECK};
-use crate::record::client_random;
-use crate::{Connection, CookieStage, CookieStats, Error, Result, ServerConfig, Verdict};
+use crate::{
+    Admission, AdmissionStats, Admit, Connection, Datagram, Error, FrontDoor, Refusal, Result,
+    ServerConfig,
+};
 
 const MAX_DATAGRAM: usize = 65_536;
 /// Receive buffer the listener asks for (capped by `net.core.rmem_max`).
 pub const LISTENER_RCVBUF: usize = 4 << 20;
-/// How many admitted ClientHellos (peer and client random) a listener
-/// remembers to recognise late duplicates.
-pub const RECENT_HELLOS: usize = 4096;
-
-/// Bounded memory of admitted (peer, client random) pairs, oldest forgotten first.
-#[derive(Default)]
-pub(crate) struct RecentHellos {
-    set: HashSet<(SocketAddr, [u8; 32])>,
-    order: VecDeque<(SocketAddr, [u8; 32])>,
-}
-
-impl RecentHellos {
-    pub(crate) fn contains(&self, k: &(SocketAddr, [u8; 32])) -> bool {
-        self.set.contains(k)
-    }
-    pub(crate) fn insert(&mut self, k: (SocketAddr, [u8; 32])) {
-        if self.set.insert(k) {
-            self.order.push_back(k);
-            if self.order.len() > RECENT_HELLOS {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-}
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// What a listener shares with the connections it accepted: a restarting
-/// peer's ClientHello (RFC 6347 section 4.2.8) reaches its old connection's
-/// link, which runs it through the listener's cookie stage; the connection
-/// that replaces the old one waits here for `accept()`.
-pub(crate) struct Admission {
+/// What a listener shares with the connections it accepted: its front door
+/// (a restarting peer's ClientHello reaches its old connection's link, whose
+/// owner brings it to the door) and the queue where a restarted peer's new
+/// connection waits for `accept()`.
+pub(crate) struct Shared {
     pub(crate) demux: Arc<dyn Demux>,
-    pub(crate) stage: Mutex<CookieStage>,
-    pub(crate) recent: Mutex<RecentHellos>,
+    pub(crate) door: Mutex<FrontDoor>,
     /// New connections of restarted peers, for `accept()` (at most one per
     /// connection that ended, so bounded by the connections the listener made).
     pub(crate) restarted: Mutex<VecDeque<(DtlsSocket, SocketAddr)>>,
-    pub(crate) duplicate_hellos: AtomicU64,
-    pub(crate) peer_restarts: AtomicU64,
     pub(crate) attach_failed: AtomicU64,
 }
 
-impl Admission {
-    /// The cookie stage's verdict on a ClientHello from `peer`, or `None` for a
-    /// late copy of an admitted one (same peer, same client random: the
-    /// stateless cookie would still verify), which is counted and dropped.
-    pub(crate) fn screen(&self, peer: SocketAddr, hello: &[u8]) -> Option<Verdict> {
-        let key = client_random(hello).map(|r| (peer, r));
-        let dup = key.is_some_and(|k| {
-            self.recent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&k)
-        });
-        if dup {
-            self.duplicate_hellos.fetch_add(1, Ordering::Relaxed);
-            log::debug!("{peer}: late copy of an admitted ClientHello dropped");
-            return None;
-        }
-        Some(
-            self.stage
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .handle(peer, hello),
-        )
-    }
+/// What the socket API made of a datagram for the front door: it has no
+/// policy of its own, so an incoming peer is accepted at once.
+pub(crate) enum Opened {
+    /// Send this back (HelloVerifyRequest).
+    Reply(Vec<u8>),
+    /// Dropped (the door counted it).
+    Dropped,
+    /// A new server connection, first flight queued.
+    Conn(Box<Connection>),
+    /// The hello was refused: the alert to send, and why.
+    Refused(Option<Vec<u8>>, Error),
+}
 
-    /// The server socket for a ClientHello the stage admitted: attaches a link
-    /// for `peer`, remembers the hello (see [`Self::screen`]) and sends the
-    /// first flight. `None` when no link could be made (counted; the client
-    /// retries).
-    pub(crate) fn open(
-        self: &Arc<Self>,
-        peer: SocketAddr,
-        conn: Connection,
-        hello: &[u8],
-    ) -> Result<Option<DtlsSocket>> {
+/// Runs `d` from `peer` through `door` and accepts what it lets in: from an
+/// unknown peer, or (`old`) on the link of an established connection whose
+/// peer may have restarted.
+pub(crate) fn open_now(
+    door: &mut FrontDoor,
+    peer: SocketAddr,
+    d: &Datagram<'_>,
+    old: Option<&mut Connection>,
+) -> Opened {
+    let (admit, old) = match old {
+        Some(c) => (door.handle_established(c, d), Some(c)),
+        None => (door.handle(peer, d), None),
+    };
+    let incoming = match admit {
+        Admit::Reply(r) => return Opened::Reply(r),
+        Admit::Drop(_) => return Opened::Dropped,
+        Admit::Incoming(i) => i,
+    };
+    let accepted = match old {
+        Some(c) => door.accept_restart(incoming, c),
+        None => door.accept(incoming),
+    };
+    match accepted {
+        Ok(c) => Opened::Conn(Box::new(c)),
+        Err(Refusal { alert, error }) => Opened::Refused(alert, error),
+    }
+}
+
+impl Shared {
+    /// The server socket for a connection the door admitted: attaches a link
+    /// for `peer` and sends the first flight. `None` when no link could be
+    /// made (counted; the client retries).
+    pub(crate) fn open(self: &Arc<Self>, peer: SocketAddr, conn: Connection) -> Result<Option<DtlsSocket>> {
         let link = match self.demux.attach(peer) {
             Ok(l) => l,
             Err(e) => {
@@ -109,22 +93,17 @@ impl Admission {
                 return Ok(None);
             }
         };
-        let random = client_random(hello);
-        if let Some(r) = random {
-            self.recent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((peer, r));
-        }
-        DtlsSocket::accepted(conn, link, self, random).map(Some)
+        DtlsSocket::accepted(conn, link, self).map(Some)
     }
 }
 
 /// Counters of a listener.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenerStats {
-    /// The cookie stage's counters (HelloVerifyRequests, accepted, refused, dropped).
-    pub cookie: CookieStats,
+    /// The front door's counters and gauges (HelloVerifyRequests, accepted,
+    /// refused, dropped, late copies of hellos, caps, peer restarts).
+    pub admission: AdmissionStats,
     /// Connections handed out by `accept()`.
     pub accepted: u64,
     /// Datagrams `accept()` routed to an existing connection.
@@ -134,15 +113,6 @@ pub struct ListenerStats {
     pub attach_failed: u64,
     /// Replies (HelloVerifyRequest, alert) that could not be sent.
     pub send_failed: u64,
-    /// Late duplicates of an admitted ClientHello (same peer, same client
-    /// random) that arrived after that connection's link was gone: dropped
-    /// instead of starting a connection nobody will finish.
-    pub duplicate_hellos: u64,
-    /// Established connections replaced because their peer restarted (a
-    /// ClientHello with a valid cookie from the same address and port, RFC
-    /// 6347 section 4.2.8): the old connection's calls fail with
-    /// [`Error::PeerRestarted`], `accept()` returns the new one.
-    pub peer_restarts: u64,
 }
 
 /// A DTLS server's listening UDP port: see the [module docs](crate::socket).
@@ -153,8 +123,7 @@ pub struct ListenerStats {
 /// accept thread and others.
 pub struct DtlsListener {
     demux: Arc<dyn Demux>,
-    config: ServerConfig,
-    admission: Arc<Admission>,
+    shared: Arc<Shared>,
     read_timeout: Mutex<Option<Duration>>,
     nonblocking: AtomicBool,
     accepted: AtomicU64,
@@ -195,8 +164,24 @@ impl DtlsListener {
     }
 
     /// Serves connections over a demux made by hand (e.g. with options).
-    /// The listener makes its socket non-blocking; leave it so.
+    /// The listener makes its socket non-blocking; leave it so. The caps are
+    /// [`AdmissionLimits`](crate::AdmissionLimits)'s defaults.
     pub fn with_demux(demux: Arc<dyn Demux>, config: &ServerConfig) -> Result<DtlsListener> {
+        Self::with_admission(demux, config, &Admission::default())
+    }
+
+    /// [`Self::with_demux`] with the caps and counters of `admission`
+    /// (several listeners may share one): at
+    /// [`max_handshakes`](crate::AdmissionLimits::max_handshakes) accepted
+    /// sockets whose handshake has not finished, or
+    /// [`max_connections`](crate::AdmissionLimits::max_connections) sockets
+    /// not yet dropped, a ClientHello with a cookie is dropped before OpenSSL
+    /// sees it (the client retries).
+    pub fn with_admission(
+        demux: Arc<dyn Demux>,
+        config: &ServerConfig,
+        admission: &Admission,
+    ) -> Result<DtlsListener> {
         demux.listener().set_nonblocking(true)?;
         // Every new peer's handshake (and with Router all traffic) arrives
         // here: a larger buffer rides out bursts (the kernel caps it at
@@ -204,21 +189,17 @@ impl DtlsListener {
         let sock = socket2::SockRef::from(demux.listener());
         if sock.recv_buffer_size().is_ok_and(|n| n < LISTENER_RCVBUF) {
             if let Err(e) = sock.set_recv_buffer_size(LISTENER_RCVBUF) {
-                log::debug!("listener: SO_RCVBUF not raised: {e}");
+                log::warn!("listener: SO_RCVBUF not raised to {LISTENER_RCVBUF}: {e}");
             }
         }
         Ok(DtlsListener {
-            admission: Arc::new(Admission {
+            shared: Arc::new(Shared {
                 demux: demux.clone(),
-                stage: Mutex::new(CookieStage::new(config)?),
-                recent: Mutex::new(RecentHellos::default()),
+                door: Mutex::new(FrontDoor::new(config, admission)?),
                 restarted: Mutex::new(VecDeque::new()),
-                duplicate_hellos: AtomicU64::new(0),
-                peer_restarts: AtomicU64::new(0),
                 attach_failed: AtomicU64::new(0),
             }),
             demux,
-            config: config.clone(),
             read_timeout: Mutex::new(None),
             nonblocking: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
@@ -258,7 +239,7 @@ impl DtlsListener {
     ///
     /// A copy of an admitted ClientHello that arrives after its connection
     /// ended (same peer, same client random) is dropped
-    /// ([`ListenerStats::duplicate_hellos`]).
+    /// ([`AdmissionStats::duplicate_hellos`]).
     pub fn accept(&self) -> Result<Option<(DtlsSocket, SocketAddr)>> {
         let deadline = self.deadline();
         match self.step(deadline)? {
@@ -289,7 +270,7 @@ impl DtlsListener {
             // A restarted peer's new connection, made on its old connection's
             // thread.
             let replaced = self
-                .admission
+                .shared
                 .restarted
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -348,33 +329,27 @@ impl DtlsListener {
     }
 
     fn admit(&self, peer: SocketAddr, datagram: &[u8]) -> Result<Step> {
-        // A copy of an admitted ClientHello that waited in the socket's
-        // queue until its connection had ended: the stateless cookie still
-        // verifies, so recognise it by its client random.
-        let Some(verdict) = self.admission.screen(peer, datagram) else {
-            return Ok(Step::Consumed);
+        let d = Datagram::parse(datagram);
+        let opened = {
+            let mut door = self.shared.door.lock().unwrap_or_else(|p| p.into_inner());
+            open_now(&mut door, peer, &d, None)
         };
-        match verdict {
-            Verdict::HelloVerify(hvr) => {
-                self.reply(&hvr, peer);
-                Ok(Step::Consumed)
-            }
-            Verdict::Accept(conn) => match self.admission.open(peer, *conn, datagram)? {
-                Some(s) => {
-                    self.accepted.fetch_add(1, Ordering::Relaxed);
-                    Ok(Step::Conn(Box::new(s), peer))
-                }
-                None => Ok(Step::Consumed),
-            },
-            Verdict::Refused { alert, error } => {
-                log::debug!("listener: handshake with {peer} refused: {error}");
+        match opened {
+            Opened::Reply(r) => self.reply(&r, peer),
+            Opened::Dropped => {}
+            Opened::Refused(alert, _) => {
                 if let Some(a) = alert {
                     self.reply(&a, peer);
                 }
-                Ok(Step::Consumed)
             }
-            Verdict::Drop(_) => Ok(Step::Consumed),
+            Opened::Conn(conn) => {
+                if let Some(s) = self.shared.open(peer, *conn)? {
+                    self.accepted.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Step::Conn(Box::new(s), peer));
+                }
+            }
         }
+        Ok(Step::Consumed)
     }
 
     fn reply(&self, d: &[u8], peer: SocketAddr) {
@@ -409,7 +384,7 @@ impl DtlsListener {
     pub fn has_pending(&self) -> bool {
         self.demux.has_buffered()
             || !self
-                .admission
+                .shared
                 .restarted
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -426,26 +401,31 @@ impl DtlsListener {
         &self.demux
     }
 
-    /// The server configuration.
-    pub fn config(&self) -> &ServerConfig {
-        &self.config
+    /// The server configuration the next handshakes get.
+    pub fn config(&self) -> ServerConfig {
+        self.door().config().clone()
+    }
+
+    /// Takes `config` for every handshake from now on (a new certificate,
+    /// new settings) without a restart; connections already accepted keep
+    /// theirs. Cookies issued before verify only if both configurations share
+    /// their [`crate::CookieKeys`].
+    pub fn set_config(&self, config: &ServerConfig) -> Result<()> {
+        self.door().set_config(config)
+    }
+
+    fn door(&self) -> std::sync::MutexGuard<'_, FrontDoor> {
+        self.shared.door.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The counters.
     pub fn stats(&self) -> ListenerStats {
         ListenerStats {
-            cookie: self
-                .admission
-                .stage
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .stats(),
+            admission: self.door().admission().stats(),
             accepted: self.accepted.load(Ordering::Relaxed),
             routed: self.routed.load(Ordering::Relaxed),
-            attach_failed: self.admission.attach_failed.load(Ordering::Relaxed),
+            attach_failed: self.shared.attach_failed.load(Ordering::Relaxed),
             send_failed: self.send_failed.load(Ordering::Relaxed),
-            duplicate_hellos: self.admission.duplicate_hellos.load(Ordering::Relaxed),
-            peer_restarts: self.admission.peer_restarts.load(Ordering::Relaxed),
         }
     }
 }

@@ -130,10 +130,11 @@ use dtls_demux::Link;
 #[allow(unused_imports)] // for the docs above
 use crate::{ClientConfig, DemuxKind, Error, ServerConfig};
 
+mod drive;
 mod listener;
 mod stream;
 
-pub use listener::{DtlsListener, Incoming, ListenerStats, LISTENER_RCVBUF, RECENT_HELLOS};
+pub use listener::{DtlsListener, Incoming, ListenerStats, LISTENER_RCVBUF};
 pub use stream::{DtlsSocket, UnwrapError, DEFAULT_SHUTDOWN_WAIT};
 
 /// How often a blocking call on a server-side connection, or a blocking

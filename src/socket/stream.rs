@@ -5,23 +5,21 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use dtls_demux::{Demux, DemuxKind, Link};
+use dtls_demux::{Demux, Link};
 
-use super::listener::Admission;
-use super::{check_timeout, min_wait, wait_fd, Transport, MEMORY_QUEUE_CHECK};
+use super::listener::Shared;
+use super::{check_timeout, Transport};
 use crate::conn::clone_error;
-use crate::record::{carries_cookie, classify, client_random, Kind};
 use crate::{
-    ClientConfig, CloseReason, ConnStats, Connection, CookieStage, Error, PeerCertificate, Result,
-    ServerConfig, State, Verdict,
+    Admission, ClientConfig, CloseReason, ConnStats, Connection, Error, FrontDoor,
+    PeerCertificate, Result, ServerConfig, State,
 };
 
 /// Largest UDP payload: the receive scratch buffer's size.
-const MAX_DATAGRAM: usize = 65_536;
+pub(super) const MAX_DATAGRAM: usize = 65_536;
 /// How long [`DtlsSocket::shutdown`] waits for the peer's close_notify when no
 /// read timeout is set.
 pub const DEFAULT_SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
@@ -30,28 +28,28 @@ pub const DEFAULT_SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 const SHUTDOWN_DRAIN_MAX: usize = 1024;
 /// Datagrams one non-blocking call reads at most before it returns
 /// `WouldBlock` (the descriptor stays readable; the caller comes back).
-const NONBLOCKING_READ_BUDGET: usize = 256;
+pub(super) const NONBLOCKING_READ_BUDGET: usize = 256;
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    pub(super) static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What a blocking call is waiting for: decides which timeout applies and
 /// which error reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Read,
     Write,
 }
 
-enum Session {
+pub(super) enum Session {
     /// A client that has not sent its ClientHello yet.
     Client {
         config: ClientConfig,
         name: Option<String>,
     },
     /// A server waiting for the peer's ClientHello (cookie exchange first).
-    ServerWait { stage: Box<CookieStage> },
+    ServerWait { door: Box<FrontDoor> },
     /// A session (handshaking, established or closed).
     Active(Box<Connection>),
 }
@@ -68,23 +66,21 @@ enum Session {
 /// Dropping a socket sends nothing; call [`Self::shutdown`] (or
 /// [`Self::unwrap`]) for a clean close_notify exchange.
 pub struct DtlsSocket {
-    transport: Transport,
+    pub(super) transport: Transport,
     /// Server side: the demux of the listener (a Router link sends through its
     /// listening socket, which is where a blocked send must wait).
-    demux: Option<Arc<dyn Demux>>,
-    /// Accepted by a listener: its cookie stage, for a restarting peer.
-    admission: Option<Weak<Admission>>,
-    /// The client random of the ClientHello that opened this server
-    /// connection: a late copy of it is not a restart.
-    opening_random: Option<[u8; 32]>,
+    pub(super) demux: Option<Arc<dyn Demux>>,
+    /// Accepted by a listener: what it shares (its front door), for a
+    /// restarting peer.
+    pub(super) listener: Option<Weak<Shared>>,
     /// The peer restarted and a new connection took over: every call fails
     /// with [`Error::PeerRestarted`].
-    restarted: bool,
-    session: Session,
-    peeked: Option<Vec<u8>>,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
-    nonblocking: bool,
+    pub(super) restarted: bool,
+    pub(super) session: Session,
+    pub(super) peeked: Option<Vec<u8>>,
+    pub(super) read_timeout: Option<Duration>,
+    pub(super) write_timeout: Option<Duration>,
+    pub(super) nonblocking: bool,
 }
 
 impl fmt::Debug for DtlsSocket {
@@ -161,7 +157,7 @@ impl From<UnwrapError> for io::Error {
 }
 
 /// Maps an error of the transport to ours.
-fn transport_error(e: io::Error) -> Error {
+pub(super) fn transport_error(e: io::Error) -> Error {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => Error::PeerUnreachable(e),
         io::ErrorKind::WouldBlock => Error::WouldBlock,
@@ -169,7 +165,7 @@ fn transport_error(e: io::Error) -> Error {
     }
 }
 
-fn closed_error(c: &Connection) -> Error {
+pub(super) fn closed_error_of(c: &Connection) -> Error {
     match c.state() {
         State::Closed(CloseReason::PeerClosed) => Error::ClosedByPeer,
         _ => c.error().map(clone_error).unwrap_or(Error::Closed),
@@ -181,8 +177,7 @@ impl DtlsSocket {
         DtlsSocket {
             transport,
             demux,
-            admission: None,
-            opening_random: None,
+            listener: None,
             restarted: false,
             session,
             peeked: None,
@@ -294,29 +289,23 @@ impl DtlsSocket {
         let read_timeout = transport.socket().read_timeout()?;
         let write_timeout = transport.socket().write_timeout()?;
         transport.set_nonblocking(true)?;
-        let stage = Box::new(CookieStage::new(config)?);
-        let mut s = Self::new(transport, Session::ServerWait { stage }, None);
+        let door = Box::new(FrontDoor::new(config, &Admission::default())?);
+        let mut s = Self::new(transport, Session::ServerWait { door }, None);
         s.read_timeout = read_timeout;
         s.write_timeout = write_timeout;
         Ok(s)
     }
 
-    /// A server connection accepted by a listener: the cookie stage admitted
+    /// A server connection accepted by a listener: its front door admitted
     /// the peer and `link` was attached for it.
-    pub(crate) fn accepted(
-        conn: Connection,
-        link: Link,
-        admission: &Arc<Admission>,
-        opening_random: Option<[u8; 32]>,
-    ) -> Result<Self> {
+    pub(crate) fn accepted(conn: Connection, link: Link, listener: &Arc<Shared>) -> Result<Self> {
         link.socket().set_nonblocking(true)?;
         let mut s = Self::new(
             Transport::Link(link),
             Session::Active(Box::new(conn)),
-            Some(admission.demux.clone()),
+            Some(listener.demux.clone()),
         );
-        s.admission = Some(Arc::downgrade(admission));
-        s.opening_random = opening_random;
+        s.listener = Some(Arc::downgrade(listener));
         // The server's first flight; what would block goes out with the first call.
         match s.flush(None, Op::Write, true) {
             Ok(()) | Err(Error::WouldBlock) => {}
@@ -357,7 +346,7 @@ impl DtlsSocket {
                 return Ok(Some(()));
             }
             if c.is_closed() {
-                return Err(closed_error(c));
+                return Err(closed_error_of(c));
             }
             c.recv(&mut [])?;
             Ok(c.is_established().then_some(()))
@@ -670,336 +659,6 @@ impl DtlsSocket {
     /// The transport underneath (to poll, or to read its addresses).
     pub fn transport(&self) -> &Transport {
         &self.transport
-    }
-
-    // ---- the engine of every call ----
-
-    fn deadline(&self, op: Op) -> Option<Instant> {
-        if self.nonblocking {
-            return None;
-        }
-        let t = match op {
-            Op::Read => self.read_timeout,
-            Op::Write => self.write_timeout,
-        };
-        t.map(|t| Instant::now() + t)
-    }
-
-    fn timeout_error(&self, op: Op) -> Error {
-        if self.is_handshaking() {
-            return Error::HandshakeTimeout;
-        }
-        match op {
-            Op::Read => Error::ReadTimeout,
-            Op::Write => Error::WriteTimeout,
-        }
-    }
-
-    /// Creates the client session on first use.
-    fn start(&mut self) -> Result<()> {
-        if let Session::Client { config, name } = &self.session {
-            if self.transport.peer_addr().is_err() {
-                return Err(Error::NotConnected);
-            }
-            let conn = Connection::client(config, name.as_deref())?;
-            self.session = Session::Active(Box::new(conn));
-        }
-        Ok(())
-    }
-
-    /// The descriptor a blocked send waits on: the listening socket for a
-    /// Router link, else the transport's own socket.
-    fn write_fd(&self) -> BorrowedFd<'_> {
-        match (&self.transport, &self.demux) {
-            (Transport::Link(l), Some(d)) if l.kind() == DemuxKind::Router => d.listener().as_fd(),
-            _ => self.transport.as_fd(),
-        }
-    }
-
-    /// Sends every datagram the session has queued. `Err(WouldBlock)` when
-    /// non-blocking (or `never_wait`) and the socket is full: the rest stays
-    /// queued for the next call.
-    fn flush(&mut self, deadline: Option<Instant>, op: Op, never_wait: bool) -> Result<()> {
-        loop {
-            let Session::Active(c) = &mut self.session else {
-                return Ok(());
-            };
-            let Some(d) = c.peek_transmit() else {
-                return Ok(());
-            };
-            match self.transport.send(d) {
-                Ok(_) => c.pop_transmit(),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.nonblocking || never_wait {
-                        return Err(Error::WouldBlock);
-                    }
-                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                    if left == Some(Duration::ZERO) {
-                        return Err(self.timeout_error(op));
-                    }
-                    // A Router link without its demux (re-wrapped by hand)
-                    // has no descriptor to wait on: retry every millisecond.
-                    let rest = match (&self.transport, &self.demux) {
-                        (Transport::Link(l), None) if l.kind() == DemuxKind::Router => {
-                            Some(Duration::from_millis(1))
-                        }
-                        _ => None,
-                    };
-                    match rest {
-                        Some(r) => std::thread::sleep(min_wait(left, Some(r)).unwrap_or(r)),
-                        None => {
-                            wait_fd(self.write_fd(), true, left)?;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    // An earlier datagram drew ICMP port unreachable; this one
-                    // was not sent. A client reports it (and retries the
-                    // datagram with the next call); a server-side link
-                    // ignores it (see `read_one`) and sends again.
-                    if matches!(self.transport, Transport::Socket(_)) {
-                        return Err(Error::PeerUnreachable(e));
-                    }
-                    log::debug!("link: ICMP error ignored: {e}");
-                }
-                Err(e) => {
-                    // Not sendable (too large for the path...): drop it so
-                    // the queue cannot jam, and report.
-                    c.pop_transmit();
-                    log::debug!("send failed, datagram dropped: {e}");
-                    return Err(Error::Io(e));
-                }
-            }
-        }
-    }
-
-    /// Acts on an expired DTLS timer.
-    fn fire_timer(&mut self) -> Result<()> {
-        if let Session::Active(c) = &mut self.session {
-            if c.timeout() == Some(Duration::ZERO) {
-                c.handle_timeout(Instant::now())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads one datagram from the transport without waiting and feeds it to
-    /// the session (or the cookie stage). False when none was ready.
-    fn read_one(&mut self) -> Result<bool> {
-        SCRATCH.with(|s| {
-            let mut buf = s.borrow_mut();
-            if buf.len() < MAX_DATAGRAM {
-                buf.resize(MAX_DATAGRAM, 0);
-            }
-            let n = loop {
-                match self.transport.recv(&mut buf) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e)
-                        if e.kind() == io::ErrorKind::ConnectionRefused
-                            && matches!(self.transport, Transport::Link(_)) =>
-                    {
-                        // Server side: the per-peer socket shares its address
-                        // with the listener's group, so an ICMP error may
-                        // belong to another peer; DTLS has its own timers.
-                        log::debug!("link: ICMP error ignored: {e}");
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                    Err(e) => return Err(transport_error(e)),
-                }
-            };
-            self.ingest(&buf[..n])?;
-            Ok(true)
-        })
-    }
-
-    fn ingest(&mut self, d: &[u8]) -> Result<()> {
-        match &mut self.session {
-            Session::Active(c)
-                if self.admission.is_some()
-                    && c.is_established()
-                    && classify(d) == Kind::ClientHello =>
-            {
-                self.restart(d)
-            }
-            Session::Active(c) => c.feed(d),
-            Session::ServerWait { stage } => {
-                let peer = self.transport.peer_addr()?;
-                match stage.handle(peer, d) {
-                    Verdict::HelloVerify(hvr) => {
-                        if let Err(e) = self.transport.send(&hvr) {
-                            log::debug!("HelloVerifyRequest to {peer} not sent: {e}");
-                        }
-                        Ok(())
-                    }
-                    Verdict::Accept(conn) => {
-                        self.session = Session::Active(conn);
-                        Ok(())
-                    }
-                    Verdict::Refused { alert, error } => {
-                        if let Some(a) = alert {
-                            let _ = self.transport.send(&a);
-                        }
-                        Err(error)
-                    }
-                    Verdict::Drop(_) => Ok(()),
-                }
-            }
-            Session::Client { .. } => {
-                log::debug!("datagram before the ClientHello dropped");
-                Ok(())
-            }
-        }
-    }
-
-    /// An epoch-0 ClientHello on the link of an established server connection:
-    /// the peer may have restarted (RFC 6347 section 4.2.8). The datagram is
-    /// unauthenticated, so it goes through the listener's cookie stage: without
-    /// a valid cookie it only earns a HelloVerifyRequest and this session goes
-    /// on; with one, a new connection (on a new link) replaces this one, waits
-    /// for the listener's `accept()`, and this one fails with
-    /// [`Error::PeerRestarted`]. A late copy of this connection's own
-    /// ClientHello, or of any the listener admitted, is dropped.
-    fn restart(&mut self, d: &[u8]) -> Result<()> {
-        let Some(adm) = self.admission.as_ref().and_then(Weak::upgrade) else {
-            log::debug!("ClientHello on an established link, listener gone: dropped");
-            return Ok(());
-        };
-        let peer = self.transport.peer_addr()?;
-        if client_random(d).is_some_and(|r| Some(r) == self.opening_random) {
-            log::debug!("{peer}: late copy of this session's ClientHello dropped");
-            return Ok(());
-        }
-        let Some(verdict) = adm.screen(peer, d) else {
-            return Ok(());
-        };
-        match verdict {
-            Verdict::HelloVerify(hvr) => {
-                log::debug!("{peer}: ClientHello on an established session, cookie asked");
-                if let Err(e) = self.transport.send(&hvr) {
-                    log::debug!("HelloVerifyRequest to {peer} not sent: {e}");
-                }
-                Ok(())
-            }
-            Verdict::Accept(conn) if carries_cookie(d) => {
-                // The old link goes (the peer's datagrams reach the new one from
-                // now on); a datagram of the old session still queued is lost.
-                adm.demux.detach(peer);
-                self.restarted = true;
-                if let Some(s) = adm.open(peer, *conn, d)? {
-                    adm.restarted
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push_back((s, peer));
-                    adm.peer_restarts.fetch_add(1, Ordering::Relaxed);
-                    log::debug!("{peer}: peer restarted; the new session waits for accept()");
-                }
-                Err(Error::PeerRestarted)
-            }
-            Verdict::Accept(_) => {
-                // Cookies are off: nothing proves the sender owns the address.
-                log::debug!("{peer}: ClientHello without cookie on an established session dropped");
-                Ok(())
-            }
-            Verdict::Refused { alert, error } => {
-                log::debug!("{peer}: ClientHello on an established session refused: {error}");
-                if let Some(a) = alert {
-                    let _ = self.transport.send(&a);
-                }
-                Ok(())
-            }
-            Verdict::Drop(_) => Ok(()),
-        }
-    }
-
-    /// The loop behind every call: flush, try `attempt`, read a datagram,
-    /// wait for the descriptor or the DTLS deadline, until `attempt` gives a
-    /// value, fails, or the caller's deadline passes.
-    fn drive<T>(
-        &mut self,
-        op: Op,
-        deadline: Option<Instant>,
-        mut attempt: impl FnMut(&mut Connection) -> Result<Option<T>>,
-    ) -> Result<T> {
-        if self.restarted {
-            return Err(Error::PeerRestarted);
-        }
-        self.start()?;
-        let mut budget = NONBLOCKING_READ_BUDGET;
-        loop {
-            if let Err(e) = self.fire_timer() {
-                self.flush_quietly();
-                return Err(e);
-            }
-            match self.flush(deadline, op, false) {
-                Ok(()) => {}
-                Err(Error::WouldBlock) if op == Op::Read => {}
-                Err(e) => return Err(e),
-            }
-            if let Session::Active(c) = &mut self.session {
-                match attempt(c) {
-                    Ok(Some(v)) => {
-                        // Answers the attempt produced (close_notify reply,
-                        // handshake retransmissions): best effort.
-                        if op == Op::Read {
-                            self.flush_quietly();
-                        }
-                        return Ok(v);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.flush_quietly();
-                        return Err(e);
-                    }
-                }
-            }
-            // A stream of datagrams that make no progress (a flood, garbage)
-            // must not outlast the caller's timeout.
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(self.timeout_error(op));
-            }
-            match self.read_one() {
-                Ok(true) if self.nonblocking => {
-                    // Non-blocking calls do a bounded amount of work.
-                    budget -= 1;
-                    if budget == 0 {
-                        return Err(Error::WouldBlock);
-                    }
-                    continue;
-                }
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) => {
-                    self.flush_quietly();
-                    return Err(e);
-                }
-            }
-            if self.nonblocking {
-                return Err(Error::WouldBlock);
-            }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left == Some(Duration::ZERO) {
-                return Err(self.timeout_error(op));
-            }
-            let mut wait = min_wait(left, self.next_timeout());
-            if matches!(self.transport, Transport::Link(_)) {
-                wait = min_wait(wait, Some(MEMORY_QUEUE_CHECK));
-            }
-            if wait == Some(Duration::ZERO) || self.transport.has_queued() {
-                continue;
-            }
-            wait_fd(self.transport.as_fd(), false, wait)?;
-        }
-    }
-
-    /// Sends what is queued without waiting, ignoring failures (alerts and
-    /// replies whose loss the peer survives).
-    fn flush_quietly(&mut self) {
-        if let Err(e) = self.flush(None, Op::Write, true) {
-            log::debug!("flush: {e}");
-        }
     }
 }
 
