@@ -93,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let st = listener.stats();
     println!(
         "served {started} connections; cookie exchanges {}, refused {}, dropped {}",
-        st.cookie.hello_verify, st.cookie.refused, st.cookie.dropped
+        st.admission.hello_verify, st.admission.refused, st.admission.dropped
     );
     Ok(())
 }

@@ -7,7 +7,7 @@
 //!
 //! Transport: real loopback UDP sockets. The server thread (pinned to CPU 1
 //! unless `--no-pin`) owns one unconnected socket and runs the sans-IO
-//! [`CookieStage`] and [`Connection`]s; the client thread (pinned to CPU 0)
+//! [`FrontDoor`] and [`Connection`]s; the client thread (pinned to CPU 0)
 //! runs the handshakes one after another, each from a fresh connected socket
 //! (a new address, as a new peer would have). The server's CPU time is the
 //! thread CPU time (`CLOCK_THREAD_CPUTIME_ID`) of its whole loop, system calls
@@ -34,7 +34,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dtls_reactor::{ClientConfig, Connection, CookieStage, ServerConfig, Verdict};
+use dtls_reactor::{
+    Admission, Admitted, ClientConfig, Connection, Datagram, FrontDoor, Refusal, ServerConfig,
+};
 use openssl::pkey::Id;
 
 #[derive(Parser, Debug)]
@@ -152,7 +154,7 @@ fn server_loop(
     };
     sock.set_read_timeout(Some(Duration::from_millis(5)))
         .unwrap();
-    let mut stage = CookieStage::new(&config).expect("cookie stage");
+    let mut stage = FrontDoor::new(&config, &Admission::default()).expect("cookie stage");
     let mut conns: HashMap<SocketAddr, Connection> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     let start = thread_cpu();
@@ -173,18 +175,18 @@ fn server_loop(
                         conns.remove(&from);
                     }
                 }
-                None => match stage.handle(from, &buf[..n]) {
-                    Verdict::HelloVerify(h) => {
+                None => match stage.admit(from, &Datagram::parse(&buf[..n])) {
+                    Admitted::Reply(h) => {
                         out.engine += thread_cpu() - t0;
                         let _ = sock.send_to(&h, from);
                     }
-                    Verdict::Accept(c) => {
+                    Admitted::Accepted(c) => {
                         out.engine += thread_cpu() - t0;
                         let mut c = *c;
                         drain_to(&sock, &mut c, from);
                         conns.insert(from, c);
                     }
-                    Verdict::Refused { alert, error } => {
+                    Admitted::Refused(Refusal { alert, error }) => {
                         out.engine += thread_cpu() - t0;
                         eprintln!("server refused {from}: {error}");
                         out.failed += 1;
@@ -192,7 +194,7 @@ fn server_loop(
                             let _ = sock.send_to(&a, from);
                         }
                     }
-                    Verdict::Drop(_) => out.engine += thread_cpu() - t0,
+                    Admitted::Drop(_) => out.engine += thread_cpu() - t0,
                 },
             }
         }

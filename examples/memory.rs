@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use dtls_reactor::{
-    ClientConfig, ConnId, Connection, CookieStage, Ctx, Handler, Limits, Reactor, ServerConfig,
-    TimerId, Verdict,
+    Admission, Admitted, ClientConfig, ConnId, Connection, Ctx, Datagram, FrontDoor, Handler,
+    Limits, Reactor, ServerConfig, TimerId,
 };
 
 #[derive(Parser)]
@@ -317,7 +317,7 @@ impl Handler for Load {
 fn engine_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let s = server_config()?;
     let c = client_config()?;
-    let mut stage = CookieStage::new(&s)?;
+    let mut stage = FrontDoor::new(&s, &Admission::default())?;
     // Warm up allocator and OpenSSL's lazy state with one session.
     drop(pair(&mut stage, &c, 0, true));
     trim();
@@ -361,7 +361,7 @@ fn engine_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn pair(
-    stage: &mut CookieStage,
+    stage: &mut FrontDoor,
     c: &ClientConfig,
     i: usize,
     shrink: bool,
@@ -373,9 +373,9 @@ fn pair(
         while let Some(d) = client.poll_transmit() {
             match server.as_mut() {
                 Some(s) => s.feed(&d).expect("feed"),
-                None => match stage.handle(peer, &d) {
-                    Verdict::HelloVerify(h) => client.feed(&h).expect("hvr"),
-                    Verdict::Accept(s) => server = Some(s),
+                None => match stage.admit(peer, &Datagram::parse(&d)) {
+                    Admitted::Reply(h) => client.feed(&h).expect("hvr"),
+                    Admitted::Accepted(s) => server = Some(s),
                     other => panic!("{other:?}"),
                 },
             }

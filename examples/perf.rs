@@ -79,8 +79,8 @@ use std::collections::HashMap;
 
 use dtls_demux::DemuxKind;
 use dtls_reactor::{
-    ClientConfig, CloseCause, ConnId, Connection, CookieStage, Ctx, Handler, Limits, Reactor,
-    ServerConfig, TimerId, Verdict,
+    Admission, Admitted, ClientConfig, CloseCause, ConnId, Connection, Ctx, Datagram, FrontDoor,
+    Handler, Limits, Reactor, ServerConfig, TimerId,
 };
 use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
 use relay::{Faults, Relay, RelayConfig, RelayStats};
@@ -444,7 +444,7 @@ fn dtls_pair(path: &LossPath, dur: Duration) -> (DtlsEnd, DtlsEnd, Option<Relay>
     let limit = Duration::from_secs(if relay.is_some() { 250 } else { 10 });
     let scfg = server_config(path.loss);
     let ccfg = client_config(path.loss);
-    let mut stage = CookieStage::new(&scfg).unwrap();
+    let mut stage = FrontDoor::new(&scfg, &Admission::default()).unwrap();
     let mut client = Connection::client(&ccfg, None).unwrap();
     let mut server: Option<Connection> = None;
     ssock
@@ -471,11 +471,11 @@ fn dtls_pair(path: &LossPath, dur: Duration) -> (DtlsEnd, DtlsEnd, Option<Relay>
             caddr = from;
             match server.as_mut() {
                 Some(s) => s.feed(&buf[..n]).unwrap(),
-                None => match stage.handle(from, &buf[..n]) {
-                    Verdict::HelloVerify(h) => {
+                None => match stage.admit(from, &Datagram::parse(&buf[..n])) {
+                    Admitted::Reply(h) => {
                         ssock.send_to(&h, from).unwrap();
                     }
-                    Verdict::Accept(c) => server = Some(*c),
+                    Admitted::Accepted(c) => server = Some(*c),
                     other => panic!("cookie stage: {other:?}"),
                 },
             }

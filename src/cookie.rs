@@ -19,7 +19,7 @@ use openssl::ssl::SslStream;
 use crate::admission::DropReason;
 use crate::config::ServerConfig;
 use crate::conn::Pipe;
-use crate::cookie_keys::CURRENT_PEER;
+use crate::cookie_keys::with_current_peer;
 use crate::error::{Error, Result};
 use crate::ffi;
 use crate::record::Datagram;
@@ -111,9 +111,7 @@ impl CookieStage {
         };
         stream.get_mut().reset();
         stream.get_mut().push_inbound(hello);
-        CURRENT_PEER.with(|c| c.set(Some(peer)));
-        let r = ffi::listen(stream.ssl(), &mut self.addr);
-        CURRENT_PEER.with(|c| c.set(None));
+        let r = with_current_peer(peer, || ffi::listen(stream.ssl(), &mut self.addr));
         if r > 0 {
             // The scratch session now holds this peer's ClientHello; OpenSSL
             // checks the cookie once more when the handshake processes it.

@@ -1,6 +1,6 @@
 //! Cookie secrets (RFC 6347 section 4.2.1): HMAC-SHA256 over the peer's
 //! address and port, keyed with a secret that can be rotated; the current and
-//! the previous secret both verify. The cookie stage ([`crate::CookieStage`])
+//! the previous secret both verify. The front door's cookie stage (`src/cookie.rs`)
 //! and the server configuration's OpenSSL callbacks use these keys.
 
 use std::cell::Cell;
@@ -16,7 +16,16 @@ const SECRET_LEN: usize = 32;
 pub const COOKIE_LEN: usize = 32;
 
 thread_local! {
-    pub(crate) static CURRENT_PEER: Cell<Option<SocketAddr>> = const { Cell::new(None) };
+    static CURRENT_PEER: Cell<Option<SocketAddr>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with `peer` as the peer whose cookie OpenSSL checks on this
+/// thread (`DTLSv1_listen`, and `SSL_accept`, which checks it once more).
+pub(crate) fn with_current_peer<R>(peer: SocketAddr, f: impl FnOnce() -> R) -> R {
+    CURRENT_PEER.with(|c| c.set(Some(peer)));
+    let r = f();
+    CURRENT_PEER.with(|c| c.set(None));
+    r
 }
 
 /// The peer whose ClientHello OpenSSL is checking on this thread, if any.

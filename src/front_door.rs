@@ -36,6 +36,7 @@ use crate::admission::{Admission, Count, DropReason, Slot};
 use crate::config::ServerConfig;
 use crate::conn::{Connection, Pipe, Role};
 use crate::cookie::{Checked, CookieStage};
+use crate::cookie_keys::with_current_peer;
 use crate::error::{Error, Result};
 use crate::record::{Datagram, Kind};
 
@@ -121,6 +122,22 @@ impl Incoming {
     pub fn client_random(&self) -> Option<[u8; 32]> {
         self.random
     }
+}
+
+/// What [`FrontDoor::admit`] did with a datagram: the front door's answer
+/// with every incoming peer accepted at once (a front end with no policy of
+/// its own, such as the socket API).
+#[derive(Debug)]
+pub enum Admitted {
+    /// Send this datagram (a HelloVerifyRequest) back to the peer.
+    Reply(Vec<u8>),
+    /// Dropped and counted, for the reason given.
+    Drop(DropReason),
+    /// A new server connection, its first flight queued.
+    Accepted(Box<Connection>),
+    /// The handshake was refused on the ClientHello (send the alert), or a
+    /// cap filled up.
+    Refused(Refusal),
 }
 
 /// Why [`FrontDoor::accept`] made no connection.
@@ -333,7 +350,10 @@ impl FrontDoor {
         let peer = inc.peer;
         let config = self.stage.config();
         let mut conn = match inc.start {
-            Start::Listened(s) => Connection::from_listen(config, peer, s),
+            Start::Listened(s) => {
+                // OpenSSL checks the cookie once more while it processes the hello.
+                with_current_peer(peer, || Connection::from_listen(config, peer, s))
+            }
             Start::Hello(h) => match Connection::server(config, peer, &h) {
                 Ok(c) => c,
                 Err(error) => {
@@ -356,6 +376,33 @@ impl FrontDoor {
         self.admission.count(Count::Accepted);
         log::debug!("front door: {peer} admitted");
         Ok(conn)
+    }
+
+    /// [`Self::handle`], accepting an incoming peer at once.
+    pub fn admit(&mut self, peer: SocketAddr, d: &Datagram<'_>) -> Admitted {
+        match self.handle(peer, d) {
+            Admit::Reply(r) => Admitted::Reply(r),
+            Admit::Drop(why) => Admitted::Drop(why),
+            Admit::Incoming(i) => Self::admitted(self.accept(i)),
+        }
+    }
+
+    /// [`Self::handle_established`], accepting a restarted peer at once
+    /// ([`Self::accept_restart`]): on [`Admitted::Accepted`] close `old`
+    /// without close_notify and let the new connection take its place.
+    pub fn admit_established(&mut self, old: &mut Connection, d: &Datagram<'_>) -> Admitted {
+        match self.handle_established(old, d) {
+            Admit::Reply(r) => Admitted::Reply(r),
+            Admit::Drop(why) => Admitted::Drop(why),
+            Admit::Incoming(i) => Self::admitted(self.accept_restart(i, old)),
+        }
+    }
+
+    fn admitted(r: std::result::Result<Connection, Refusal>) -> Admitted {
+        match r {
+            Ok(c) => Admitted::Accepted(Box::new(c)),
+            Err(r) => Admitted::Refused(r),
+        }
     }
 
     /// Turns `incoming` away (the front end's policy said no): nothing was

@@ -38,16 +38,16 @@ mod reactor;
 mod record;
 pub mod socket;
 
+pub use admission::{Admission, AdmissionLimits, AdmissionStats, DropReason};
 pub use config::{
     Client, ClientConfig, ConfigBuilder, Protocol, Server, ServerConfig, Timers, Verify,
     DEFAULT_MTU, MIN_INITIAL_TIMEOUT, MIN_MTU,
 };
 pub use conn::{CloseReason, ConnStats, Connection, Event, PeerCertificate, Role, State};
-pub use admission::{Admission, AdmissionLimits, AdmissionStats, DropReason};
-pub use front_door::{Admit, FrontDoor, Incoming, Refusal, RECENT_HELLOS};
-pub use record::Datagram;
 pub use cookie_keys::{CookieKeys, COOKIE_LEN};
 pub use error::{Error, Result};
+pub use front_door::{Admit, Admitted, FrontDoor, Incoming, Refusal, RECENT_HELLOS};
+pub use record::Datagram;
 pub use socket::{DtlsListener, DtlsSocket, ListenerStats, Transport, UnwrapError};
 
 /// The demux choice of [`DtlsListener::bind`], from the `dtls-demux` crate.

@@ -289,7 +289,10 @@ mod tests {
         assert!(!Datagram::parse(&plain).carries_cookie());
         for cut in 0..d.len() {
             let c = Datagram::parse(&d[..cut]);
-            assert!(!c.carries_cookie() && c.client_random().is_none(), "cut at {cut}");
+            assert!(
+                !c.carries_cookie() && c.client_random().is_none(),
+                "cut at {cut}"
+            );
         }
     }
 

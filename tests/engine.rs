@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dtls_reactor::{
-    ClientConfig, CloseReason, Connection, CookieKeys, CookieStage, DropReason, Error, Event,
-    Protocol, ServerConfig, State, Verdict, Verify,
+    Admission, Admitted, ClientConfig, CloseReason, Connection, CookieKeys, Datagram, DropReason,
+    Error, Event, FrontDoor, Protocol, ServerConfig, State, Verify,
 };
 
 fn established(p: &Pair) {
@@ -599,12 +599,12 @@ fn first_hello(c: &ClientConfig) -> (Connection, Vec<u8>) {
 /// Runs the cookie exchange with `stage` as `peer` and returns the client
 /// and its second (cookie-carrying) ClientHello.
 fn cookie_hello(
-    stage: &mut CookieStage,
+    stage: &mut FrontDoor,
     c: &ClientConfig,
     peer: std::net::SocketAddr,
 ) -> (Connection, Vec<u8>) {
     let (mut conn, hello) = first_hello(c);
-    let Verdict::HelloVerify(hvr) = stage.handle(peer, &hello) else {
+    let Admitted::Reply(hvr) = stage.admit(peer, &Datagram::parse(&hello)) else {
         panic!("expected HVR")
     };
     conn.feed(&hvr).unwrap();
@@ -616,24 +616,36 @@ fn cookie_hello(
 fn cookie_stage_keeps_no_state_and_binds_the_address() {
     let s = server().build().unwrap();
     let c = client().build().unwrap();
-    let mut stage = CookieStage::new(&s).unwrap();
+    let mut stage = FrontDoor::new(&s, &Admission::default()).unwrap();
     let a: std::net::SocketAddr = "127.0.0.1:1000".parse().unwrap();
     let b: std::net::SocketAddr = "127.0.0.1:1001".parse().unwrap();
     // Many cookie-less hellos: only HVRs, no connections.
     for _ in 0..50 {
         let (_, hello) = first_hello(&c);
-        assert!(matches!(stage.handle(a, &hello), Verdict::HelloVerify(_)));
+        assert!(matches!(
+            stage.admit(a, &Datagram::parse(&hello)),
+            Admitted::Reply(_)
+        ));
     }
-    assert_eq!(stage.stats().accepted, 0);
-    assert_eq!(stage.stats().hello_verify, 50);
+    assert_eq!(stage.admission().stats().accepted, 0);
+    assert_eq!(stage.admission().stats().hello_verify, 50);
     // A cookie issued to `a` presented from `b`: another HVR, no connection.
     let (_, hello2) = cookie_hello(&mut stage, &c, a);
-    assert!(matches!(stage.handle(b, &hello2), Verdict::HelloVerify(_)));
+    assert!(matches!(
+        stage.admit(b, &Datagram::parse(&hello2)),
+        Admitted::Reply(_)
+    ));
     // From `a` it is accepted.
-    assert!(matches!(stage.handle(a, &hello2), Verdict::Accept(_)));
+    assert!(matches!(
+        stage.admit(a, &Datagram::parse(&hello2)),
+        Admitted::Accepted(_)
+    ));
     let v6: std::net::SocketAddr = "[::1]:1000".parse().unwrap();
     let (_, hello2) = cookie_hello(&mut stage, &c, v6);
-    assert!(matches!(stage.handle(v6, &hello2), Verdict::Accept(_)));
+    assert!(matches!(
+        stage.admit(v6, &Datagram::parse(&hello2)),
+        Admitted::Accepted(_)
+    ));
 }
 
 #[test]
@@ -641,66 +653,78 @@ fn cookie_rotation() {
     let keys = CookieKeys::random().unwrap();
     let s = server().cookie_keys(keys.clone()).build().unwrap();
     let c = client().build().unwrap();
-    let mut stage = CookieStage::new(&s).unwrap();
+    let mut stage = FrontDoor::new(&s, &Admission::default()).unwrap();
     let a = peer();
     // One rotation: the previous secret still verifies.
     let (_, hello2) = cookie_hello(&mut stage, &c, a);
     keys.rotate().unwrap();
-    assert!(matches!(stage.handle(a, &hello2), Verdict::Accept(_)));
+    assert!(matches!(
+        stage.admit(a, &Datagram::parse(&hello2)),
+        Admitted::Accepted(_)
+    ));
     // Two rotations: rejected (a fresh HVR instead).
     let (_, hello2) = cookie_hello(&mut stage, &c, a);
     keys.rotate().unwrap();
     keys.rotate().unwrap();
-    assert!(matches!(stage.handle(a, &hello2), Verdict::HelloVerify(_)));
+    assert!(matches!(
+        stage.admit(a, &Datagram::parse(&hello2)),
+        Admitted::Reply(_)
+    ));
 }
 
 #[test]
 fn cookie_stage_drops_non_hellos() {
     let s = server().build().unwrap();
-    let mut stage = CookieStage::new(&s).unwrap();
+    let mut stage = FrontDoor::new(&s, &Admission::default()).unwrap();
     assert!(matches!(
-        stage.handle(peer(), b""),
-        Verdict::Drop(DropReason::Empty)
+        stage.admit(peer(), &Datagram::parse(b"")),
+        Admitted::Drop(DropReason::Empty)
     ));
     assert!(matches!(
-        stage.handle(peer(), b"hello world"),
-        Verdict::Drop(DropReason::NotHandshake)
+        stage.admit(peer(), &Datagram::parse(b"hello world")),
+        Admitted::Drop(DropReason::NotHandshake)
     ));
     // An application-data record.
     let mut rec = vec![23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 16];
     rec.extend_from_slice(&[0u8; 16]);
     assert!(matches!(
-        stage.handle(peer(), &rec),
-        Verdict::Drop(DropReason::NotHandshake)
+        stage.admit(peer(), &Datagram::parse(&rec)),
+        Admitted::Drop(DropReason::NotHandshake)
     ));
     // A ServerHello-typed handshake record.
     let mut sh = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12];
     sh.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert!(matches!(
-        stage.handle(peer(), &sh),
-        Verdict::Drop(DropReason::NotClientHello)
+        stage.admit(peer(), &Datagram::parse(&sh)),
+        Admitted::Drop(DropReason::NotClientHello)
     ));
     // A ClientHello header with a garbage body.
     let mut ch = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20];
     ch.extend_from_slice(&[1, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
-    assert!(matches!(stage.handle(peer(), &ch), Verdict::Drop(_)));
-    assert_eq!(stage.stats().accepted, 0);
+    assert!(matches!(
+        stage.admit(peer(), &Datagram::parse(&ch)),
+        Admitted::Drop(_)
+    ));
+    assert_eq!(stage.admission().stats().accepted, 0);
     // The stage still works afterwards.
     let c = client().build().unwrap();
     let (_, hello2) = cookie_hello(&mut stage, &c, peer());
-    assert!(matches!(stage.handle(peer(), &hello2), Verdict::Accept(_)));
+    assert!(matches!(
+        stage.admit(peer(), &Datagram::parse(&hello2)),
+        Admitted::Accepted(_)
+    ));
 }
 
 #[test]
 fn truncated_and_mutated_hellos_never_panic() {
     let s = server().build().unwrap();
     let c = client().build().unwrap();
-    let mut stage = CookieStage::new(&s).unwrap();
+    let mut stage = FrontDoor::new(&s, &Admission::default()).unwrap();
     let (_, hello2) = cookie_hello(&mut stage, &c, peer());
     for n in 0..hello2.len() {
-        let v = stage.handle(peer(), &hello2[..n]);
+        let v = stage.admit(peer(), &Datagram::parse(&hello2[..n]));
         assert!(
-            !matches!(v, Verdict::Accept(_)),
+            !matches!(v, Admitted::Accepted(_)),
             "truncated to {n} accepted"
         );
     }
@@ -710,11 +734,14 @@ fn truncated_and_mutated_hellos_never_panic() {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
         let pos = (seed as usize >> 8) % m.len();
         m[pos] ^= (seed as u8) | 1;
-        let _ = stage.handle(peer(), &m);
+        let _ = stage.admit(peer(), &Datagram::parse(&m));
         if i % 500 == 0 {
             // Still healthy.
             let (_, h) = cookie_hello(&mut stage, &c, peer());
-            assert!(matches!(stage.handle(peer(), &h), Verdict::Accept(_)));
+            assert!(matches!(
+                stage.admit(peer(), &Datagram::parse(&h)),
+                Admitted::Accepted(_)
+            ));
         }
     }
 }
@@ -907,7 +934,7 @@ fn rejected_hellos_leave_no_openssl_errors_behind() {
     let ccfg = client().build().unwrap();
     let mut p = handshake(&scfg, &ccfg);
     established(&p);
-    let mut stage = CookieStage::new(&scfg).unwrap();
+    let mut stage = FrontDoor::new(&scfg, &Admission::default()).unwrap();
     let hello = Connection::client(&ccfg, None)
         .unwrap()
         .poll_transmit()
@@ -930,7 +957,7 @@ fn rejected_hellos_leave_no_openssl_errors_behind() {
                 h[at] ^= (next() as u8) | 1;
             }
         }
-        let _ = stage.handle(peer(), &h);
+        let _ = stage.admit(peer(), &Datagram::parse(&h));
         let r = p.server().recv(&mut buf);
         assert!(
             matches!(r, Ok(None)),
@@ -940,5 +967,5 @@ fn rejected_hellos_leave_no_openssl_errors_behind() {
         assert!(left.errors().is_empty(), "hello {i} left {left}");
     }
     echo(&mut p);
-    assert!(stage.stats().dropped > 0);
+    assert!(stage.admission().stats().dropped > 0);
 }

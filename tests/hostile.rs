@@ -183,12 +183,12 @@ fn flood_of_cookieless_hellos(v: Variant) {
         1,
         "only the honest client gets a connection"
     );
-    assert!(stats.cookie.hello_verify as usize >= replies);
+    assert!(stats.admission.hello_verify as usize >= replies);
     assert!(server.listener.demux().counters().links_open <= 1);
     let growth = rss_after.saturating_sub(rss_before);
     eprintln!(
         "{v:?}: {sent} hellos sent, {replies} HelloVerifyRequests received, {} answered by the server, RSS growth {growth} bytes",
-        stats.cookie.hello_verify
+        stats.admission.hello_verify
     );
     assert!(
         growth < 2 * 1024 * 1024,
@@ -265,10 +265,10 @@ fn garbage_to_listener_and_connection(v: Variant) {
     echo_ok(&mut c, b"after the garbage");
     let stats = server.listener.stats();
     assert!(
-        stats.cookie.dropped > 0,
+        stats.admission.dropped > 0,
         "listener drops are counted: {stats:?}"
     );
-    assert_eq!(stats.cookie.accepted, 1, "garbage made no connection");
+    assert_eq!(stats.admission.accepted, 1, "garbage made no connection");
     c.shutdown().expect("clean close");
     let conn = server
         .stats

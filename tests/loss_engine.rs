@@ -1,6 +1,6 @@
 //! The sans-IO engine over real loopback UDP, driven by a minimal loop in
 //! this file (no socket API, no reactor): a server thread runs the
-//! `CookieStage` and a `HashMap<peer, Connection>` on one `UdpSocket` and
+//! `FrontDoor` and a `HashMap<peer, Connection>` on one `UdpSocket` and
 //! echoes every datagram of plaintext; clients drive `Connection::client` on
 //! a connected `UdpSocket` whose read timeout is the DTLS deadline.
 //!
@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use common::relay::{Faults, Relay, RelayConfig, Rng};
 use dtls_reactor::{
-    ClientConfig, ConnStats, Connection, CookieStage, CookieStats, Error, ServerConfig, Verdict,
+    Admission, AdmissionStats, Admitted, ClientConfig, ConnStats, Connection, Datagram, Error,
+    FrontDoor, Refusal, ServerConfig,
 };
 
 const V4: &str = "127.0.0.1:0";
@@ -43,7 +44,7 @@ struct Shared {
     unknown_in: u64,
     known_in: HashMap<SocketAddr, u64>,
     /// The cookie stage's counters.
-    stage: CookieStats,
+    stage: AdmissionStats,
     /// Plaintext datagrams echoed, per peer.
     echoes: HashMap<SocketAddr, u64>,
     /// Every plaintext received, to catch one delivered twice.
@@ -114,7 +115,7 @@ fn send_all(sock: &UdpSocket, to: SocketAddr, conn: &mut Connection) {
 }
 
 fn serve(sock: UdpSocket, config: ServerConfig, shared: Arc<Mutex<Shared>>, stop: Arc<AtomicBool>) {
-    let mut stage = CookieStage::new(&config).unwrap();
+    let mut stage = FrontDoor::new(&config, &Admission::default()).unwrap();
     let mut conns: HashMap<SocketAddr, Connection> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     let mut plain = vec![0u8; 2048];
@@ -190,25 +191,25 @@ fn serve(sock: UdpSocket, config: ServerConfig, shared: Arc<Mutex<Shared>>, stop
                 }
                 None => {
                     sh.unknown_in += 1;
-                    match stage.handle(peer, d) {
-                        Verdict::HelloVerify(h) => {
+                    match stage.admit(peer, &Datagram::parse(d)) {
+                        Admitted::Reply(h) => {
                             let _ = sock.send_to(&h, peer);
                         }
-                        Verdict::Accept(c) => {
+                        Admitted::Accepted(c) => {
                             let mut c = *c;
                             send_all(&sock, peer, &mut c);
                             sh.conns.insert(peer, (c.is_established(), c.stats()));
                             conns.insert(peer, c);
                             sh.max_conns = sh.max_conns.max(conns.len());
                         }
-                        Verdict::Refused { alert, .. } => {
+                        Admitted::Refused(Refusal { alert, .. }) => {
                             if let Some(a) = alert {
                                 let _ = sock.send_to(&a, peer);
                             }
                         }
-                        Verdict::Drop(_) => {}
+                        Admitted::Drop(_) => {}
                     }
-                    sh.stage = stage.stats();
+                    sh.stage = stage.admission().stats();
                 }
             }
         }
@@ -666,7 +667,7 @@ fn garbage_storm(bind: &str, seed: u64) {
     }
     stage_real.push({
         // A ClientHello with a cookie for another address.
-        let mut st = CookieStage::new(&server_config(rto)).unwrap();
+        let mut st = FrontDoor::new(&server_config(rto), &Admission::default()).unwrap();
         let other: SocketAddr = if bind == V4 {
             "127.0.0.9:999"
         } else {
@@ -674,7 +675,7 @@ fn garbage_storm(bind: &str, seed: u64) {
         }
         .parse()
         .unwrap();
-        let Verdict::HelloVerify(hvr) = st.handle(other, &stage_real[0]) else {
+        let Admitted::Reply(hvr) = st.admit(other, &Datagram::parse(&stage_real[0])) else {
             panic!("no HVR")
         };
         hello_client.feed(&hvr).unwrap();

@@ -387,7 +387,10 @@ fn incoming_iterator(v: Variant) {
         c.shutdown().unwrap();
     });
     let (s, peer) = l.incoming().next().unwrap().expect("a connection");
-    assert!(l.stats().cookie.hello_verify >= 1, "the None was skipped");
+    assert!(
+        l.stats().admission.hello_verify >= 1,
+        "the None was skipped"
+    );
     assert!(peer.ip().is_loopback() || peer.ip().to_string().contains("127.0.0.1"));
     // Keep the listener reading (Router forwards through it).
     l.set_read_timeout(Some(Duration::from_millis(50))).unwrap();

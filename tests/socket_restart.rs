@@ -74,7 +74,7 @@ fn restart_replaces_session(v: Variant) {
     assert_eq!(io::Error::from(e).kind(), io::ErrorKind::ConnectionReset);
     assert!(matches!(old.send(b"late"), Err(Error::PeerRestarted)));
     let st = listener.stats();
-    assert_eq!(st.peer_restarts, 1);
+    assert_eq!(st.admission.peer_restarts, 1);
     assert_eq!(st.accepted, 2);
 }
 
@@ -114,8 +114,8 @@ fn cookieless_hello_keeps_session(v: Variant) {
         vec![b"before".to_vec(), b"after".to_vec()]
     );
     let st = listener.stats();
-    assert_eq!(st.peer_restarts, 0);
-    assert!(st.cookie.hello_verify >= 2, "{st:?}");
+    assert_eq!(st.admission.peer_restarts, 0);
+    assert!(st.admission.hello_verify >= 2, "{st:?}");
     assert_eq!(st.accepted, 1);
 }
 

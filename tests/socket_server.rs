@@ -441,7 +441,7 @@ fn cookie_bound_to_real_peer(v: Variant) {
     let n = a.recv(&mut buf).unwrap();
     assert_eq!(hs_type(&buf[..n]), Some(2), "ServerHello");
     let st = l.stats();
-    assert_eq!((st.accepted, st.cookie.hello_verify), (1, 2), "{st:?}");
+    assert_eq!((st.accepted, st.admission.hello_verify), (1, 2), "{st:?}");
 }
 
 /// A listener over a socket bound by the caller (OsNet needs SO_REUSEPORT
@@ -511,7 +511,11 @@ fn late_duplicate_hello_dropped(v: Variant) {
     );
     assert!(a.recv(&mut buf).is_err(), "and no answer");
     let st = l.stats();
-    assert_eq!((st.accepted, st.duplicate_hellos), (1, 1), "{st:?}");
+    assert_eq!(
+        (st.accepted, st.admission.duplicate_hellos),
+        (1, 1),
+        "{st:?}"
+    );
     // A fresh handshake from the same port is a new connection.
     let mut cb = Connection::client(&client_cfg(), None).unwrap();
     a.set_read_timeout(Some(T)).unwrap();

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use dtls_reactor::{ClientConfig, Connection, CookieKeys, CookieStage, ServerConfig, Verdict};
+use dtls_reactor::{ClientConfig, Connection, CookieKeys, FrontDoor, ServerConfig, Admission, Admitted, Datagram,};
 
 pub const CA: &[u8] = include_bytes!("../../tests/certs/ca.pem");
 pub const SERVER: &[u8] = include_bytes!("../../tests/certs/server.pem");
@@ -35,13 +35,13 @@ pub fn client_config() -> ClientConfig {
 /// Runs the cookie exchange for `peer` and returns the client and its
 /// second, cookie-carrying ClientHello.
 pub fn cookie_hello(
-    stage: &mut CookieStage,
+    stage: &mut FrontDoor,
     client: &ClientConfig,
     peer: std::net::SocketAddr,
 ) -> (Connection, Vec<u8>) {
     let mut c = Connection::client(client, None).expect("client");
     let hello = c.poll_transmit().expect("hello");
-    let Verdict::HelloVerify(hvr) = stage.handle(peer, &hello) else {
+    let Admitted::Reply(hvr) = stage.admit(peer, &Datagram::parse(&hello)) else {
         panic!("no HelloVerifyRequest for a fresh ClientHello")
     };
     c.feed(&hvr).expect("feed hvr");
@@ -58,9 +58,9 @@ pub struct Pair {
 impl Pair {
     pub fn new() -> Pair {
         let peer = "127.0.0.1:40000".parse().unwrap();
-        let mut stage = CookieStage::new(&server_config()).expect("stage");
+        let mut stage = FrontDoor::new(&server_config(), &Admission::default()).expect("stage");
         let (mut client, hello2) = cookie_hello(&mut stage, &client_config(), peer);
-        let Verdict::Accept(server) = stage.handle(peer, &hello2) else {
+        let Admitted::Accepted(server) = stage.admit(peer, &Datagram::parse(&hello2)) else {
             panic!("cookie not accepted")
         };
         let mut server = *server;

@@ -1,4 +1,4 @@
-//! Arbitrary datagrams from arbitrary peers into one `CookieStage` kept for
+//! Arbitrary datagrams from arbitrary peers into one `FrontDoor` kept for
 //! the whole run.
 //!
 //! Input: `[mode, a, b, c, d, port_hi, port_lo, datagram...]`.
@@ -22,11 +22,11 @@ mod common;
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use dtls_reactor::{ClientConfig, CookieStage, Role, Verdict};
+use dtls_reactor::{ClientConfig, FrontDoor, Role, Admission, Admitted, Datagram, Refusal,};
 use libfuzzer_sys::fuzz_target;
 
 struct State {
-    stage: CookieStage,
+    stage: FrontDoor,
     client: ClientConfig,
     peer: SocketAddr,
     hello2: Vec<u8>,
@@ -34,7 +34,7 @@ struct State {
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::new({
-        let mut stage = CookieStage::new(&common::server_config()).expect("stage");
+        let mut stage = FrontDoor::new(&common::server_config(), &Admission::default()).expect("stage");
         let client = common::client_config();
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let (_, hello2) = common::cookie_hello(&mut stage, &client, peer);
@@ -42,7 +42,7 @@ thread_local! {
     });
 }
 
-fn total(s: &dtls_reactor::CookieStats) -> u64 {
+fn total(s: &dtls_reactor::AdmissionStats) -> u64 {
     s.hello_verify + s.accepted + s.refused + s.dropped
 }
 
@@ -79,28 +79,28 @@ fuzz_target!(|data: &[u8]| {
                 (st.peer, st.hello2[..n].to_vec())
             }
         };
-        let before = st.stage.stats();
-        let verdict = st.stage.handle(peer, &datagram);
-        let after = st.stage.stats();
+        let before = st.stage.admission().stats();
+        let verdict = st.stage.admit(peer, &Datagram::parse(&datagram));
+        let after = st.stage.admission().stats();
         assert_eq!(total(&after), total(&before) + 1, "one count per datagram");
         match verdict {
-            Verdict::Accept(conn) => {
+            Admitted::Accepted(conn) => {
                 assert_eq!(peer, st.peer, "accepted from a peer without its cookie");
                 assert_eq!(conn.role(), Role::Server);
                 assert_eq!(conn.peer_addr(), Some(peer));
                 assert_eq!(after.accepted, before.accepted + 1);
             }
-            Verdict::HelloVerify(hvr) => {
+            Admitted::Reply(hvr) => {
                 assert!(!hvr.is_empty() && hvr.len() <= 1400, "HVR of {} bytes", hvr.len());
                 assert_eq!(after.hello_verify, before.hello_verify + 1);
             }
-            Verdict::Refused { .. } => assert_eq!(after.refused, before.refused + 1),
-            Verdict::Drop(_) => assert_eq!(after.dropped, before.dropped + 1),
+            Admitted::Refused(Refusal { .. }) => assert_eq!(after.refused, before.refused + 1),
+            Admitted::Drop(_) => assert_eq!(after.dropped, before.dropped + 1),
         }
         // Still admits an honest client (every 64th input, to keep speed).
         if data[0] & 0xfc == 0 {
             let (_, hello2) = common::cookie_hello(&mut st.stage, &st.client, st.peer);
-            assert!(matches!(st.stage.handle(st.peer, &hello2), Verdict::Accept(_)));
+            assert!(matches!(st.stage.admit(st.peer, &Datagram::parse(&hello2)), Admitted::Accepted(_)));
         }
     });
 });

@@ -78,4 +78,10 @@ impl ReactorHandle {
     pub fn stats(&self) -> ReactorStats {
         self.stats.snapshot()
     }
+
+    /// The counters and gauges of the reactor's front doors (its caps,
+    /// shared by all its listeners and client connections).
+    pub fn admission_stats(&self) -> crate::AdmissionStats {
+        self.stats.admission().stats()
+    }
 }

@@ -17,11 +17,11 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::admission::Count;
 use crate::config::{ClientConfig, ServerConfig};
 use crate::conn::{CloseReason, Connection, Event, PeerCertificate, Role};
-use crate::admission::Count;
-use crate::{Admission, AdmissionLimits, Admit, FrontDoor, Refusal};
 use crate::error::{Error, Result};
+use crate::{Admission, AdmissionLimits, Admit, FrontDoor, Refusal};
 
 mod handle;
 mod session;
@@ -254,7 +254,7 @@ stats! {
     /// Datagrams the front doors dropped (not ClientHellos, rejected by
     /// OpenSSL, late copies of admitted hellos...), caps aside.
     cookie_dropped,
-    /// Handshakes the cookie stage refused on the ClientHello (alert sent).
+    /// Handshakes refused on the ClientHello itself (alert sent).
     handshake_refused,
     /// Established server connections replaced by a new handshake from the
     /// same address and port (the peer restarted, [`CloseCause::PeerRestarted`]).
@@ -304,6 +304,10 @@ impl SharedStats {
     fn add(f: &AtomicU64, n: u64) {
         f.fetch_add(n, Ordering::Relaxed);
     }
+    pub(crate) fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
     fn gauge(&self, conns: usize) {
         self.connections.store(conns as u64, Ordering::Relaxed);
         self.peak_connections
@@ -920,7 +924,7 @@ impl Inner {
 /// A single-threaded mio reactor serving many DTLS peers.
 ///
 /// A [`Reactor`] owns a mio `Poll`, any number of listeners (a
-/// [`dtls_demux::Demux`] each, with its [`CookieStage`]), client connections,
+/// [`dtls_demux::Demux`] each, with its [`FrontDoor`]), client connections,
 /// a slab of [`Connection`]s and one timer structure. The application reacts
 /// to what happens through a [`Handler`] (asyncore's dispatcher, as a trait
 /// with default methods); every callback gets a [`Ctx`] to send, close, query
@@ -934,7 +938,7 @@ impl Inner {
 ///    until a batch comes back short or the socket is empty, at most
 ///    [`Limits::datagrams_per_turn`] datagrams each, checked between batches
 ///    (the rest waits for the next turn, so one busy peer cannot starve the
-///    others): listeners through the demux and the cookie stage, links and
+///    others): listeners through the demux and the front door, links and
 ///    client sockets into their connection; each datagram's plaintext is
 ///    delivered at once, and after each batch (and after each callback) the
 ///    connection's datagrams leave in one `sendmmsg`;
@@ -1063,7 +1067,11 @@ impl<H: Handler> Reactor<H> {
     /// from now on (a new certificate, new settings) without a restart;
     /// established connections keep theirs. `InvalidInput` for a plain or
     /// unknown listener.
-    pub fn set_listener_config(&mut self, listener: ListenerId, config: &ServerConfig) -> Result<()> {
+    pub fn set_listener_config(
+        &mut self,
+        listener: ListenerId,
+        config: &ServerConfig,
+    ) -> Result<()> {
         match self
             .inner
             .listeners
@@ -1330,7 +1338,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Reads the listener in batches up to the budget: unknown peers go to the
-    /// cookie stage, datagrams of known peers were handed to their link by the
+    /// front door, datagrams of known peers were handed to their link by the
     /// demux (a link's memory queue makes its connection ready).
     fn drain_listener(&mut self, li: usize) {
         let mut batch = self
@@ -1525,10 +1533,8 @@ impl<H: Handler> Reactor<H> {
     /// accepts it, the session stays as it is.
     fn restart(&mut self, key: usize, li: usize, d: &Datagram<'_>) {
         let inner = &mut self.inner;
-        let (Some(door), Some(e)) = (
-            inner.listeners[li].door.as_mut(),
-            inner.conns.get_mut(key),
-        ) else {
+        let (Some(door), Some(e)) = (inner.listeners[li].door.as_mut(), inner.conns.get_mut(key))
+        else {
             return;
         };
         let Some(old) = e.conn.as_dtls() else {
@@ -1550,10 +1556,8 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         let inner = &mut self.inner;
-        let (Some(door), Some(e)) = (
-            inner.listeners[li].door.as_mut(),
-            inner.conns.get_mut(key),
-        ) else {
+        let (Some(door), Some(e)) = (inner.listeners[li].door.as_mut(), inner.conns.get_mut(key))
+        else {
             return;
         };
         let Some(old) = e.conn.as_dtls_mut() else {

@@ -3,19 +3,17 @@
 //! front door), wait for the descriptor or the DTLS deadline.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Weak;
 use std::time::{Duration, Instant};
-use std::os::fd::{AsFd, BorrowedFd};
 
 use dtls_demux::DemuxKind;
 
-use super::listener::{open_now, Opened};
 use super::stream::{transport_error, Op, Session, MAX_DATAGRAM, NONBLOCKING_READ_BUDGET, SCRATCH};
 use super::{min_wait, wait_fd, DtlsSocket, Transport, MEMORY_QUEUE_CHECK};
-use crate::{Connection, Datagram, Error, FrontDoor, Result};
+use crate::{Admitted, Connection, Datagram, Error, FrontDoor, Refusal, Result};
 
 impl DtlsSocket {
-
     pub(super) fn deadline(&self, op: Op) -> Option<Instant> {
         if self.nonblocking {
             return None;
@@ -61,7 +59,12 @@ impl DtlsSocket {
     /// Sends every datagram the session has queued. `Err(WouldBlock)` when
     /// non-blocking (or `never_wait`) and the socket is full: the rest stays
     /// queued for the next call.
-    pub(super) fn flush(&mut self, deadline: Option<Instant>, op: Op, never_wait: bool) -> Result<()> {
+    pub(super) fn flush(
+        &mut self,
+        deadline: Option<Instant>,
+        op: Op,
+        never_wait: bool,
+    ) -> Result<()> {
         loop {
             let Session::Active(c) = &mut self.session else {
                 return Ok(());
@@ -127,7 +130,7 @@ impl DtlsSocket {
     }
 
     /// Reads one datagram from the transport without waiting and feeds it to
-    /// the session (or the cookie stage). False when none was ready.
+    /// the session (or a front door). False when none was ready.
     pub(super) fn read_one(&mut self) -> Result<bool> {
         SCRATCH.with(|s| {
             let mut buf = s.borrow_mut();
@@ -168,19 +171,19 @@ impl DtlsSocket {
             Session::Active(c) => c.feed_datagram(&d),
             Session::ServerWait { door } => {
                 let peer = self.transport.peer_addr()?;
-                match open_now(door, peer, &d, None) {
-                    Opened::Reply(r) => {
+                match door.admit(peer, &d) {
+                    Admitted::Reply(r) => {
                         if let Err(e) = self.transport.send(&r) {
                             log::debug!("HelloVerifyRequest to {peer} not sent: {e}");
                         }
                         Ok(())
                     }
-                    Opened::Dropped => Ok(()),
-                    Opened::Conn(c) => {
+                    Admitted::Drop(_) => Ok(()),
+                    Admitted::Accepted(c) => {
                         self.session = Session::Active(c);
                         Ok(())
                     }
-                    Opened::Refused(alert, error) => {
+                    Admitted::Refused(Refusal { alert, error }) => {
                         if let Some(a) = alert {
                             let _ = self.transport.send(&a);
                         }
@@ -209,26 +212,27 @@ impl DtlsSocket {
             return Ok(());
         };
         let peer = self.transport.peer_addr()?;
-        let opened = {
-            let mut door = shared.door.lock().unwrap_or_else(|p| p.into_inner());
-            open_now(&mut door, peer, d, Some(c))
-        };
-        match opened {
-            Opened::Reply(r) => {
+        let admitted = shared
+            .door
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit_established(c, d);
+        match admitted {
+            Admitted::Reply(r) => {
                 if let Err(e) = self.transport.send(&r) {
                     log::debug!("HelloVerifyRequest to {peer} not sent: {e}");
                 }
                 Ok(())
             }
-            Opened::Dropped => Ok(()),
-            Opened::Refused(alert, error) => {
+            Admitted::Drop(_) => Ok(()),
+            Admitted::Refused(Refusal { alert, error }) => {
                 log::debug!("{peer}: ClientHello on an established session refused: {error}");
                 if let Some(a) = alert {
                     let _ = self.transport.send(&a);
                 }
                 Ok(())
             }
-            Opened::Conn(conn) => {
+            Admitted::Accepted(conn) => {
                 // The old link goes (the peer's datagrams reach the new one from
                 // now on); a datagram of the old session still queued is lost.
                 shared.demux.detach(peer);

@@ -14,7 +14,7 @@ use dtls_demux::{Demux, DemuxKind};
 
 use super::{check_timeout, min_wait, wait_fd, DtlsSocket, MEMORY_QUEUE_CHECK};
 use crate::{
-    Admission, AdmissionStats, Admit, Connection, Datagram, Error, FrontDoor, Refusal, Result,
+    Admission, AdmissionStats, Admitted, Connection, Datagram, Error, FrontDoor, Refusal, Result,
     ServerConfig,
 };
 
@@ -39,52 +39,15 @@ pub(crate) struct Shared {
     pub(crate) attach_failed: AtomicU64,
 }
 
-/// What the socket API made of a datagram for the front door: it has no
-/// policy of its own, so an incoming peer is accepted at once.
-pub(crate) enum Opened {
-    /// Send this back (HelloVerifyRequest).
-    Reply(Vec<u8>),
-    /// Dropped (the door counted it).
-    Dropped,
-    /// A new server connection, first flight queued.
-    Conn(Box<Connection>),
-    /// The hello was refused: the alert to send, and why.
-    Refused(Option<Vec<u8>>, Error),
-}
-
-/// Runs `d` from `peer` through `door` and accepts what it lets in: from an
-/// unknown peer, or (`old`) on the link of an established connection whose
-/// peer may have restarted.
-pub(crate) fn open_now(
-    door: &mut FrontDoor,
-    peer: SocketAddr,
-    d: &Datagram<'_>,
-    old: Option<&mut Connection>,
-) -> Opened {
-    let (admit, old) = match old {
-        Some(c) => (door.handle_established(c, d), Some(c)),
-        None => (door.handle(peer, d), None),
-    };
-    let incoming = match admit {
-        Admit::Reply(r) => return Opened::Reply(r),
-        Admit::Drop(_) => return Opened::Dropped,
-        Admit::Incoming(i) => i,
-    };
-    let accepted = match old {
-        Some(c) => door.accept_restart(incoming, c),
-        None => door.accept(incoming),
-    };
-    match accepted {
-        Ok(c) => Opened::Conn(Box::new(c)),
-        Err(Refusal { alert, error }) => Opened::Refused(alert, error),
-    }
-}
-
 impl Shared {
     /// The server socket for a connection the door admitted: attaches a link
     /// for `peer` and sends the first flight. `None` when no link could be
     /// made (counted; the client retries).
-    pub(crate) fn open(self: &Arc<Self>, peer: SocketAddr, conn: Connection) -> Result<Option<DtlsSocket>> {
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        conn: Connection,
+    ) -> Result<Option<DtlsSocket>> {
         let link = match self.demux.attach(peer) {
             Ok(l) => l,
             Err(e) => {
@@ -329,20 +292,16 @@ impl DtlsListener {
     }
 
     fn admit(&self, peer: SocketAddr, datagram: &[u8]) -> Result<Step> {
-        let d = Datagram::parse(datagram);
-        let opened = {
-            let mut door = self.shared.door.lock().unwrap_or_else(|p| p.into_inner());
-            open_now(&mut door, peer, &d, None)
-        };
-        match opened {
-            Opened::Reply(r) => self.reply(&r, peer),
-            Opened::Dropped => {}
-            Opened::Refused(alert, _) => {
+        let admitted = self.door().admit(peer, &Datagram::parse(datagram));
+        match admitted {
+            Admitted::Reply(r) => self.reply(&r, peer),
+            Admitted::Drop(_) => {}
+            Admitted::Refused(Refusal { alert, .. }) => {
                 if let Some(a) = alert {
                     self.reply(&a, peer);
                 }
             }
-            Opened::Conn(conn) => {
+            Admitted::Accepted(conn) => {
                 if let Some(s) = self.shared.open(peer, *conn)? {
                     self.accepted.fetch_add(1, Ordering::Relaxed);
                     return Ok(Step::Conn(Box::new(s), peer));

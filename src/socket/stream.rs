@@ -14,8 +14,8 @@ use super::listener::Shared;
 use super::{check_timeout, Transport};
 use crate::conn::clone_error;
 use crate::{
-    Admission, ClientConfig, CloseReason, ConnStats, Connection, Error, FrontDoor,
-    PeerCertificate, Result, ServerConfig, State,
+    Admission, ClientConfig, CloseReason, ConnStats, Connection, Error, FrontDoor, PeerCertificate,
+    Result, ServerConfig, State,
 };
 
 /// Largest UDP payload: the receive scratch buffer's size.

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dtls_reactor::{
-    Client, ClientConfig, ConfigBuilder, Connection, CookieStage, Error, Server, ServerConfig,
-    Verdict,
+    Admission, Admitted, Client, ClientConfig, ConfigBuilder, Connection, Datagram, Error,
+    FrontDoor, Refusal, Server, ServerConfig,
 };
 
 pub const CA: &[u8] = include_bytes!("../certs/ca.pem");
@@ -75,7 +75,7 @@ pub fn handshake_with(
     client: &ClientConfig,
     mut drop_datagram: impl FnMut(usize, Dir, &[u8]) -> bool,
 ) -> Pair {
-    let mut stage = CookieStage::new(server).expect("cookie stage");
+    let mut stage = FrontDoor::new(server, &Admission::default()).expect("cookie stage");
     let mut c = Connection::client(client, None).expect("client");
     let mut s: Option<Connection> = None;
     let (mut cerr, mut serr) = (None, None);
@@ -102,8 +102,8 @@ pub fn handshake_with(
                         serr = Some(e);
                     }
                 }
-                None => match stage.handle(peer(), &d) {
-                    Verdict::HelloVerify(hvr) => {
+                None => match stage.admit(peer(), &Datagram::parse(&d)) {
+                    Admitted::Reply(hvr) => {
                         // The stateless reply counts as the server's flight.
                         flights += 1;
                         sizes.push(hvr.len());
@@ -113,15 +113,15 @@ pub fn handshake_with(
                             }
                         }
                     }
-                    Verdict::Accept(conn) => s = Some(*conn),
-                    Verdict::Refused { alert, error } => {
+                    Admitted::Accepted(conn) => s = Some(*conn),
+                    Admitted::Refused(Refusal { alert, error }) => {
                         serr = Some(error);
                         if let Some(a) = alert {
                             let _ = c.feed(&a);
                         }
                         break;
                     }
-                    Verdict::Drop(_) => {}
+                    Admitted::Drop(_) => {}
                 },
             }
         }

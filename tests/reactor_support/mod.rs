@@ -215,6 +215,11 @@ pub fn spawn<H: Handler + Send + 'static>(
     }
 }
 
+/// A fresh event log.
+pub fn log() -> Log {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
 /// Waits until `f` holds, for at most `limit`.
 pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -273,7 +278,12 @@ impl HandClient {
         HandClient { sock, conn }
     }
     pub fn flush(&mut self) {
+        self.flush_with(|_| ());
+    }
+    /// Sends what the connection queued, showing each datagram to `see`.
+    pub fn flush_with(&mut self, mut see: impl FnMut(&[u8])) {
         while let Some(d) = self.conn.poll_transmit() {
+            see(&d);
             let _ = self.sock.send(&d);
         }
     }
