@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use dtls_demux::DemuxKind;
 
+use super::stream::DtlsSocket;
 use super::stream::{transport_error, Op, Session, MAX_DATAGRAM, NONBLOCKING_READ_BUDGET, SCRATCH};
-use super::{min_wait, wait_fd, DtlsSocket, Transport, MEMORY_QUEUE_CHECK};
+use super::transport::Transport;
+use super::wait::{min_wait, wait_fd, MEMORY_QUEUE_CHECK};
 use crate::{Admitted, Connection, Datagram, Error, FrontDoor, Refusal, Result};
 
 impl DtlsSocket {
@@ -237,7 +239,7 @@ impl DtlsSocket {
                 // now on); a datagram of the old session still queued is lost.
                 shared.demux.detach(peer);
                 self.restarted = true;
-                if let Some(s) = shared.open(peer, *conn)? {
+                if let Some(s) = DtlsSocket::open_accepted(&shared, peer, *conn)? {
                     shared
                         .restarted
                         .lock()

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use dtls_demux::{Demux, DemuxKind};
 
-use super::{check_timeout, min_wait, wait_fd, DtlsSocket, MEMORY_QUEUE_CHECK};
+use super::shared::Shared;
+use super::stream::DtlsSocket;
+use super::wait::{check_timeout, min_wait, wait_fd, MEMORY_QUEUE_CHECK};
 use crate::{
-    Admission, AdmissionStats, Admitted, Connection, Datagram, Error, FrontDoor, Refusal, Result,
-    ServerConfig,
+    Admission, AdmissionStats, Admitted, Datagram, Error, FrontDoor, Refusal, Result, ServerConfig,
 };
 
 const MAX_DATAGRAM: usize = 65_536;
@@ -24,40 +25,6 @@ pub const LISTENER_RCVBUF: usize = 4 << 20;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// What a listener shares with the connections it accepted: its front door
-/// (a restarting peer's ClientHello reaches its old connection's link, whose
-/// owner brings it to the door) and the queue where a restarted peer's new
-/// connection waits for `accept()`.
-pub(crate) struct Shared {
-    pub(crate) demux: Arc<dyn Demux>,
-    pub(crate) door: Mutex<FrontDoor>,
-    /// New connections of restarted peers, for `accept()` (at most one per
-    /// connection that ended, so bounded by the connections the listener made).
-    pub(crate) restarted: Mutex<VecDeque<(DtlsSocket, SocketAddr)>>,
-    pub(crate) attach_failed: AtomicU64,
-}
-
-impl Shared {
-    /// The server socket for a connection the door admitted: attaches a link
-    /// for `peer` and sends the first flight. `None` when no link could be
-    /// made (counted; the client retries).
-    pub(crate) fn open(
-        self: &Arc<Self>,
-        peer: SocketAddr,
-        conn: Connection,
-    ) -> Result<Option<DtlsSocket>> {
-        let link = match self.demux.attach(peer) {
-            Ok(l) => l,
-            Err(e) => {
-                self.attach_failed.fetch_add(1, Ordering::Relaxed);
-                log::debug!("{peer}: no link: {e}; dropped");
-                return Ok(None);
-            }
-        };
-        DtlsSocket::accepted(conn, link, self).map(Some)
-    }
 }
 
 /// Counters of a listener.
@@ -86,7 +53,7 @@ pub struct ListenerStats {
 /// accept thread and others.
 pub struct DtlsListener {
     demux: Arc<dyn Demux>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<DtlsSocket>>,
     read_timeout: Mutex<Option<Duration>>,
     nonblocking: AtomicBool,
     accepted: AtomicU64,
@@ -302,7 +269,7 @@ impl DtlsListener {
                 }
             }
             Admitted::Accepted(conn) => {
-                if let Some(s) = self.shared.open(peer, *conn)? {
+                if let Some(s) = DtlsSocket::open_accepted(&self.shared, peer, *conn)? {
                     self.accepted.fetch_add(1, Ordering::Relaxed);
                     return Ok(Step::Conn(Box::new(s), peer));
                 }

@@ -1,7 +1,7 @@
 //! Blocking and non-blocking DTLS sockets in the shape of `std::net`.
 //!
 //! - [`DtlsSocket`]: one DTLS connection over UDP, client side (a connected
-//!   [`UdpSocket`]) or server side (a [`Link`] of a listener's demux). Blocking
+//!   [`UdpSocket`](std::net::UdpSocket)) or server side (a [`Link`](dtls_demux::Link) of a listener's demux). Blocking
 //!   calls with read and write timeouts, or non-blocking calls returning
 //!   [`Error::WouldBlock`] for callers that run their own poll loop.
 //! - [`DtlsListener`]: a bound UDP port with a [`ServerConfig`] and a demux
@@ -24,7 +24,7 @@
 //!
 //! A non-blocking socket ([`DtlsSocket::set_nonblocking`]) does one step per
 //! call and returns [`Error::WouldBlock`] (`io::ErrorKind::WouldBlock`) when it
-//! needs a datagram; poll its descriptor ([`AsRawFd`])
+//! needs a datagram; poll its descriptor ([`AsRawFd`](std::os::fd::AsRawFd))
 //! for readability, wake at [`DtlsSocket::next_timeout`] and call
 //! [`DtlsSocket::handle_timeout`] then (every call also acts on an expired
 //! timer by itself).
@@ -120,206 +120,17 @@
 //! # }
 //! ```
 
-use std::io;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::time::Duration;
-
-use dtls_demux::Link;
-
 #[allow(unused_imports)] // for the docs above
 use crate::{ClientConfig, DemuxKind, Error, ServerConfig};
 
 mod drive;
 mod listener;
+mod shared;
 mod stream;
+mod transport;
+mod wait;
 
 pub use listener::{DtlsListener, Incoming, ListenerStats, LISTENER_RCVBUF};
 pub use stream::{DtlsSocket, UnwrapError, DEFAULT_SHUTDOWN_WAIT};
-
-/// How often a blocking call on a server-side connection, or a blocking
-/// `accept()` on an OsNet listener, re-checks the memory queues the demux
-/// fills without making the descriptor readable. Ten wake-ups a second cost
-/// microseconds of CPU; a datagram handed over that way waits at most this long.
-pub const MEMORY_QUEUE_CHECK: Duration = Duration::from_millis(100);
-
-/// The plain UDP transport under a [`DtlsSocket`], as [`DtlsSocket::unwrap`]
-/// returns it.
-///
-/// - `Socket`: a client's `UdpSocket`, connected to the server. Wrap it again
-///   with [`DtlsSocket::wrap_client`] for a new session.
-/// - `Link`: a server-side connection's per-peer link of the listener's
-///   demux. It still receives the peer's datagrams (with Router, as long as
-///   someone calls the listener's `accept()`), sends from the listener's
-///   address, and keeps the peer attached (the listener routes its datagrams
-///   here) until dropped. Wrap it again with [`DtlsSocket::wrap_server`].
-///
-/// After `unwrap` the socket is back in the blocking mode and timeouts the
-/// `DtlsSocket` had. (A Router link sends through the listening socket, which
-/// the listener keeps non-blocking.)
-#[derive(Debug)]
-pub enum Transport {
-    /// A UDP socket (connected to the peer).
-    Socket(UdpSocket),
-    /// A per-peer link of a listener's demux.
-    Link(Link),
-}
-
-impl From<UdpSocket> for Transport {
-    fn from(s: UdpSocket) -> Self {
-        Transport::Socket(s)
-    }
-}
-
-impl From<Link> for Transport {
-    fn from(l: Link) -> Self {
-        Transport::Link(l)
-    }
-}
-
-impl Transport {
-    /// Sends one datagram to the peer.
-    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Socket(s) => s.send(buf),
-            Transport::Link(l) => l.send(buf),
-        }
-    }
-
-    /// Receives one datagram of the peer (a link reads its memory queue first).
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Socket(s) => s.recv(buf),
-            Transport::Link(l) => l.recv(buf),
-        }
-    }
-
-    /// The peer's address (`NotConnected` for an unconnected socket).
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Transport::Socket(s) => s.peer_addr(),
-            Transport::Link(l) => Ok(l.peer_addr()),
-        }
-    }
-
-    /// The local address the peer talks to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Transport::Socket(s) => s.local_addr(),
-            Transport::Link(l) => l.local_addr(),
-        }
-    }
-
-    /// Datagrams waiting in a link's memory queue (never for a plain socket).
-    pub fn has_queued(&self) -> bool {
-        match self {
-            Transport::Socket(_) => false,
-            Transport::Link(l) => l.has_queued(),
-        }
-    }
-
-    /// The socket whose descriptor shows readability: the UDP socket, or the
-    /// link's per-peer socket.
-    pub fn socket(&self) -> &UdpSocket {
-        match self {
-            Transport::Socket(s) => s,
-            Transport::Link(l) => l.socket(),
-        }
-    }
-
-    /// Sets the blocking mode of [`Self::socket`].
-    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        self.socket().set_nonblocking(on)
-    }
-
-    /// Sets the read timeout of [`Self::socket`].
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.socket().set_read_timeout(t)
-    }
-
-    /// Sets the write timeout of [`Self::socket`].
-    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.socket().set_write_timeout(t)
-    }
-
-    /// The UDP socket, if this is one.
-    pub fn into_socket(self) -> Option<UdpSocket> {
-        match self {
-            Transport::Socket(s) => Some(s),
-            Transport::Link(_) => None,
-        }
-    }
-
-    /// The link, if this is one.
-    pub fn into_link(self) -> Option<Link> {
-        match self {
-            Transport::Link(l) => Some(l),
-            Transport::Socket(_) => None,
-        }
-    }
-}
-
-impl AsRawFd for Transport {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket().as_raw_fd()
-    }
-}
-
-impl AsFd for Transport {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket().as_fd()
-    }
-}
-
-/// Waits until `fd` is readable (or writable with `write`) or `timeout`
-/// passes (`None`: no limit). True when an event (including an error
-/// condition) is pending; false on timeout or a signal. The timeout is
-/// rounded up to whole milliseconds so a sub-millisecond rest never spins.
-pub(crate) fn wait_fd(
-    fd: BorrowedFd<'_>,
-    write: bool,
-    timeout: Option<Duration>,
-) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: if write { libc::POLLOUT } else { libc::POLLIN },
-        revents: 0,
-    };
-    let ms: libc::c_int = match timeout {
-        None => -1,
-        Some(d) => d
-            .as_nanos()
-            .div_ceil(1_000_000)
-            .min(libc::c_int::MAX as u128) as libc::c_int,
-    };
-    // SAFETY: `pfd` is one valid pollfd on our stack and the count is 1; the
-    // descriptor is borrowed, so it stays open for the duration of the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(e);
-    }
-    Ok(r > 0)
-}
-
-/// The smaller of two optional durations (`None` is infinite).
-pub(crate) fn min_wait(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, y) => x.or(y),
-    }
-}
-
-/// Rejects a zero timeout, as `std::net` does.
-pub(crate) fn check_timeout(t: Option<Duration>) -> crate::Result<()> {
-    if t == Some(Duration::ZERO) {
-        return Err(crate::Error::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "cannot set a 0 duration timeout",
-        )));
-    }
-    Ok(())
-}
+pub use transport::Transport;
+pub use wait::MEMORY_QUEUE_CHECK;

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use dtls_demux::{Demux, Link};
 
-use super::listener::Shared;
-use super::{check_timeout, Transport};
+use super::shared::Shared;
+use super::transport::Transport;
+use super::wait::check_timeout;
 use crate::conn::clone_error;
 use crate::{
     Admission, ClientConfig, CloseReason, ConnStats, Connection, Error, FrontDoor, PeerCertificate,
@@ -72,7 +73,7 @@ pub struct DtlsSocket {
     pub(super) demux: Option<Arc<dyn Demux>>,
     /// Accepted by a listener: what it shares (its front door), for a
     /// restarting peer.
-    pub(super) listener: Option<Weak<Shared>>,
+    pub(super) listener: Option<Weak<Shared<DtlsSocket>>>,
     /// The peer restarted and a new connection took over: every call fails
     /// with [`Error::PeerRestarted`].
     pub(super) restarted: bool,
@@ -296,9 +297,29 @@ impl DtlsSocket {
         Ok(s)
     }
 
+    /// The server socket for a connection a listener's door admitted:
+    /// attaches a link for `peer` and sends the first flight. `None` when no
+    /// link could be made (counted; the client retries).
+    pub(super) fn open_accepted(
+        listener: &Arc<Shared<DtlsSocket>>,
+        peer: SocketAddr,
+        conn: Connection,
+    ) -> Result<Option<Self>> {
+        match listener.demux.attach(peer) {
+            Ok(link) => Self::accepted(conn, link, listener).map(Some),
+            Err(e) => {
+                listener
+                    .attach_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::debug!("{peer}: no link: {e}; dropped");
+                Ok(None)
+            }
+        }
+    }
+
     /// A server connection accepted by a listener: its front door admitted
     /// the peer and `link` was attached for it.
-    pub(crate) fn accepted(conn: Connection, link: Link, listener: &Arc<Shared>) -> Result<Self> {
+    fn accepted(conn: Connection, link: Link, listener: &Arc<Shared<DtlsSocket>>) -> Result<Self> {
         link.socket().set_nonblocking(true)?;
         let mut s = Self::new(
             Transport::Link(link),
