@@ -6,7 +6,7 @@ mod reactor_support;
 
 use std::time::Duration;
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{CloseCause, Limits};
 use reactor_support::*;
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{CloseCause, ConnId, Ctx, Handler, Limits};
 use reactor_support::*;
 

@@ -8,7 +8,7 @@ mod reactor_support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{CloseCause, ConnId, Connection, Limits};
 use reactor_support::*;
 
