@@ -2024,40 +2024,26 @@ impl<H: Handler> Reactor<H> {
 #[cfg(test)]
 mod tests {
     use crate::record::{carries_cookie, client_random};
-    use crate::{ClientConfig, CookieStage, ServerConfig, Verdict};
+    // The shared test scaffolding links the non-test build of this crate: only the
+    // datagrams (bytes) cross into this test, never its types.
+    use dtls_test_support::{client, cookie_exchange, peer, server, stage};
 
     #[test]
     fn cookie_detection() {
-        let server = ServerConfig::builder()
-            .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
-            .private_key_pem(include_bytes!("../../tests/certs/server.key"))
-            .build()
-            .unwrap();
-        let client = ClientConfig::builder()
-            .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
-            .server_name("localhost")
-            .build()
-            .unwrap();
-        let mut stage = CookieStage::new(&server).unwrap();
-        let mut c = crate::Connection::client(&client, None).unwrap();
-        let peer = "127.0.0.1:4000".parse().unwrap();
-        let hello = c.poll_transmit().unwrap();
-        assert!(!carries_cookie(&hello));
-        let Verdict::HelloVerify(hvr) = stage.handle(peer, &hello) else {
-            panic!("no HelloVerifyRequest")
+        let client = client().build().unwrap();
+        let mut stage = stage(&server().build().unwrap());
+        let (hello, hvr, hello2) = {
+            let x = cookie_exchange(&mut stage, &client, peer());
+            (x.hello, x.hello_verify, x.hello2)
         };
+        assert!(!carries_cookie(&hello));
         assert!(!carries_cookie(&hvr));
-        c.feed(&hvr).unwrap();
-        let hello2 = c.poll_transmit().unwrap();
         assert!(carries_cookie(&hello2));
         // The cookie retry keeps the client random; another client has its own.
         assert!(client_random(&hello).is_some());
         assert_eq!(client_random(&hello), client_random(&hello2));
-        let mut other = crate::Connection::client(&client, None).unwrap();
-        assert_ne!(
-            client_random(&other.poll_transmit().unwrap()),
-            client_random(&hello)
-        );
+        let other = cookie_exchange(&mut stage, &client, peer());
+        assert_ne!(client_random(&other.hello), client_random(&hello));
         assert_eq!(client_random(&hvr), None);
         for cut in 0..hello2.len() {
             // Truncations never panic (they may or may not parse).
