@@ -79,12 +79,16 @@ impl Variant {
 /// For each listed function `fn name(v: Variant)`, a module `name` with four tests, one per
 /// [`Variant`]: `v4_osnet`, `v6_osnet`, `v4_router`, `v6_router`.
 ///
-/// ```ignore
+/// ```
 /// use dtls_test_support::{four_ways, Variant};
 ///
-/// fn echo(v: Variant) { /* bind on v.any_port() with v.demux ... */ }
+/// /// A server on `v.any_port()` with `v.demux`, its clients on `v.ip()`...
+/// fn echo(v: Variant) {
+///     assert!(v.ip().is_loopback());
+/// }
 ///
-/// four_ways!(echo);
+/// four_ways!(echo); // tests echo::v4_osnet, echo::v6_osnet, echo::v4_router, echo::v6_router
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! four_ways {
