@@ -10,17 +10,6 @@ use common::{four_ways, Variant};
 use dtls_reactor::{CloseCause, Limits};
 use reactor_support::*;
 
-fn server_cfg() -> dtls_reactor::ServerConfig {
-    common::server().build().unwrap()
-}
-
-fn client_cfg() -> dtls_reactor::ClientConfig {
-    common::client()
-        .initial_timeout(Duration::from_millis(100))
-        .build()
-        .unwrap()
-}
-
 fn log() -> Log {
     Default::default()
 }

@@ -17,10 +17,6 @@ use reactor_support::*;
 
 const T: Duration = Duration::from_secs(30);
 
-fn server_cfg() -> dtls_reactor::ServerConfig {
-    common::server().build().unwrap()
-}
-
 /// Echo server that counts.
 #[derive(Default)]
 struct Echo {

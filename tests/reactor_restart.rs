@@ -12,17 +12,6 @@ use common::{four_ways, Variant};
 use dtls_reactor::{CloseCause, ConnId, Connection, Limits};
 use reactor_support::*;
 
-fn server_cfg() -> dtls_reactor::ServerConfig {
-    common::server().build().unwrap()
-}
-
-fn client_cfg() -> dtls_reactor::ClientConfig {
-    common::client()
-        .initial_timeout(Duration::from_millis(100))
-        .build()
-        .unwrap()
-}
-
 const T: Duration = Duration::from_secs(10);
 
 /// An echoing server on its own thread, with its log.
