@@ -12,6 +12,7 @@
 //!
 //! Not published: the real crates name it as a path dev-dependency without a version, which
 //! `cargo publish` strips from their manifests.
+#![warn(missing_docs)]
 
 pub mod variant;
 
