@@ -3,65 +3,26 @@
 //!
 //! `cargo bench --bench engine`
 
-use std::net::SocketAddr;
-
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dtls_reactor::{
     Admission, AdmissionLimits, Admitted, ClientConfig, Connection, Datagram, DropReason,
     FrontDoor, ServerConfig,
 };
-
-const CA: &[u8] = include_bytes!("../tests/certs/ca.pem");
-const CERT: &[u8] = include_bytes!("../tests/certs/server.pem");
-const KEY: &[u8] = include_bytes!("../tests/certs/server.key");
+use dtls_test_support::{cookie_exchange, established_pair, peer};
 
 fn configs(cookie: bool, groups: &str) -> (ServerConfig, ClientConfig) {
-    let s = ServerConfig::builder()
-        .certificate_chain_pem(CERT)
-        .private_key_pem(KEY)
+    let s = dtls_test_support::server()
         .require_cookie(cookie)
         .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
         .groups(groups)
         .build()
         .unwrap();
-    let c = ClientConfig::builder()
-        .ca_pem(CA)
-        .server_name("localhost")
+    let c = dtls_test_support::client()
         .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
         .groups(groups)
         .build()
         .unwrap();
     (s, c)
-}
-
-/// One full handshake through the cookie stage; returns the established pair.
-fn handshake(stage: &mut FrontDoor, c: &ClientConfig) -> (Connection, Connection) {
-    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    let mut client = Connection::client(c, None).unwrap();
-    let mut server: Option<Box<Connection>> = None;
-    for _ in 0..16 {
-        while let Some(d) = client.poll_transmit() {
-            match server.as_mut() {
-                Some(s) => s.feed(&d).unwrap(),
-                None => match stage.admit(peer, &Datagram::parse(&d)) {
-                    Admitted::Reply(h) => client.feed(&h).unwrap(),
-                    Admitted::Accepted(s) => server = Some(s),
-                    other => panic!("{other:?}"),
-                },
-            }
-        }
-        if let Some(s) = server.as_mut() {
-            while let Some(d) = s.poll_transmit() {
-                client.feed(&d).unwrap();
-            }
-            if s.is_established() && client.is_established() {
-                break;
-            }
-        }
-    }
-    let server = *server.expect("server");
-    assert!(client.is_established() && server.is_established());
-    (client, server)
 }
 
 fn bench_handshake(c: &mut Criterion) {
@@ -74,18 +35,18 @@ fn bench_handshake(c: &mut Criterion) {
         ("full_cookie_x25519", true, "X25519:P-256"),
     ] {
         let (s, cc) = configs(cookie, groups);
-        let mut stage = FrontDoor::new(&s, &Admission::default()).unwrap();
-        g.bench_function(name, |b| b.iter(|| handshake(&mut stage, &cc)));
+        let mut stage = dtls_test_support::stage(&s);
+        g.bench_function(name, |b| b.iter(|| established_pair(&mut stage, &cc)));
     }
     g.finish();
 }
 
 fn bench_records(c: &mut Criterion) {
     let (s, cc) = configs(true, "P-256");
-    let mut stage = FrontDoor::new(&s, &Admission::default()).unwrap();
+    let mut stage = dtls_test_support::stage(&s);
     let mut g = c.benchmark_group("record");
     for size in [64usize, 1200] {
-        let (mut client, mut server) = handshake(&mut stage, &cc);
+        let (mut client, mut server) = established_pair(&mut stage, &cc);
         let msg = vec![0x5a; size];
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(format!("seal_{size}"), |b| {
@@ -114,10 +75,10 @@ fn bench_records(c: &mut Criterion) {
 
 fn bench_cookie(c: &mut Criterion) {
     let (s, cc) = configs(true, "P-256");
-    let mut stage = FrontDoor::new(&s, &Admission::default()).unwrap();
+    let mut stage = dtls_test_support::stage(&s);
     let mut client = Connection::client(&cc, None).unwrap();
     let hello = client.poll_transmit().unwrap();
-    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let peer = peer();
     let mut g = c.benchmark_group("cookie");
     g.throughput(Throughput::Elements(1));
     g.bench_function("hello_verify_request", |b| {
@@ -132,16 +93,7 @@ fn bench_cookie(c: &mut Criterion) {
     // costs (the key exchange and signature of `SSL_accept`).
     let full = Admission::new(AdmissionLimits::default().max_handshakes(0));
     let mut capped = FrontDoor::new(&s, &full).unwrap();
-    let cookie_hello = |stage: &mut FrontDoor| {
-        let mut client = Connection::client(&cc, None).unwrap();
-        let hello = client.poll_transmit().unwrap();
-        let Admitted::Reply(hvr) = stage.admit(peer, &Datagram::parse(&hello)) else {
-            panic!("no HelloVerifyRequest")
-        };
-        client.feed(&hvr).unwrap();
-        client.poll_transmit().unwrap()
-    };
-    let hello2 = cookie_hello(&mut stage);
+    let hello2 = cookie_exchange(&mut stage, &cc, peer).hello2;
     g.bench_function("cookie_hello_at_cap", |b| {
         b.iter(|| match capped.admit(peer, &Datagram::parse(&hello2)) {
             Admitted::Drop(DropReason::HandshakeLimit) => {}
@@ -150,10 +102,10 @@ fn bench_cookie(c: &mut Criterion) {
     });
     // The hellos are made with a door of their own (same configuration, so
     // the same cookie keys): setup and measured routine each need one.
-    let mut maker = FrontDoor::new(&s, &Admission::default()).unwrap();
+    let mut maker = dtls_test_support::stage(&s);
     g.bench_function("cookie_hello_admitted", |b| {
         b.iter_batched(
-            || cookie_hello(&mut maker),
+            || cookie_exchange(&mut maker, &cc, peer).hello2,
             |h| match stage.admit(peer, &Datagram::parse(&h)) {
                 Admitted::Accepted(c) => c,
                 other => panic!("{other:?}"),

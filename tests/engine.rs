@@ -969,3 +969,33 @@ fn rejected_hellos_leave_no_openssl_errors_behind() {
     echo(&mut p);
     assert!(stage.admission().stats().dropped > 0);
 }
+
+/// The facts the front door reads off a datagram, on real handshake
+/// datagrams: the cookie retry carries a cookie and the same client random,
+/// another client has its own, a HelloVerifyRequest is no ClientHello, and no
+/// truncation is taken for a hello with a cookie.
+#[test]
+fn datagram_facts_of_real_hellos() {
+    let client = client().build().unwrap();
+    let mut stage = dtls_test_support::stage(&server().build().unwrap());
+    let x = dtls_test_support::cookie_exchange(&mut stage, &client, peer());
+    let (hello, hvr, hello2) = (
+        Datagram::parse(&x.hello),
+        Datagram::parse(&x.hello_verify),
+        Datagram::parse(&x.hello2),
+    );
+    assert!(hello.is_client_hello() && !hello.carries_cookie());
+    assert!(!hvr.is_client_hello() && !hvr.carries_cookie());
+    assert!(hello2.is_client_hello() && hello2.carries_cookie());
+    assert!(hello.is_whole() && hvr.is_whole() && hello2.is_whole());
+    assert!(hello.client_random().is_some());
+    assert_eq!(hello.client_random(), hello2.client_random());
+    let other = dtls_test_support::cookie_exchange(&mut stage, &client, peer());
+    assert_ne!(Datagram::parse(&other.hello).client_random(), hello.client_random());
+    assert_eq!(hvr.client_random(), None);
+    for cut in 0..x.hello2.len() {
+        let d = Datagram::parse(&x.hello2[..cut]);
+        assert!(!d.carries_cookie() && !d.is_whole(), "cut at {cut}");
+    }
+}
+

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{ConnStats, Connection, DtlsListener, Error};
 use socket_util::*;
 
@@ -36,12 +36,12 @@ fn client_hello() -> Vec<u8> {
 /// Source addresses for sender `i`: distinct IPv4 loopback addresses (all of
 /// 127.0.0.0/8 is local on Linux); IPv6 has only ::1, so distinct ports.
 fn source(v: Variant, i: usize) -> SocketAddr {
-    match v.ip {
+    match v.ip() {
         IpAddr::V4(_) => SocketAddr::new(
             Ipv4Addr::new(127, 1 + (i / 250) as u8, (i % 250) as u8, 1 + (i % 7) as u8).into(),
             0,
         ),
-        IpAddr::V6(_) => SocketAddr::new(v.ip, 0),
+        IpAddr::V6(_) => SocketAddr::new(v.ip(), 0),
     }
 }
 

@@ -15,7 +15,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{ClientConfig, DtlsSocket, Protocol, ServerConfig, Verify};
 use socket_util::*;
 
@@ -313,7 +313,7 @@ fn against_s_server(v6: bool, flag: &str, client: ClientConfig, extra: &[&str]) 
     if !have("openssl") {
         return;
     }
-    let ip = Variant::new(v6, dtls_demux::DemuxKind::OsNet).ip;
+    let ip = Variant::new(v6, dtls_demux::DemuxKind::OsNet).ip();
     let addr = free_port(ip);
     let mut a: Vec<String> = vec![
         "s_server".into(),
@@ -390,7 +390,7 @@ fn against_gnutls_serv(v6: bool) {
     if !have("gnutls-serv") {
         return;
     }
-    let ip = Variant::new(v6, dtls_demux::DemuxKind::OsNet).ip;
+    let ip = Variant::new(v6, dtls_demux::DemuxKind::OsNet).ip();
     let addr = free_port(ip);
     let a: Vec<String> = [
         "--udp",

@@ -10,7 +10,7 @@ mod reactor_support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{ConnId, Ctx, Error, Handler, Limits};
 use reactor_support::*;
 

@@ -6,20 +6,9 @@ mod reactor_support;
 
 use std::time::Duration;
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{CloseCause, Limits};
 use reactor_support::*;
-
-fn server_cfg() -> dtls_reactor::ServerConfig {
-    common::server().build().unwrap()
-}
-
-fn client_cfg() -> dtls_reactor::ClientConfig {
-    common::client()
-        .initial_timeout(Duration::from_millis(100))
-        .build()
-        .unwrap()
-}
 
 fn log() -> Log {
     Default::default()

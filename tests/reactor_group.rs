@@ -9,7 +9,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_demux::{Demux, DemuxKind, OsNet, Router};
 use dtls_reactor::{Limits, Reactor};
 use reactor_support::*;
@@ -26,7 +26,7 @@ fn group(v: Variant, n: usize) -> Vec<Arc<dyn Demux>> {
             (0..n)
                 .map(|_| {
                     use socket2::{Domain, Protocol, Socket, Type};
-                    let addr = SocketAddr::new(v.ip, port);
+                    let addr = SocketAddr::new(v.ip(), port);
                     let s =
                         Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
                             .unwrap();

@@ -11,15 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{CloseCause, ConnId, Ctx, Handler, Limits};
 use reactor_support::*;
 
 const T: Duration = Duration::from_secs(30);
-
-fn server_cfg() -> dtls_reactor::ServerConfig {
-    common::server().build().unwrap()
-}
 
 /// Echo server that counts.
 #[derive(Default)]

@@ -8,20 +8,9 @@ mod reactor_support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{CloseCause, ConnId, Connection, Limits};
 use reactor_support::*;
-
-fn server_cfg() -> dtls_reactor::ServerConfig {
-    common::server().build().unwrap()
-}
-
-fn client_cfg() -> dtls_reactor::ClientConfig {
-    common::client()
-        .initial_timeout(Duration::from_millis(100))
-        .build()
-        .unwrap()
-}
 
 const T: Duration = Duration::from_secs(10);
 

@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{ClientConfig, DtlsSocket, Error, Transport};
 use socket_util::*;
 

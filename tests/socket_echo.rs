@@ -3,7 +3,7 @@
 mod common;
 mod socket_util;
 
-use common::Variant;
+use common::{four_ways, Variant};
 use socket_util::*;
 
 /// One client, ten echoes of several sizes, clean shutdown on both sides.

@@ -7,7 +7,7 @@ mod socket_util;
 
 use std::sync::Mutex;
 
-use common::Variant;
+use common::{four_ways, Variant};
 use socket_util::*;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());

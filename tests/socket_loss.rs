@@ -8,7 +8,7 @@ mod socket_util;
 use std::time::{Duration, Instant};
 
 use common::relay::{Faults, Relay, RelayConfig};
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{DtlsSocket, Error};
 use socket_util::*;
 
@@ -51,8 +51,9 @@ fn lossy_echo(v: Variant) {
         }
     });
     let faults: Faults = "drop=0.3,dup=0.1,reorder=0.1".parse().unwrap();
-    let seed =
-        0x10_55 + u64::from(v.ip.is_ipv6()) * 2 + (v.demux == dtls_demux::DemuxKind::Router) as u64;
+    let seed = 0x10_55
+        + u64::from(v.ip().is_ipv6()) * 2
+        + (v.demux == dtls_demux::DemuxKind::Router) as u64;
     let mut rc = RelayConfig::new(server_addr).faults(faults).seed(seed);
     rc.reorder_hold = Duration::from_millis(20);
     rc.max_duration = Duration::from_secs(240);

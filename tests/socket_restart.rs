@@ -12,7 +12,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{Connection, DtlsSocket, Error};
 use socket_util::*;
 

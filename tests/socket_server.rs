@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{Connection, DtlsListener, DtlsSocket, Error, Transport};
 use polling::{Event, Events, Poller};
 use socket_util::*;
@@ -254,7 +254,7 @@ fn framework_serves_a_file(v: Variant) {
         "dtls-socket-file-{}-{}-{}",
         std::process::id(),
         v.demux,
-        v.ip.is_ipv6()
+        v.ip().is_ipv6()
     ));
     std::fs::write(&path, &*content).unwrap();
     let p2 = path.clone();
@@ -455,7 +455,7 @@ fn listener_from_socket(v: Variant) {
             Some(Protocol::UDP),
         )
         .unwrap();
-        if v.ip.is_ipv6() {
+        if v.ip().is_ipv6() {
             s.set_only_v6(true).unwrap();
         }
         if reuseport {

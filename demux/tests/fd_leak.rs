@@ -25,7 +25,7 @@ fn sockets() -> usize {
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn cycles(kind: DemuxKind, fam: Fam) {
+fn cycles(Variant { fam, demux: kind }: Variant) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let d = server(kind, fam);
     let srv = d.local_addr().unwrap();

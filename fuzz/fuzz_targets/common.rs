@@ -1,52 +1,26 @@
-//! What the fuzz targets share: the test PKI, an established in-memory pair,
-//! an oracle for the framing check, and the input format of the
-//! `conn_feed_*` targets.
+//! What the fuzz targets share (beside `dtls-test-support`'s PKI and pair
+//! driver): the configs, an established in-memory pair, an oracle for the
+//! framing check, and the input format of the `conn_feed_*` targets.
 #![allow(dead_code)]
 
 use std::time::Instant;
 
-use dtls_reactor::{ClientConfig, Connection, CookieKeys, FrontDoor, ServerConfig, Admission, Admitted, Datagram,};
-
-pub const CA: &[u8] = include_bytes!("../../tests/certs/ca.pem");
-pub const SERVER: &[u8] = include_bytes!("../../tests/certs/server.pem");
-pub const SERVER_KEY: &[u8] = include_bytes!("../../tests/certs/server.key");
+use dtls_reactor::{ClientConfig, Connection, CookieKeys, ServerConfig};
 
 /// A fixed cookie secret, so a cookie-carrying ClientHello built at start-up
 /// stays valid for every input.
 pub const SECRET: [u8; 32] = [0x5a; 32];
 
+/// The standard server config with the fixed cookie secret.
 pub fn server_config() -> ServerConfig {
-    ServerConfig::builder()
-        .certificate_chain_pem(SERVER)
-        .private_key_pem(SERVER_KEY)
+    dtls_test_support::server()
         .cookie_keys(CookieKeys::from_secret(SECRET))
         .build()
         .expect("server config")
 }
 
 pub fn client_config() -> ClientConfig {
-    ClientConfig::builder()
-        .ca_pem(CA)
-        .server_name("localhost")
-        .build()
-        .expect("client config")
-}
-
-/// Runs the cookie exchange for `peer` and returns the client and its
-/// second, cookie-carrying ClientHello.
-pub fn cookie_hello(
-    stage: &mut FrontDoor,
-    client: &ClientConfig,
-    peer: std::net::SocketAddr,
-) -> (Connection, Vec<u8>) {
-    let mut c = Connection::client(client, None).expect("client");
-    let hello = c.poll_transmit().expect("hello");
-    let Admitted::Reply(hvr) = stage.admit(peer, &Datagram::parse(&hello)) else {
-        panic!("no HelloVerifyRequest for a fresh ClientHello")
-    };
-    c.feed(&hvr).expect("feed hvr");
-    let hello2 = c.poll_transmit().expect("hello with cookie");
-    (c, hello2)
+    dtls_test_support::client().build().expect("client config")
 }
 
 /// An established client/server pair, handshaken in memory.
@@ -57,28 +31,8 @@ pub struct Pair {
 
 impl Pair {
     pub fn new() -> Pair {
-        let peer = "127.0.0.1:40000".parse().unwrap();
-        let mut stage = FrontDoor::new(&server_config(), &Admission::default()).expect("stage");
-        let (mut client, hello2) = cookie_hello(&mut stage, &client_config(), peer);
-        let Admitted::Accepted(server) = stage.admit(peer, &Datagram::parse(&hello2)) else {
-            panic!("cookie not accepted")
-        };
-        let mut server = *server;
-        let mut buf = [0u8; 2048];
-        for _ in 0..32 {
-            while let Some(d) = server.poll_transmit() {
-                client.feed(&d).expect("client feed");
-            }
-            while let Some(d) = client.poll_transmit() {
-                server.feed(&d).expect("server feed");
-            }
-            while let Ok(Some(_)) = server.recv(&mut buf) {}
-            while let Ok(Some(_)) = client.recv(&mut buf) {}
-            if client.is_established() && server.is_established() {
-                break;
-            }
-        }
-        assert!(client.is_established() && server.is_established());
+        let mut stage = dtls_test_support::stage(&server_config());
+        let (client, server) = dtls_test_support::established_pair(&mut stage, &client_config());
         assert!(client.cipher().unwrap().contains("-GCM-"), "the oracle knows AES-GCM");
         Pair { client, server }
     }

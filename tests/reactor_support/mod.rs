@@ -1,5 +1,5 @@
-//! Helpers of the reactor tests: a recording handler, a reactor on its own
-//! thread, a hand-driven client, the file-descriptor limit.
+//! Helpers of the reactor tests: their configs, a recording handler, a reactor on its
+//! own thread, a hand-driven client, the file-descriptor limit.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -12,7 +12,20 @@ use dtls_reactor::{
     Reactor, ReactorHandle, ReactorStats, ServerConfig,
 };
 
-use crate::common::Variant;
+use crate::common::{self, Variant};
+
+/// The reactor tests' server config: the standard one.
+pub fn server_cfg() -> ServerConfig {
+    common::server().build().unwrap()
+}
+
+/// The reactor tests' client config: the standard one, first retransmission after 100 ms.
+pub fn client_cfg() -> ClientConfig {
+    common::client()
+        .initial_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap()
+}
 
 /// What a handler saw.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,62 +1,19 @@
-//! Helpers shared by the integration tests: the four variants, loopback sockets, a pump
-//! thread that keeps reading the listener (Router needs it to forward).
+//! Helpers shared by the integration tests: loopback sockets, a pump thread that keeps
+//! reading the listener (Router needs it to forward). The four variants and `four_ways!`
+//! come from `dtls-test-support` (`test-support/`), shared with dtls-reactor's tests.
 #![allow(dead_code)]
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use dtls_demux::{Demux, DemuxKind, Incoming, Link, Route};
+pub use dtls_test_support::{four_ways, Fam, Variant};
 
 /// Generous bound for anything that should happen "at once" on loopback.
 pub const T: Duration = Duration::from_secs(5);
-
-/// Address family of a test variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fam {
-    V4,
-    V6,
-}
-
-impl Fam {
-    pub fn loopback(self) -> IpAddr {
-        match self {
-            Fam::V4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Fam::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        }
-    }
-    pub fn wildcard(self) -> IpAddr {
-        match self {
-            Fam::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            Fam::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        }
-    }
-    pub fn any_port(self) -> SocketAddr {
-        SocketAddr::new(self.loopback(), 0)
-    }
-}
-
-/// Generate one `#[test]` per (kind, family) calling `fn $name(kind, fam)`.
-#[macro_export]
-macro_rules! four_ways {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use super::*;
-                #[test]
-                fn osnet_v4() { super::$name(DemuxKind::OsNet, Fam::V4) }
-                #[test]
-                fn osnet_v6() { super::$name(DemuxKind::OsNet, Fam::V6) }
-                #[test]
-                fn router_v4() { super::$name(DemuxKind::Router, Fam::V4) }
-                #[test]
-                fn router_v6() { super::$name(DemuxKind::Router, Fam::V6) }
-            }
-        )*
-    };
-}
 
 /// Raise RLIMIT_NOFILE to the hard limit (hundreds of sockets per test, tests in parallel).
 pub fn raise_nofile() {
