@@ -91,12 +91,14 @@ pub(crate) fn classify(d: &[u8]) -> Kind {
     }
 }
 
+#[cfg(any(feature = "socket", feature = "reactor"))]
 /// True when `d` starts with an epoch-0 ClientHello that is not fragmented.
 fn whole_client_hello(d: &[u8]) -> bool {
     classify(d) == Kind::ClientHello
         && d.get(RECORD_HEADER + 6..RECORD_HEADER + 9) == Some(&[0, 0, 0][..])
 }
 
+#[cfg(any(feature = "socket", feature = "reactor"))]
 /// The client random of `d` when it starts with an unfragmented epoch-0
 /// ClientHello whose record holds one. Reads nothing beyond `d`.
 pub(crate) fn client_random(d: &[u8]) -> Option<[u8; 32]> {
@@ -112,6 +114,7 @@ pub(crate) fn client_random(d: &[u8]) -> Option<[u8; 32]> {
     d.get(at..at + 32)?.try_into().ok()
 }
 
+#[cfg(any(feature = "socket", feature = "reactor"))]
 /// True when `d` starts with an unfragmented epoch-0 ClientHello whose cookie
 /// is not empty. Reads nothing beyond `d`.
 pub(crate) fn carries_cookie(d: &[u8]) -> bool {
