@@ -133,6 +133,7 @@ pub enum Role {
 
 /// Why a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The peer sent close_notify.
     PeerClosed,
@@ -159,6 +160,7 @@ pub enum State {
 
 /// Something the owner of a connection should react to, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The handshake completed.
     Connected,
@@ -168,6 +170,7 @@ pub enum Event {
 
 /// Counters of one connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnStats {
     /// Datagrams fed in.
     pub datagrams_in: u64,

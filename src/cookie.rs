@@ -24,6 +24,7 @@ use crate::record;
 
 /// Why the cookie stage dropped a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DropReason {
     /// A zero-length datagram.
     Empty,
@@ -51,7 +52,11 @@ impl fmt::Display for DropReason {
 }
 
 /// What to do with a datagram from a peer that has no connection.
+///
+/// Non-exhaustive: a later version may add verdicts; treat one you do not know
+/// like [`Verdict::Drop`] (nothing was kept, nothing needs sending).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Verdict {
     /// Send this HelloVerifyRequest back to the peer; nothing else was kept.
     HelloVerify(Vec<u8>),
@@ -74,6 +79,7 @@ pub enum Verdict {
 
 /// Counters of the cookie stage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CookieStats {
     /// HelloVerifyRequests sent.
     pub hello_verify: u64,

@@ -207,6 +207,7 @@ fn serve(sock: UdpSocket, config: ServerConfig, shared: Arc<Mutex<Shared>>, stop
                             }
                         }
                         Verdict::Drop(_) => {}
+                        other => panic!("unexpected verdict {other:?}"),
                     }
                     sh.stage = stage.stats();
                 }

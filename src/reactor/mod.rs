@@ -65,6 +65,7 @@ pub struct TimerId(u64);
 
 /// Why a connection of the reactor ended ([`Handler::on_close`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseCause {
     /// The peer sent close_notify.
     PeerClosed,
@@ -1338,13 +1339,17 @@ impl<H: Handler> Reactor<H> {
                                     None => self.unknown(li, &demux, peer, d),
                                 }
                             }
-                            Incoming::Routed { peer, route } => {
-                                if route == Route::Delivered {
-                                    if let Some(&k) = self.inner.listeners[li].peers.get(&peer) {
-                                        self.inner.mark_ready(k);
-                                    }
+                            Incoming::Routed {
+                                peer,
+                                route: Route::Delivered,
+                            } => {
+                                if let Some(&k) = self.inner.listeners[li].peers.get(&peer) {
+                                    self.inner.mark_ready(k);
                                 }
                             }
+                            // Forwarded (its link socket becomes readable), or a
+                            // later demux's own handling: nothing to do.
+                            _ => {}
                         }
                         self.run_dirty();
                     }

@@ -122,6 +122,7 @@ impl Admission {
 
 /// Counters of a listener.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenerStats {
     /// The cookie stage's counters (HelloVerifyRequests, accepted, refused, dropped).
     pub cookie: CookieStats,
@@ -311,6 +312,8 @@ impl DtlsListener {
                     Ok(dtls_demux::Incoming::Unknown { len, peer }) => {
                         self.admit(peer, &buf[..len]).map(Some)
                     }
+                    // A later demux's own handling: nothing to do.
+                    Ok(_) => Ok(Some(Step::Consumed)),
                     Err(e) => match e.kind() {
                         io::ErrorKind::WouldBlock => Ok(None),
                         // A signal, or an ICMP error queued on the listener

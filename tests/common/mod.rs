@@ -122,6 +122,7 @@ pub fn handshake_with(
                         break;
                     }
                     Verdict::Drop(_) => {}
+                    other => panic!("unexpected verdict {other:?}"),
                 },
             }
         }
