@@ -317,6 +317,7 @@ fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() {
+    common::init_log();
     let args = Args::parse();
     let pinning = !args.no_pin;
     let mut cases = Vec::new();

@@ -512,8 +512,13 @@ impl<R> ConfigBuilder<R> {
                         key_out[..k.len()].copy_from_slice(&k);
                         Ok(k.len())
                     }
-                    Some(_) => {
-                        log::debug!("PSK longer than OpenSSL's buffer: refused");
+                    Some(k) => {
+                        log::warn!(
+                            "psk_lookup returned a {}-byte key, longer than OpenSSL's {}-byte \
+                             buffer: handshake refused",
+                            k.len(),
+                            key_out.len()
+                        );
                         Ok(0)
                     }
                     None => Ok(0),

@@ -590,7 +590,7 @@ impl Connection {
         self.stats.datagrams_in += 1;
         if datagram.is_empty() {
             self.stats.dropped += 1;
-            log::debug!("connection {:?}: dropped an empty datagram", self.peer);
+            log::trace!("connection {:?}: dropped an empty datagram", self.peer);
             return Ok(());
         }
         if matches!(self.state, State::Closed(_)) && self.close_received {
@@ -604,7 +604,7 @@ impl Connection {
         };
         if record::frames(datagram, min).is_none() {
             self.stats.dropped += 1;
-            log::debug!(
+            log::trace!(
                 "connection {:?}: dropped a datagram that is not whole DTLS records ({} bytes)",
                 self.peer,
                 datagram.len()
@@ -613,7 +613,7 @@ impl Connection {
         }
         if !self.stream.get_mut().push_inbound(datagram) {
             self.stats.dropped += 1;
-            log::debug!(
+            log::trace!(
                 "connection {:?}: receive queue full, datagram dropped",
                 self.peer
             );
@@ -808,7 +808,7 @@ impl Connection {
             Err(e) if would_block(&e) => {
                 let discarded = self.stats().discarded;
                 if discarded > self.discards_logged {
-                    log::debug!(
+                    log::trace!(
                         "connection {:?}: OpenSSL discarded {} application record(s) \
                          (forged, corrupted, replayed or wrong epoch)",
                         self.peer,

@@ -25,7 +25,7 @@
 //!
 //! Network input is treated as hostile: every in-memory queue is bounded (see
 //! [`LINK_QUEUE_MAX_DATAGRAMS`] and friends), overflow is counted in
-//! [`Counters::dropped`] and logged with `log::debug!`.
+//! [`Counters::dropped`] and logged with `log::trace!`.
 //!
 //! # Example
 //!
