@@ -138,8 +138,9 @@ pub const MIN_MTU: u32 = 256;
 ///
 /// ```
 /// use dtls_reactor::{ClientConfig, Verify};
+/// # let (ca_pem, _) = include!("doc_pki.rs");
 /// let cfg = ClientConfig::builder()
-///     .ca_pem(include_bytes!("../tests/certs/ca.pem"))
+///     .ca_pem(&ca_pem)
 ///     .server_name("localhost")
 ///     .build()
 ///     .unwrap();

@@ -300,13 +300,14 @@ impl PeerCertificate {
 ///
 /// ```
 /// use dtls_reactor::{ClientConfig, Connection, ServerConfig};
+/// # let (cert_pem, key_pem) = include!("doc_pki.rs");
 /// let server_cfg = ServerConfig::builder()
-///     .certificate_chain_pem(include_bytes!("../tests/certs/server.pem"))
-///     .private_key_pem(include_bytes!("../tests/certs/server.key"))
+///     .certificate_chain_pem(&cert_pem)
+///     .private_key_pem(&key_pem)
 ///     .require_cookie(false)
 ///     .build().unwrap();
 /// let client_cfg = ClientConfig::builder()
-///     .ca_pem(include_bytes!("../tests/certs/ca.pem"))
+///     .ca_pem(&cert_pem) // self-signed: its own CA
 ///     .server_name("localhost")
 ///     .build().unwrap();
 /// let peer = "127.0.0.1:9".parse().unwrap();

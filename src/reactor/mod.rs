@@ -965,12 +965,13 @@ fn restart_candidate(e: &Entry, d: &[u8]) -> Option<usize> {
 ///         }
 ///     }
 /// }
+/// # let (cert_pem, key_pem) = include!("../doc_pki.rs");
 /// let server = ServerConfig::builder()
-///     .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
-///     .private_key_pem(include_bytes!("../../tests/certs/server.key"))
+///     .certificate_chain_pem(&cert_pem)
+///     .private_key_pem(&key_pem)
 ///     .build().unwrap();
 /// let client = ClientConfig::builder()
-///     .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
+///     .ca_pem(&cert_pem) // self-signed: its own CA
 ///     .server_name("localhost").build().unwrap();
 /// let demux = dtls_demux::bind(Default::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
 /// let addr: SocketAddr = demux.local_addr().unwrap();
@@ -2033,13 +2034,15 @@ mod tests {
 
     #[test]
     fn cookie_detection() {
+        // Not the test PKI of tests/certs: that is not in the published package.
+        let (cert_pem, key_pem) = include!("../doc_pki.rs");
         let server = ServerConfig::builder()
-            .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
-            .private_key_pem(include_bytes!("../../tests/certs/server.key"))
+            .certificate_chain_pem(&cert_pem)
+            .private_key_pem(&key_pem)
             .build()
             .unwrap();
         let client = ClientConfig::builder()
-            .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
+            .ca_pem(&cert_pem)
             .server_name("localhost")
             .build()
             .unwrap();
