@@ -430,3 +430,8 @@ mod tests {
         assert!(q.pop().is_none());
     }
 }
+
+/// The README's Rust snippet, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
