@@ -538,7 +538,17 @@ fn first_deadline_and_one_retransmission() {
         lose
     });
     established(&p);
-    assert_eq!(p.client.stats().retransmissions, 1);
+    // OpenSSL 3.2 and later (3.6.3 in the vendored build) send the server's first
+    // flight after a retransmitted ClientHello with the HelloVerifyRequest's record
+    // sequence number, so the client drops that ServerHello as a replay and resends
+    // its ClientHello once more (openssl/openssl#32063; 3.0 and 3.1 are not affected).
+    let affected = openssl::version::number() >= 0x3020_0000;
+    let resent = p.client.stats().retransmissions;
+    assert!(
+        resent == 1 || (affected && resent == 2),
+        "{resent} retransmissions on {}",
+        openssl::version::version()
+    );
 }
 
 #[test]
