@@ -63,7 +63,10 @@ fn cpu(clock: libc::clockid_t) -> Duration {
 fn wait(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out: {what}"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -142,7 +145,9 @@ fn main() {
         let h2 = cookie(s);
         s.sock.send(&h2).unwrap();
     }
-    wait("cap reached", || handle.admission_stats().handshakes >= cap as u64);
+    wait("cap reached", || {
+        handle.admission_stats().handshakes >= cap as u64
+    });
 
     // 3. Cookie-carrying hellos at the cap.
     let before = handle.admission_stats();

@@ -28,6 +28,7 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_log();
     let args = Args::parse();
     let server_cfg = ServerConfig::builder()
         .certificate_chain_pem(common::TEST_CERT)

@@ -103,6 +103,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    common::init_log();
     let args = Args::parse();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,

@@ -30,6 +30,7 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_log();
     let args = Args::parse();
     let cfg = args.server.config()?;
     let addr = SocketAddr::new(args.server.bind, args.server.port);

@@ -53,6 +53,7 @@ fn serve(mut conn: DtlsSocket, idle: Duration) -> dtls_reactor::Result<u64> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_log();
     let args = Args::parse();
     let cfg = args.server.config()?;
     let addr = SocketAddr::new(args.server.bind, args.server.port);

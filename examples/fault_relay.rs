@@ -9,6 +9,8 @@
 //! Then point the client at 127.0.0.1:28001. Each client gets its own
 //! upstream socket, so the server sees one peer per client.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/common/relay.rs"]
 mod relay;
 
@@ -68,6 +70,7 @@ fn print(stats: &relay::RelayStats) {
 }
 
 fn main() {
+    common::init_log();
     let o = Opts::parse();
     let mut cfg = RelayConfig::new(o.upstream);
     cfg.listen = o.listen;

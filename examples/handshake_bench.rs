@@ -194,7 +194,8 @@ fn server_loop(
                             let _ = sock.send_to(&a, from);
                         }
                     }
-                    Admitted::Drop(_) => out.engine += thread_cpu() - t0,
+                    // Dropped (or a verdict of a later version: dropped too).
+                    _ => out.engine += thread_cpu() - t0,
                 },
             }
         }
@@ -318,6 +319,7 @@ fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() {
+    common::init_log();
     let args = Args::parse();
     let pinning = !args.no_pin;
     let mut cases = Vec::new();

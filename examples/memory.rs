@@ -97,6 +97,7 @@ fn trim() {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_log();
     let args = Args::parse();
     common::raise_nofile();
     if let Some(addr) = args.child_of {

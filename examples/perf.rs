@@ -1478,6 +1478,7 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_log();
     let args = Args::parse();
     if let Some(csv) = &args.chart_from {
         let svg = args.svg.as_ref().ok_or("--chart-from needs --svg")?;

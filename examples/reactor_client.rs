@@ -234,7 +234,7 @@ fn pin(cpu: usize) {
 }
 
 fn main() -> ExitCode {
-    env_logger::init();
+    common::init_log();
     let args = Args::parse();
     common::raise_nofile();
     if let Some(cpu) = args.pin {

@@ -110,7 +110,7 @@ fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    env_logger::init();
+    common::init_log();
     let args = Args::parse();
     common::raise_nofile();
     let addr = SocketAddr::new(args.server.bind, args.server.port);

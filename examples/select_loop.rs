@@ -62,6 +62,7 @@ fn service(c: &mut Conn, buf: &mut [u8]) -> Option<String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_log();
     let args = Args::parse();
     let cfg = args.server.config()?;
     let addr = SocketAddr::new(args.server.bind, args.server.port);

@@ -264,6 +264,7 @@ impl Admission {
 
     /// A slot for a connection this side opens (a reactor's client): counts
     /// against `max_connections` only.
+    #[cfg_attr(not(feature = "reactor"), allow(dead_code))]
     pub(crate) fn client_slot(&self) -> Result<Slot, DropReason> {
         self.take(false)
     }

@@ -28,6 +28,7 @@ use crate::ffi;
 
 /// Which DTLS versions a side accepts. The maximum is always DTLS 1.2.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Protocol {
     /// DTLS 1.2 only (the default).
     #[default]
@@ -66,6 +67,7 @@ impl std::str::FromStr for Protocol {
 
 /// Whether and how the peer's certificate is verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Verify {
     /// No verification. A server does not ask for a client certificate; a
     /// client accepts any server certificate (and none).
@@ -104,6 +106,7 @@ type PskLookup = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
 /// Retransmission and handshake timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Timers {
     /// First retransmission timeout of each flight (default 1 s).
     pub initial: Duration,
@@ -135,8 +138,9 @@ pub const MIN_MTU: u32 = 256;
 ///
 /// ```
 /// use dtls_reactor::{ClientConfig, Verify};
+/// # let (ca_pem, _) = include!("doc_pki.rs");
 /// let cfg = ClientConfig::builder()
-///     .ca_pem(include_bytes!("../tests/certs/ca.pem"))
+///     .ca_pem(&ca_pem)
 ///     .server_name("localhost")
 ///     .build()
 ///     .unwrap();
@@ -509,8 +513,13 @@ impl<R> ConfigBuilder<R> {
                         key_out[..k.len()].copy_from_slice(&k);
                         Ok(k.len())
                     }
-                    Some(_) => {
-                        log::debug!("PSK longer than OpenSSL's buffer: refused");
+                    Some(k) => {
+                        log::warn!(
+                            "psk_lookup returned a {}-byte key, longer than OpenSSL's {}-byte \
+                             buffer: handshake refused",
+                            k.len(),
+                            key_out.len()
+                        );
                         Ok(0)
                     }
                     None => Ok(0),

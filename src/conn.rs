@@ -135,6 +135,7 @@ pub enum Role {
 
 /// Why a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The peer sent close_notify.
     PeerClosed,
@@ -161,6 +162,7 @@ pub enum State {
 
 /// Something the owner of a connection should react to, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The handshake completed.
     Connected,
@@ -170,6 +172,7 @@ pub enum Event {
 
 /// Counters of one connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnStats {
     /// Datagrams fed in.
     pub datagrams_in: u64,
@@ -299,13 +302,14 @@ impl PeerCertificate {
 ///
 /// ```
 /// use dtls_reactor::{ClientConfig, Connection, ServerConfig};
+/// # let (cert_pem, key_pem) = include!("doc_pki.rs");
 /// let server_cfg = ServerConfig::builder()
-///     .certificate_chain_pem(include_bytes!("../tests/certs/server.pem"))
-///     .private_key_pem(include_bytes!("../tests/certs/server.key"))
+///     .certificate_chain_pem(&cert_pem)
+///     .private_key_pem(&key_pem)
 ///     .require_cookie(false)
 ///     .build().unwrap();
 /// let client_cfg = ClientConfig::builder()
-///     .ca_pem(include_bytes!("../tests/certs/ca.pem"))
+///     .ca_pem(&cert_pem) // self-signed: its own CA
 ///     .server_name("localhost")
 ///     .build().unwrap();
 /// let peer = "127.0.0.1:9".parse().unwrap();
@@ -488,6 +492,7 @@ impl Connection {
 
     /// A slot held by a connection the front end opened itself (a reactor's
     /// client).
+    #[cfg_attr(not(feature = "reactor"), allow(dead_code))]
     pub(crate) fn set_slot(&mut self, slot: Slot) {
         self.put_slot(slot);
     }
@@ -647,7 +652,7 @@ impl Connection {
         let datagram = d.bytes();
         if datagram.is_empty() {
             self.stats.dropped += 1;
-            log::debug!("connection {:?}: dropped an empty datagram", self.peer);
+            log::trace!("connection {:?}: dropped an empty datagram", self.peer);
             return Ok(());
         }
         if matches!(self.state, State::Closed(_)) && self.close_received {
@@ -660,7 +665,7 @@ impl Connection {
         };
         if !d.is_whole() || short {
             self.stats.dropped += 1;
-            log::debug!(
+            log::trace!(
                 "connection {:?}: dropped a datagram that is not whole DTLS records ({} bytes)",
                 self.peer,
                 datagram.len()
@@ -669,7 +674,7 @@ impl Connection {
         }
         if !self.stream.get_mut().push_inbound(d) {
             self.stats.dropped += 1;
-            log::debug!(
+            log::trace!(
                 "connection {:?}: receive queue full, datagram dropped",
                 self.peer
             );
@@ -864,7 +869,7 @@ impl Connection {
             Err(e) if would_block(&e) => {
                 let discarded = self.stats().discarded;
                 if discarded > self.discards_logged {
-                    log::debug!(
+                    log::trace!(
                         "connection {:?}: OpenSSL discarded {} application record(s) \
                          (forged, corrupted, replayed or wrong epoch)",
                         self.peer,

@@ -2,7 +2,7 @@
 //! the [front door](crate::FrontDoor).
 //!
 //! A ClientHello from a peer that has no connection goes through
-//! [`CookieStage::handle`]: without a valid cookie it is answered with a
+//! [`CookieStage::check`]: without a valid cookie it is answered with a
 //! HelloVerifyRequest and forgotten; with one, `DTLSv1_listen` leaves the
 //! stage's scratch OpenSSL session primed with it, and the session is handed
 //! out (no key exchange has run yet). The stage reuses one scratch session

@@ -70,6 +70,7 @@ impl RecentHellos {
 
 /// What the front door made of a datagram.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Admit {
     /// Send this datagram (a HelloVerifyRequest) back to the peer; nothing
     /// was kept.
@@ -128,6 +129,7 @@ impl Incoming {
 /// with every incoming peer accepted at once (a front end with no policy of
 /// its own, such as the socket API).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Admitted {
     /// Send this datagram (a HelloVerifyRequest) back to the peer.
     Reply(Vec<u8>),

@@ -10,19 +10,41 @@
 //!   every front end; [`Datagram`]: a datagram's records, parsed once.
 //! - [`Error`]: one error type, convertible to `std::io::Error`.
 //!
-//! Sockets in the shape of `std::net` ([`socket`] module):
-//! - [`DtlsSocket`]: one connection, client or server side, blocking with
-//!   timeouts or non-blocking; `shutdown`/`unwrap` give the UDP socket back.
-//! - [`DtlsListener`]: bind a port with a demux ([`DemuxKind`]) and
-//!   `accept()` connections (or `None`).
+#![cfg_attr(
+    feature = "socket",
+    doc = r#"
+Sockets in the shape of `std::net` ([`socket`] module, feature `socket`):
+- [`DtlsSocket`]: one connection, client or server side, blocking with
+  timeouts or non-blocking; `shutdown`/`unwrap` give the UDP socket back.
+- [`DtlsListener`]: bind a port with a demux ([`DemuxKind`]) and
+  `accept()` connections (or `None`).
+
+Coming from Python's `ssl` module or PyDTLS? The [`socket`] module docs
+have [a table from each Python call to
+ours](socket#from-pythons-ssl--pydtls).
+"#
+)]
+#![cfg_attr(
+    feature = "reactor",
+    doc = r#"
+The reactor (feature `reactor`): [`Reactor`] (a single-threaded mio event
+loop serving many peers), [`Handler`] (what the application does on each
+event), [`Ctx`], [`ReactorHandle`] (for other threads), [`Limits`].
+"#
+)]
 //!
-//! Coming from Python's `ssl` module or PyDTLS? The [`socket`] module docs
-//! have [a table from each Python call to
-//! ours](socket#from-pythons-ssl--pydtls).
+//! # Features
 //!
-//! The reactor: [`Reactor`] (a single-threaded mio event loop serving many
-//! peers), [`Handler`] (what the application does on each event), [`Ctx`],
-//! [`ReactorHandle`] (for other threads), [`Limits`].
+//! | feature | default | what it adds | dependencies it adds |
+//! |---|---|---|---|
+//! | `socket` | on | `DtlsSocket`, `DtlsListener`, `DemuxKind` (the `socket` module) | `dtls-demux`, `socket2` (and through `dtls-demux`, `mio`) |
+//! | `reactor` | on | `Reactor`, `Handler`, `Ctx`, `ReactorHandle`, `Limits`, `ReactorStats`, `CloseCause`... | `dtls-demux`, `mio`, `slab`, `crossbeam-channel`, `socket2` |
+//! | `vendored` | off | builds OpenSSL from source and links it statically (`openssl/vendored`) | `openssl-src` (needs a C compiler, perl and make) |
+//!
+//! With `default-features = false` the crate is the engine alone
+//! ([`Connection`], [`FrontDoor`], the configurations and errors), on
+//! `openssl`, `openssl-sys`, `foreign-types-shared`, `libc`, `log` and
+//! `thiserror`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -34,8 +56,10 @@ mod cookie_keys;
 mod error;
 mod ffi;
 mod front_door;
+#[cfg(feature = "reactor")]
 mod reactor;
 mod record;
+#[cfg(feature = "socket")]
 pub mod socket;
 
 pub use admission::{Admission, AdmissionLimits, AdmissionStats, DropReason};
@@ -48,10 +72,13 @@ pub use cookie_keys::{CookieKeys, COOKIE_LEN};
 pub use error::{Error, Result};
 pub use front_door::{Admit, Admitted, FrontDoor, Incoming, Refusal, RECENT_HELLOS};
 pub use record::Datagram;
+#[cfg(feature = "socket")]
 pub use socket::{DtlsListener, DtlsSocket, ListenerStats, Transport, UnwrapError};
 
-/// The demux choice of [`DtlsListener::bind`], from the `dtls-demux` crate.
+/// The demux choice of `DtlsListener::bind`, from the `dtls-demux` crate.
+#[cfg(any(feature = "socket", feature = "reactor"))]
 pub use dtls_demux::DemuxKind;
+#[cfg(feature = "reactor")]
 pub use reactor::{
     CloseCause, ConnId, Ctx, DtlsTimeout, Handler, Limits, ListenerId, Reactor, ReactorHandle,
     ReactorStats, TimerId,
@@ -65,3 +92,8 @@ pub use reactor::{
 pub fn openssl_version() -> &'static str {
     openssl::version::version()
 }
+
+/// The README's Rust snippets, compiled and run as doctests.
+#[cfg(all(doctest, feature = "socket", feature = "reactor"))]
+#[doc = include_str!("../README.md")]
+mod readme {}

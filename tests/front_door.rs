@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::Variant;
+use common::{four_ways, Variant};
 use dtls_reactor::{
     Admission, AdmissionLimits, AdmissionStats, ClientConfig, Connection, DtlsListener, Error,
     Limits, ReactorHandle, ServerConfig,

@@ -208,6 +208,7 @@ fn serve(sock: UdpSocket, config: ServerConfig, shared: Arc<Mutex<Shared>>, stop
                             }
                         }
                         Admitted::Drop(_) => {}
+                        other => panic!("unexpected verdict {other:?}"),
                     }
                     sh.stage = stage.admission().stats();
                 }

@@ -205,7 +205,7 @@ impl RecvBatch {
             if n == GRO_SEGMENTS {
                 let rest = (len - at).div_ceil(seg);
                 self.truncated += rest as u64;
-                log::debug!("dtls-demux: GRO message of {len} bytes: {rest} segments dropped");
+                log::trace!("dtls-demux: GRO message of {len} bytes: {rest} segments dropped");
                 break;
             }
             let l = seg.min(len - at);
@@ -303,7 +303,7 @@ fn recv_into_n<const N: usize>(
         let h = &m.msg_hdr;
         if h.msg_flags & libc::MSG_TRUNC != 0 {
             batch.truncated += 1;
-            log::debug!("dtls-demux: datagram longer than {SLOT_BYTES} bytes dropped");
+            log::trace!("dtls-demux: datagram longer than {SLOT_BYTES} bytes dropped");
             continue;
         }
         let from = sockaddr_to_std(&batch.names[i], h.msg_namelen);
@@ -398,7 +398,7 @@ fn send_into(
     match send_mmsg(fd, dest, datagrams, gso) {
         Err(e) if gso && gso_refused(&e) => {
             GSO_OK.store(false, Ordering::Relaxed);
-            log::debug!(
+            log::warn!(
                 "dtls-demux: UDP GSO refused ({e}); sending one datagram per message from now on"
             );
             send_mmsg(fd, dest, datagrams, false)

@@ -254,7 +254,7 @@ impl Core {
         let mut q = lock(&self.strays);
         if q.push(peer, data) {
             inc(&self.counters.strays);
-            log::debug!(
+            log::trace!(
                 "dtls-demux {}: stray datagram from {} ({} bytes) kept for the listener",
                 self.local,
                 peer,
@@ -262,7 +262,7 @@ impl Core {
             );
         } else {
             inc(&self.counters.dropped);
-            log::debug!(
+            log::trace!(
                 "dtls-demux {}: stray queue full, dropped datagram from {}",
                 self.local,
                 peer
@@ -301,7 +301,7 @@ impl Core {
         let c = &self.counters;
         if link.detached.load(Ordering::Acquire) {
             inc(&c.dropped);
-            log::debug!(
+            log::trace!(
                 "dtls-demux {}: link of {} went away while routing, dropped",
                 self.local,
                 link.peer
@@ -317,7 +317,7 @@ impl Core {
                 }
                 Ok(n) => {
                     inc(&c.dropped);
-                    log::debug!(
+                    log::trace!(
                         "dtls-demux {}: short forward for {} ({} of {} bytes), dropped",
                         self.local,
                         link.peer,
@@ -328,7 +328,7 @@ impl Core {
                 }
                 Err(e) => {
                     inc(&c.dropped);
-                    log::debug!(
+                    log::trace!(
                         "dtls-demux {}: forward for {} failed ({}), dropped",
                         self.local,
                         link.peer,
@@ -344,7 +344,7 @@ impl Core {
             Route::Delivered
         } else {
             inc(&c.dropped);
-            log::debug!(
+            log::trace!(
                 "dtls-demux {}: link queue of {} full, dropped {} bytes",
                 self.local,
                 link.peer,
@@ -398,7 +398,7 @@ impl Core {
                 };
                 if !batch.push_copy(slot, &data, Some(peer)) {
                     inc(&self.counters.dropped);
-                    log::debug!(
+                    log::trace!(
                         "dtls-demux {}: stray of {} bytes longer than a batch slot, dropped",
                         self.local,
                         data.len()
@@ -412,7 +412,7 @@ impl Core {
         while i < batch.len() {
             let Some(from) = batch.source(i) else {
                 inc(&self.counters.dropped);
-                log::debug!(
+                log::trace!(
                     "dtls-demux {}: datagram without a source, dropped",
                     self.local
                 );
@@ -478,7 +478,7 @@ impl Core {
         let n = j - i;
         let mut sent = 0;
         if link.detached.load(Ordering::Acquire) {
-            log::debug!(
+            log::trace!(
                 "dtls-demux {}: link of {} went away while routing, {n} dropped",
                 self.local,
                 link.peer
@@ -493,7 +493,7 @@ impl Core {
                     Ok(m) => sent += m,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        log::debug!(
+                        log::trace!(
                             "dtls-demux {}: forward for {} failed ({}), {} dropped",
                             self.local,
                             link.peer,
@@ -592,7 +592,7 @@ impl Core {
         if neutralize {
             if let Some(fd) = st.fd {
                 if let Err(e) = sys::dup_over(self.dead.as_raw_fd(), fd) {
-                    log::debug!(
+                    log::warn!(
                         "dtls-demux {}: could not close the socket of {} at detach: {}",
                         self.local,
                         shared.peer,
@@ -666,7 +666,9 @@ impl Core {
             Ok(s) => s,
             Err(e) => {
                 self.abandon(&shared);
-                log::debug!(
+                // A socket the system would not make (descriptors exhausted, no
+                // buffers, address gone) is the operator's to fix.
+                log::warn!(
                     "dtls-demux {}: attach of {} failed: {}",
                     self.local,
                     shared.peer,
@@ -724,7 +726,7 @@ impl Core {
                                 inc(&self.counters.routed);
                             } else {
                                 inc(&self.counters.dropped);
-                                log::debug!(
+                                log::trace!(
                                     "dtls-demux {}: link queue of {} full at attach, dropped",
                                     self.local,
                                     shared.peer
@@ -736,7 +738,7 @@ impl Core {
                     }
                     Ok((_, None)) => {
                         inc(&self.counters.dropped);
-                        log::debug!(
+                        log::trace!(
                             "dtls-demux {}: datagram without a source address at attach, dropped",
                             self.local
                         );

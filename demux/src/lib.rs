@@ -25,7 +25,7 @@
 //!
 //! Network input is treated as hostile: every in-memory queue is bounded (see
 //! [`LINK_QUEUE_MAX_DATAGRAMS`] and friends), overflow is counted in
-//! [`Counters::dropped`] and logged with `log::debug!`.
+//! [`Counters::dropped`] and logged with `log::trace!`.
 //!
 //! # Example
 //!
@@ -185,7 +185,10 @@ impl FromStr for DemuxKind {
 }
 
 /// What happened to a datagram that arrived on the listener.
+///
+/// Non-exhaustive: a later version may tell more ways of handing a datagram over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Route {
     /// The sender has no link: the caller handles it (e.g. the DTLS cookie exchange).
     Unknown,
@@ -200,7 +203,12 @@ pub enum Route {
 }
 
 /// One datagram read by [`Demux::recv_from`].
+///
+/// Non-exhaustive: a later version may add variants only for datagrams the
+/// demux handled itself, so a caller that treats an unknown variant as "handled,
+/// nothing to do" stays correct.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Incoming {
     /// A datagram from a peer with no link: `buf[..len]` holds it.
     Unknown {
@@ -220,6 +228,7 @@ pub enum Incoming {
 
 /// One datagram of a [`Demux::recv_batch`] and what the demux did with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Received {
     /// Its index in the batch: the bytes are `batch.get(index)`.
     pub index: usize,
@@ -229,6 +238,7 @@ pub struct Received {
 
 /// A snapshot of a demux's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Counters {
     /// Datagrams of attached peers handed to their link by the demux
     /// (`delivered + forwarded`; datagrams the kernel sent straight to an OsNet link
@@ -420,3 +430,8 @@ mod tests {
         assert!(q.pop().is_none());
     }
 }
+
+/// The README's Rust snippet, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

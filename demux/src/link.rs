@@ -149,7 +149,7 @@ impl Link {
                     break;
                 };
                 if !batch.push_copy(slot, &d, Some(self.shared.peer)) {
-                    log::debug!(
+                    log::trace!(
                         "dtls-demux: queued datagram of {} bytes for {} dropped: longer than a batch slot",
                         d.len(),
                         self.shared.peer

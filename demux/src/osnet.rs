@@ -131,7 +131,7 @@ impl OsNet {
             // With one member there is no group yet: `setup` installs `ret #0` as `bind` does.
             match crate::sys::attach_reuseport_hash(&socks[0], n as u32) {
                 Ok(()) => log::debug!("dtls-demux: {local}: group of {n}, reuseport hash BPF attached"),
-                Err(e) => log::debug!(
+                Err(e) => log::warn!(
                     "dtls-demux: {local}: cannot attach the group's reuseport BPF ({e}); relying on race handling"
                 ),
             }
@@ -215,7 +215,7 @@ fn install_ret0(core: &Core) {
         }
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
         Err(e) => {
-            log::debug!(
+            log::warn!(
                 "dtls-demux: {}: cannot attach reuseport BPF ({}); relying on race handling",
                 core.local,
                 e
@@ -240,7 +240,7 @@ fn install_ret0(core: &Core) {
     let helper = match joined {
         Ok(h) => h,
         Err(e) => {
-            log::debug!(
+            log::warn!(
                 "dtls-demux: {}: cannot create the reuseport group ({}); relying on race handling",
                 core.local,
                 e
@@ -253,7 +253,7 @@ fn install_ret0(core: &Core) {
             "dtls-demux: {}: reuseport BPF `ret #0` attached",
             core.local
         ),
-        Err(e) => log::debug!(
+        Err(e) => log::warn!(
             "dtls-demux: {}: cannot attach reuseport BPF ({}); relying on race handling",
             core.local,
             e

@@ -563,6 +563,7 @@ fn listener_batches(Variant { fam, demux: kind }: Variant) {
                             assert_eq!(route, Route::Forwarded);
                             routed += 1;
                         }
+                        other => panic!("unexpected {other:?}"),
                     }
                 }
             }

@@ -16,6 +16,13 @@ pub const TEST_CERT: &[u8] = include_bytes!("../../tests/certs/server.pem");
 /// Its private key. A test key: never use it for anything real.
 pub const TEST_KEY: &[u8] = include_bytes!("../../tests/certs/server.key");
 
+/// Logging for every example: `RUST_LOG` as `env_logger` reads it (e.g.
+/// `RUST_LOG=debug` for per-connection events, `trace` for per-datagram ones),
+/// `warn` when unset, so configuration and system failures always show.
+pub fn init_log() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+}
+
 /// Options of every server example.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerOpts {

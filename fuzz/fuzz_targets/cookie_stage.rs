@@ -96,6 +96,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Admitted::Refused(_) => assert_eq!(after.refused, before.refused + 1),
             Admitted::Drop(_) => assert_eq!(after.dropped, before.dropped + 1),
+            other => panic!("unexpected verdict {other:?}"),
         }
         // Still admits an honest client (every 64th input, to keep speed).
         if data[0] & 0xfc == 0 {

@@ -66,6 +66,7 @@ pub struct TimerId(u64);
 
 /// Why a connection of the reactor ended ([`Handler::on_close`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseCause {
     /// The peer sent close_notify.
     PeerClosed,
@@ -966,12 +967,13 @@ impl Inner {
 ///         }
 ///     }
 /// }
+/// # let (cert_pem, key_pem) = include!("../doc_pki.rs");
 /// let server = ServerConfig::builder()
-///     .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
-///     .private_key_pem(include_bytes!("../../tests/certs/server.key"))
+///     .certificate_chain_pem(&cert_pem)
+///     .private_key_pem(&key_pem)
 ///     .build().unwrap();
 /// let client = ClientConfig::builder()
-///     .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
+///     .ca_pem(&cert_pem) // self-signed: its own CA
 ///     .server_name("localhost").build().unwrap();
 /// let demux = dtls_demux::bind(Default::default(), "127.0.0.1:0".parse().unwrap()).unwrap();
 /// let addr: SocketAddr = demux.local_addr().unwrap();
@@ -1370,13 +1372,17 @@ impl<H: Handler> Reactor<H> {
                                     None => self.unknown(li, &demux, peer, d),
                                 }
                             }
-                            Incoming::Routed { peer, route } => {
-                                if route == Route::Delivered {
-                                    if let Some(&k) = self.inner.listeners[li].peers.get(&peer) {
-                                        self.inner.mark_ready(k);
-                                    }
+                            Incoming::Routed {
+                                peer,
+                                route: Route::Delivered,
+                            } => {
+                                if let Some(&k) = self.inner.listeners[li].peers.get(&peer) {
+                                    self.inner.mark_ready(k);
                                 }
                             }
+                            // Forwarded (its link socket becomes readable), or a
+                            // later demux's own handling: nothing to do.
+                            _ => {}
                         }
                         self.run_dirty();
                     }

@@ -222,6 +222,8 @@ impl DtlsListener {
                     Ok(dtls_demux::Incoming::Unknown { len, peer }) => {
                         self.admit(peer, &buf[..len]).map(Some)
                     }
+                    // A later demux's own handling: nothing to do.
+                    Ok(_) => Ok(Some(Step::Consumed)),
                     Err(e) => match e.kind() {
                         io::ErrorKind::WouldBlock => Ok(None),
                         // A signal, or an ICMP error queued on the listener

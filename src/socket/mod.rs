@@ -82,9 +82,10 @@
 //! use dtls_reactor::{ClientConfig, DemuxKind, DtlsListener, DtlsSocket, ServerConfig};
 //!
 //! # fn main() -> dtls_reactor::Result<()> {
+//! # let (cert_pem, key_pem) = include!("../doc_pki.rs");
 //! let server_cfg = ServerConfig::builder()
-//!     .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
-//!     .private_key_pem(include_bytes!("../../tests/certs/server.key"))
+//!     .certificate_chain_pem(&cert_pem)
+//!     .private_key_pem(&key_pem)
 //!     .build()?;
 //! let listener = DtlsListener::bind("127.0.0.1:0".parse().unwrap(), &server_cfg, DemuxKind::OsNet)?;
 //! listener.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -92,7 +93,7 @@
 //!
 //! let client = std::thread::spawn(move || -> dtls_reactor::Result<Vec<u8>> {
 //!     let cfg = ClientConfig::builder()
-//!         .ca_pem(include_bytes!("../../tests/certs/ca.pem"))
+//!         .ca_pem(&cert_pem) // self-signed: its own CA
 //!         .server_name("localhost")
 //!         .build()?;
 //!     let mut s = DtlsSocket::connect_timeout(addr, &cfg, Duration::from_secs(5))?;

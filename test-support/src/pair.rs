@@ -191,6 +191,7 @@ pub fn handshake_in(
                         break;
                     }
                     Admitted::Drop(_) => {}
+                    other => panic!("unexpected admission {other:?}"),
                 },
             }
         }

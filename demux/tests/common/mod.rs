@@ -107,6 +107,7 @@ impl Pump {
                         r.routed.push((peer, route))
                     }
                     Ok(Incoming::Routed { .. }) => {}
+                    Ok(other) => panic!("unexpected {other:?}"),
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -123,6 +124,7 @@ impl Pump {
                         r.unknown.push((peer, buf[..len].to_vec()))
                     }
                     Ok(Incoming::Routed { peer, route }) => r.routed.push((peer, route)),
+                    Ok(other) => panic!("unexpected {other:?}"),
                     Err(_) => break,
                 }
             }
