@@ -30,18 +30,22 @@ mod cookie;
 mod cookie_keys;
 mod error;
 mod ffi;
+mod key_ring;
 mod reactor;
 mod record;
+mod session_store;
 pub mod socket;
 
 pub use config::{
-    Client, ClientConfig, ConfigBuilder, Protocol, Server, ServerConfig, Timers, Verify,
-    DEFAULT_MTU, MIN_INITIAL_TIMEOUT, MIN_MTU,
+    CertVerdict, Client, ClientConfig, ConfigBuilder, Credentials, PeerChain, Protocol, Server,
+    ServerConfig, TicketKeys, Timers, Verify, DEFAULT_MTU, MIN_INITIAL_TIMEOUT, MIN_MTU,
+    TICKET_SECRET_LEN,
 };
 pub use conn::{CloseReason, ConnStats, Connection, Event, PeerCertificate, Role, State};
 pub use cookie::{CookieStage, CookieStats, DropReason, Verdict};
-pub use cookie_keys::{CookieKeys, COOKIE_LEN};
+pub use cookie_keys::{CookieKeys, COOKIE_LEN, COOKIE_SECRET_LEN, DEFAULT_COOKIE_MAX_AGE};
 pub use error::{Error, Result};
+pub use session_store::{MemorySessionStore, SessionKey, SessionStore, DEFAULT_SESSION_CAPACITY};
 pub use socket::{DtlsListener, DtlsSocket, ListenerStats, Transport, UnwrapError};
 
 /// The demux choice of [`DtlsListener::bind`], from the `dtls-demux` crate.

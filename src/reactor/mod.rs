@@ -781,7 +781,7 @@ impl Inner {
         let sock = mio::net::UdpSocket::bind(local)?;
         sock.connect(addr)?;
         let conn = match config {
-            Some(c) => Session::Dtls(Box::new(Connection::client(c, None)?)),
+            Some(c) => Session::Dtls(Box::new(Connection::client_to(c, None, Some(addr))?)),
             None => Session::Plain(Box::new(Plain::new(Role::Client))),
         };
         let id = self.insert(conn, Io::Socket(sock), addr, None)?;
