@@ -1,7 +1,8 @@
 //! Cookie secrets (RFC 6347 section 4.2.1). A cookie is
-//! `timestamp ‖ HMAC-SHA256(secret, timestamp ‖ peer address ‖ port)`: the
-//! timestamp (milliseconds since the Unix epoch, 8 bytes big-endian) is under
-//! the MAC, so a cookie stops verifying after its age limit whether or not
+//! `timestamp ‖ HMAC-SHA256(secret, timestamp ‖ peer address ‖ port)`, the
+//! HMAC cut to 24 bytes so the cookie fits the 32 bytes that DTLS 1.0
+//! (RFC 4347) and GnuTLS allow: the timestamp (milliseconds since the Unix
+//! epoch, 8 bytes big-endian) is under the MAC, so a cookie stops verifying after its age limit whether or not
 //! anyone rotates the secret; the current and the previous secret both
 //! verify, and the secrets can be set explicitly so servers behind one load
 //! balancer share them and rotate together. The cookie stage
@@ -24,8 +25,12 @@ use crate::key_ring::KeyRing;
 pub const COOKIE_SECRET_LEN: usize = 32;
 const SECRET_LEN: usize = COOKIE_SECRET_LEN;
 const STAMP_LEN: usize = 8;
-const MAC_LEN: usize = 32;
-/// Length of the cookies we issue: an 8-byte timestamp and a full HMAC-SHA256.
+/// HMAC-SHA256 cut to 192 bits. GnuTLS refuses a HelloVerifyRequest whose
+/// cookie is longer than 32 bytes (seen: "Error decoding the received TLS
+/// packet" in `recv_hello_verify_request` with a 40-byte cookie).
+const MAC_LEN: usize = 24;
+/// Length of the cookies we issue: an 8-byte timestamp and 24 bytes of
+/// HMAC-SHA256 (32 bytes, the most DTLS 1.0 and GnuTLS accept).
 pub const COOKIE_LEN: usize = STAMP_LEN + MAC_LEN;
 /// Default age limit of a cookie.
 pub const DEFAULT_COOKIE_MAX_AGE: Duration = Duration::from_secs(60);
@@ -71,7 +76,7 @@ impl Hmac {
         Hmac { inner, outer }
     }
 
-    fn mac(&self, stamp: &[u8; STAMP_LEN], peer: SocketAddr) -> [u8; MAC_LEN] {
+    fn mac(&self, stamp: &[u8; STAMP_LEN], peer: SocketAddr) -> [u8; 32] {
         let mut h = self.inner.clone();
         h.update(stamp);
         match peer {
@@ -203,7 +208,7 @@ impl CookieKeys {
         let stamp = now.to_be_bytes();
         let mac = self.secrets.read().current.mac(&stamp, peer);
         out[..STAMP_LEN].copy_from_slice(&stamp);
-        out[STAMP_LEN..COOKIE_LEN].copy_from_slice(&mac);
+        out[STAMP_LEN..COOKIE_LEN].copy_from_slice(&mac[..MAC_LEN]);
         Ok(COOKIE_LEN)
     }
 
@@ -226,11 +231,11 @@ impl CookieKeys {
         let mac = &cookie[STAMP_LEN..];
         let s = self.secrets.read();
         // Evaluate both so timing does not reveal which secret matched.
-        let a = openssl::memcmp::eq(&s.current.mac(&stamp, peer), mac);
+        let a = openssl::memcmp::eq(&s.current.mac(&stamp, peer)[..MAC_LEN], mac);
         let b = s
             .previous
             .as_ref()
-            .is_some_and(|p| openssl::memcmp::eq(&p.mac(&stamp, peer), mac));
+            .is_some_and(|p| openssl::memcmp::eq(&p.mac(&stamp, peer)[..MAC_LEN], mac));
         fresh & (a | b)
     }
 }
@@ -274,7 +279,11 @@ mod tests {
                 &T0.to_be_bytes(),
                 "{peer}: timestamp first"
             );
-            assert_eq!(c[STAMP_LEN..].to_vec(), want, "{peer}: then the HMAC");
+            assert_eq!(
+                c[STAMP_LEN..],
+                want[..MAC_LEN],
+                "{peer}: then the HMAC, cut"
+            );
         }
     }
 
