@@ -58,6 +58,11 @@ fn established(p: &Pair) {
     );
 }
 
+/// A client that trusts the test CA and knows the server as `name`.
+fn client_named(name: &str) -> dtls_reactor::ConfigBuilder<dtls_reactor::Client> {
+    ClientConfig::builder().ca_pem(CA).server_name(name)
+}
+
 fn peer_cn(c: &Connection) -> String {
     c.peer_certificate().unwrap().common_name().unwrap()
 }
@@ -206,11 +211,7 @@ fn sni_chooses_the_certificate_per_handshake() {
         ("OTHER.test", "other.test"),
         ("localhost", "localhost"),
     ] {
-        let c = ClientConfig::builder()
-            .ca_pem(CA)
-            .server_name(name)
-            .build()
-            .unwrap();
+        let c = client_named(name).build().unwrap();
         let p = handshake(&s, &c);
         established(&p);
         assert_eq!(peer_cn(&p.client), cn, "SNI {name}");
@@ -225,9 +226,7 @@ fn sni_chooses_the_certificate_per_handshake() {
     }
     // An unknown name gets the default certificate (which then fails the
     // client's hostname check unless it is disabled).
-    let c = ClientConfig::builder()
-        .ca_pem(CA)
-        .server_name("unknown.test")
+    let c = client_named("unknown.test")
         .danger_disable_hostname_verification()
         .build()
         .unwrap();
@@ -236,11 +235,7 @@ fn sni_chooses_the_certificate_per_handshake() {
     assert_eq!(peer_cn(&p.client), "localhost");
     // Without the SNI entry, other.test cannot be served.
     let plain = server().build().unwrap();
-    let c = ClientConfig::builder()
-        .ca_pem(CA)
-        .server_name("other.test")
-        .build()
-        .unwrap();
+    let c = client_named("other.test").build().unwrap();
     let p = handshake(&plain, &c);
     assert!(matches!(p.client.error(), Some(Error::Verification { .. })));
 }
@@ -261,17 +256,11 @@ fn certificate_resolver_decides_and_a_panic_refuses() {
         })
         .build()
         .unwrap();
-    let c = ClientConfig::builder()
-        .ca_pem(CA)
-        .server_name("a.other.test")
-        .build()
-        .unwrap();
+    let c = client_named("a.other.test").build().unwrap();
     let p = handshake(&s, &c);
     established(&p);
     assert_eq!(peer_cn(&p.client), "other.test");
-    let c = ClientConfig::builder()
-        .ca_pem(CA)
-        .server_name("boom.test")
+    let c = client_named("boom.test")
         .danger_disable_hostname_verification()
         .build()
         .unwrap();

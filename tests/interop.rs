@@ -260,25 +260,7 @@ fn against_gnutls_serv(v6: bool) {
     }
     let ip = Variant::new(v6, dtls_demux::DemuxKind::OsNet).ip;
     let addr = free_port(ip);
-    let a: Vec<String> = [
-        "--udp",
-        "--echo",
-        "--port",
-        &addr.port().to_string(),
-        "--x509certfile",
-        &cert("server.pem"),
-        "--x509keyfile",
-        &cert("server.key"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let peer = Peer::spawn("gnutls-serv", &a);
-    assert!(
-        peer.wait_for("listening", WAIT),
-        "gnutls-serv did not start:\n{}",
-        peer.output()
-    );
+    let peer = gnutls_serv(addr, &[]);
     let mut s = our_client(addr, &client_cfg());
     for i in 0..5 {
         let msg = format!("echo-through-gnutls-{i}");

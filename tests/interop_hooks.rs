@@ -20,6 +20,14 @@ use socket_util::*;
 const SERVER2: &[u8] = include_bytes!("certs/server2.pem");
 const SERVER2_KEY: &[u8] = include_bytes!("certs/server2.key");
 
+/// A fast server that presents the other.test certificate to clients asking for it.
+fn sni_server() -> dtls_reactor::ConfigBuilder<dtls_reactor::Server> {
+    fast_server().certificate_for_name(
+        "other.test",
+        dtls_reactor::Credentials::from_pem(SERVER2, SERVER2_KEY).unwrap(),
+    )
+}
+
 /// `s_client` (not quiet: it prints the session) to an echo server of
 /// ours, a line sent until it comes back. Returns s_client's output, or
 /// `Err(output)` when nothing came back within `patience`.
@@ -29,7 +37,7 @@ fn s_client_session(
     patience: Duration,
 ) -> std::result::Result<String, String> {
     let mut a: Vec<String> = vec!["s_client".into(), "-connect".into(), host_port(srv.addr)];
-    a.extend(args.iter().map(|s| s.to_string()));
+    a.extend(peer_util::args(args));
     let mut peer = Peer::spawn("openssl", &a);
     let msg = format!("hooks-{}", srv.addr.port());
     let start = Instant::now();
@@ -108,13 +116,7 @@ fn hooks_sni_s_client(v: Variant) {
     if !have("openssl") {
         return;
     }
-    let s = fast_server()
-        .certificate_for_name(
-            "other.test",
-            dtls_reactor::Credentials::from_pem(SERVER2, SERVER2_KEY).unwrap(),
-        )
-        .build()
-        .unwrap();
+    let s = sni_server().build().unwrap();
     let srv = EchoServer::start(v, &s);
     let ca = cert("ca.pem");
     for (name, cn) in [
@@ -231,11 +233,7 @@ fn hooks_gnutls_cli(v: Variant) {
     if !have("gnutls-cli") {
         return;
     }
-    let s = fast_server()
-        .certificate_for_name(
-            "other.test",
-            dtls_reactor::Credentials::from_pem(SERVER2, SERVER2_KEY).unwrap(),
-        )
+    let s = sni_server()
         .alpn_protocols(&["coap"])
         .ticket_keys(dtls_reactor::TicketKeys::from_secret([3; 32]))
         .build()
@@ -244,7 +242,7 @@ fn hooks_gnutls_cli(v: Variant) {
     let port = srv.addr.port().to_string();
     let ca = cert("ca.pem");
     let host = srv.addr.ip().to_string();
-    let a: Vec<String> = [
+    let a = args(&[
         "--udp",
         "--port",
         &port,
@@ -258,10 +256,7 @@ fn hooks_gnutls_cli(v: Variant) {
         "coap",
         "--resume",
         &host,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let peer = Peer::spawn("gnutls-cli", &a);
     assert!(
         peer.wait_for("This is a resumed session", WAIT),
@@ -297,7 +292,7 @@ fn s_server(flag_args: &[&str]) -> (Peer, SocketAddr) {
         "-key".into(),
         cert("server.key"),
     ];
-    a.extend(flag_args.iter().map(|s| s.to_string()));
+    a.extend(args(flag_args));
     let peer = Peer::spawn("openssl", &a);
     assert!(
         peer.wait_for("ACCEPT", WAIT),
@@ -368,27 +363,7 @@ fn hooks_our_client_with_gnutls_serv() {
         return;
     }
     let addr = free_port(std::net::Ipv4Addr::LOCALHOST.into());
-    let a: Vec<String> = [
-        "--udp",
-        "--echo",
-        "--port",
-        &addr.port().to_string(),
-        "--x509certfile",
-        &cert("server.pem"),
-        "--x509keyfile",
-        &cert("server.key"),
-        "--alpn",
-        "coap",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let peer = Peer::spawn("gnutls-serv", &a);
-    assert!(
-        peer.wait_for("listening", WAIT),
-        "gnutls-serv:\n{}",
-        peer.output()
-    );
+    let _peer = gnutls_serv(addr, &["--alpn", "coap"]);
     let c = fast_client()
         .alpn_protocols(&["coap"])
         .verify_callback(pin(sha256_pem(common::SERVER)))
@@ -435,7 +410,7 @@ fn psk_ccm_server_example(bin: &str, ready: &str, extra: &[&str]) {
     let addr = free_port(std::net::Ipv4Addr::LOCALHOST.into());
     let port = addr.port().to_string();
     let psk = format!("device-1:{PSK_HEX}");
-    let mut args = vec![
+    let mut opts = vec![
         "--port",
         &port,
         "--psk",
@@ -443,16 +418,15 @@ fn psk_ccm_server_example(bin: &str, ready: &str, extra: &[&str]) {
         "--ciphers",
         "PSK-AES128-CCM8:PSK-AES128-CCM",
     ];
-    args.extend(extra);
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let server = Peer::spawn(&example(bin), &args);
+    opts.extend(extra);
+    let server = Peer::spawn(&example(bin), &args(&opts));
     assert!(
         server.wait_for(ready, WAIT),
         "{bin} did not start:\n{}",
         server.output()
     );
     for suite in CCM_SUITES {
-        let a: Vec<String> = [
+        let a = args(&[
             "s_client",
             "-dtls1_2",
             "-connect",
@@ -463,10 +437,7 @@ fn psk_ccm_server_example(bin: &str, ready: &str, extra: &[&str]) {
             "device-1",
             "-cipher",
             suite,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ]);
         let mut c = Peer::spawn("openssl", &a);
         let msg = format!("ccm-{suite}");
         let start = Instant::now();
@@ -481,7 +452,7 @@ fn psk_ccm_server_example(bin: &str, ready: &str, extra: &[&str]) {
         );
     }
     // A suite the server does not allow: refused, and the server says why.
-    let a: Vec<String> = [
+    let a = args(&[
         "s_client",
         "-dtls1_2",
         "-connect",
@@ -492,10 +463,7 @@ fn psk_ccm_server_example(bin: &str, ready: &str, extra: &[&str]) {
         "device-1",
         "-cipher",
         "PSK-AES128-GCM-SHA256",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let c = Peer::spawn("openssl", &a);
     assert!(c.wait_for("handshake failure", WAIT), "{}", c.output());
     assert!(
@@ -525,7 +493,7 @@ fn examples_echo_client_psk_ccm() {
     }
     for suite in CCM_SUITES {
         let addr = free_port(std::net::Ipv4Addr::LOCALHOST.into());
-        let a: Vec<String> = [
+        let a = args(&[
             "s_server",
             "-dtls1_2",
             "-accept",
@@ -537,10 +505,7 @@ fn examples_echo_client_psk_ccm() {
             "device-1",
             "-cipher",
             suite,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ]);
         let server = Peer::spawn("openssl", &a);
         assert!(server.wait_for("ACCEPT", WAIT), "{}", server.output());
         let psk = format!("device-1:{PSK_HEX}");

@@ -188,25 +188,20 @@ unsafe extern "C" fn ticket_key_cb(
     // SAFETY: `cctx` and `hctx` are the live contexts OpenSSL set aside for
     // this ticket; the key buffers are 32 bytes as AES-256 and our HMAC key
     // length say; `iv` is 16 bytes as AES-CBC needs.
+    let init = if enc == 1 {
+        openssl_sys::EVP_EncryptInit_ex
+    } else {
+        openssl_sys::EVP_DecryptInit_ex
+    };
     let ok = unsafe {
         let cipher = openssl_sys::EVP_aes_256_cbc();
-        let c = if enc == 1 {
-            openssl_sys::EVP_EncryptInit_ex(
-                cctx,
-                cipher,
-                std::ptr::null_mut(),
-                key.aes.as_ptr(),
-                iv.as_ptr(),
-            )
-        } else {
-            openssl_sys::EVP_DecryptInit_ex(
-                cctx,
-                cipher,
-                std::ptr::null_mut(),
-                key.aes.as_ptr(),
-                iv.as_ptr(),
-            )
-        };
+        let c = init(
+            cctx,
+            cipher,
+            std::ptr::null_mut(),
+            key.aes.as_ptr(),
+            iv.as_ptr(),
+        );
         c == 1
             && openssl_sys::HMAC_Init_ex(
                 hctx,

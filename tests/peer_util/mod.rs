@@ -142,3 +142,33 @@ pub fn our_client(addr: SocketAddr, cfg: &ClientConfig) -> DtlsSocket {
         }
     }
 }
+
+/// Owned command-line arguments.
+pub fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// `gnutls-serv --udp --echo` on `addr` with the test server certificate
+/// and `extra` options, started (its "listening" line seen).
+pub fn gnutls_serv(addr: SocketAddr, extra: &[&str]) -> Peer {
+    let port = addr.port().to_string();
+    let (c, k) = (cert("server.pem"), cert("server.key"));
+    let mut a = args(&[
+        "--udp",
+        "--echo",
+        "--port",
+        &port,
+        "--x509certfile",
+        &c,
+        "--x509keyfile",
+        &k,
+    ]);
+    a.extend(args(extra));
+    let peer = Peer::spawn("gnutls-serv", &a);
+    assert!(
+        peer.wait_for("listening", WAIT),
+        "gnutls-serv did not start:\n{}",
+        peer.output()
+    );
+    peer
+}
