@@ -182,24 +182,7 @@ fn against_s_server(v6: bool, flag: &str, client: ClientConfig, extra: &[&str]) 
         return;
     }
     let ip = Variant::new(v6, dtls_demux::DemuxKind::OsNet).ip;
-    let addr = free_port(ip);
-    let mut a: Vec<String> = vec![
-        "s_server".into(),
-        flag.into(),
-        "-accept".into(),
-        host_port(addr),
-        "-cert".into(),
-        cert("server.pem"),
-        "-key".into(),
-        cert("server.key"),
-    ];
-    a.extend(extra.iter().map(|s| s.to_string()));
-    let mut peer = Peer::spawn("openssl", &a);
-    assert!(
-        peer.wait_for("ACCEPT", WAIT),
-        "s_server did not start:\n{}",
-        peer.output()
-    );
+    let (mut peer, addr) = s_server(ip, flag, extra);
     let mut s = our_client(addr, &client);
     s.send(b"from-our-client\n").unwrap();
     assert!(

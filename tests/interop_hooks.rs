@@ -9,7 +9,6 @@ mod peer_util;
 mod socket_util;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use common::Variant;
 use dtls_reactor::Verify;
 use peer_util::*;
 use socket_util::*;
+const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 const SERVER2: &[u8] = include_bytes!("certs/server2.pem");
 const SERVER2_KEY: &[u8] = include_bytes!("certs/server2.key");
 
@@ -280,28 +280,6 @@ four_ways!(
     hooks_gnutls_cli,
 );
 
-fn s_server(flag_args: &[&str]) -> (Peer, SocketAddr) {
-    let addr = free_port(std::net::Ipv4Addr::LOCALHOST.into());
-    let mut a: Vec<String> = vec![
-        "s_server".into(),
-        "-dtls1_2".into(),
-        "-accept".into(),
-        host_port(addr),
-        "-cert".into(),
-        cert("server.pem"),
-        "-key".into(),
-        cert("server.key"),
-    ];
-    a.extend(args(flag_args));
-    let peer = Peer::spawn("openssl", &a);
-    assert!(
-        peer.wait_for("ACCEPT", WAIT),
-        "s_server did not start:\n{}",
-        peer.output()
-    );
-    (peer, addr)
-}
-
 /// Our client pins `s_server`'s certificate; a wrong pin fails with
 /// `CertificateRejected` (`PermissionDenied`) and its reason.
 #[test]
@@ -309,7 +287,7 @@ fn hooks_our_client_pins_s_server() {
     if !have("openssl") {
         return;
     }
-    let (_peer, addr) = s_server(&[]);
+    let (_peer, addr) = s_server(LOCAL, "-dtls1_2", &[]);
     let c = fast_client()
         .verify_callback(pin(sha256_pem(common::SERVER)))
         .build()
@@ -317,7 +295,7 @@ fn hooks_our_client_pins_s_server() {
     let mut s = our_client(addr, &c);
     s.send(b"pinned\n").unwrap();
     drop(s);
-    let (_peer, addr) = s_server(&[]);
+    let (_peer, addr) = s_server(LOCAL, "-dtls1_2", &[]);
     let c = fast_client()
         .verify_callback(pin(sha256_pem(common::SERVER_RSA)))
         .build()
@@ -339,7 +317,7 @@ fn hooks_our_client_alpn_and_resumption_with_s_server() {
     if !have("openssl") {
         return;
     }
-    let (_peer, addr) = s_server(&["-alpn", "coap"]);
+    let (_peer, addr) = s_server(LOCAL, "-dtls1_2", &["-alpn", "coap"]);
     let c = fast_client()
         .alpn_protocols(&["h2", "coap"])
         .resume_sessions(true)

@@ -172,3 +172,19 @@ pub fn gnutls_serv(addr: SocketAddr, extra: &[&str]) -> Peer {
     );
     peer
 }
+
+/// `openssl s_server FLAG` (e.g. `-dtls1_2`) on a free port of `ip` with the
+/// test server certificate and `extra` options, started (its "ACCEPT" seen).
+pub fn s_server(ip: std::net::IpAddr, flag: &str, extra: &[&str]) -> (Peer, SocketAddr) {
+    let addr = free_port(ip);
+    let (c, k, at) = (cert("server.pem"), cert("server.key"), host_port(addr));
+    let mut a = args(&["s_server", flag, "-accept", &at, "-cert", &c, "-key", &k]);
+    a.extend(args(extra));
+    let peer = Peer::spawn("openssl", &a);
+    assert!(
+        peer.wait_for("ACCEPT", WAIT),
+        "s_server did not start:\n{}",
+        peer.output()
+    );
+    (peer, addr)
+}
