@@ -638,9 +638,6 @@ impl ConfigBuilder<Server> {
     /// Validates every setting and builds the configuration.
     pub fn build(mut self) -> Result<ServerConfig> {
         let mut b = self.context(true)?;
-        if let Some(keys) = &self.hooks.ticket_keys {
-            tickets::install(&mut b, keys)?;
-        }
         let keys = match &self.cookie {
             Some(k) => k.clone(),
             None => CookieKeys::random().map_err(|e| Error::config_ssl("cookie_keys", e))?,

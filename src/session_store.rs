@@ -30,7 +30,9 @@ pub struct SessionKey {
 /// should be quick; a panic in either is caught and treated as a miss. The
 /// bytes `load` returns are parsed as an OpenSSL session and ignored when
 /// they are not one. A store is trusted: a session it hands back is offered
-/// to the server as is.
+/// to the server as is, and a resumed session is not verified again (no
+/// certificate is exchanged), so share a store only between configurations
+/// that trust the same servers.
 pub trait SessionStore: Send + Sync {
     /// The session last stored for `key` (OpenSSL's DER encoding), if any.
     fn load(&self, key: &SessionKey) -> Option<Vec<u8>>;

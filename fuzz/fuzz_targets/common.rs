@@ -3,7 +3,7 @@
 //! `conn_feed_*` targets.
 #![allow(dead_code)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dtls_reactor::{ClientConfig, Connection, CookieKeys, CookieStage, ServerConfig, Verdict};
 
@@ -11,15 +11,18 @@ pub const CA: &[u8] = include_bytes!("../../tests/certs/ca.pem");
 pub const SERVER: &[u8] = include_bytes!("../../tests/certs/server.pem");
 pub const SERVER_KEY: &[u8] = include_bytes!("../../tests/certs/server.key");
 
-/// A fixed cookie secret, so a cookie-carrying ClientHello built at start-up
-/// stays valid for every input.
+/// A fixed cookie secret and no practical age limit, so a cookie-carrying
+/// ClientHello built at start-up stays valid for every input of a long run
+/// (cookies carry their timestamp; the default limit is 60 s).
 pub const SECRET: [u8; 32] = [0x5a; 32];
 
 pub fn server_config() -> ServerConfig {
+    let keys = CookieKeys::from_secret(SECRET);
+    keys.set_max_age(Duration::from_secs(365 * 24 * 3600));
     ServerConfig::builder()
         .certificate_chain_pem(SERVER)
         .private_key_pem(SERVER_KEY)
-        .cookie_keys(CookieKeys::from_secret(SECRET))
+        .cookie_keys(keys)
         .build()
         .expect("server config")
 }

@@ -341,6 +341,9 @@ impl Hooks {
     }
 
     fn apply_server(&self, b: &mut SslContextBuilder) -> Result<()> {
+        if let Some(keys) = &self.ticket_keys {
+            super::tickets::install(b, keys)?;
+        }
         if !self.sni.is_empty() || self.resolver.is_some() {
             let names = self.sni.clone();
             let resolver = self.resolver.clone();
@@ -431,7 +434,10 @@ impl<R> ConfigBuilder<R> {
     /// one fails) or [`Verify::Optional`] (a client without one is let in
     /// unchecked). On a server, `Verify::None` with a callback is a
     /// configuration error; on a client, `Verify::None` with a callback lets
-    /// the callback alone decide (no hostname check).
+    /// the callback alone decide (no hostname check). A resumed session
+    /// exchanges no certificate, so the callback does not run for it: the
+    /// session was checked when it was made (a [`crate::SessionStore`] shared
+    /// between configurations with different callbacks hands that check on).
     ///
     /// ```
     /// use dtls_reactor::{CertVerdict, ClientConfig};
@@ -493,8 +499,9 @@ impl<R> ConfigBuilder<R> {
     }
 
     /// The escape hatch: `f` gets rust-openssl's `SslContextBuilder` after
-    /// every other setting of this builder has been applied and before the
-    /// context is built. This is the way to reach what the builder does not
+    /// every other setting of this builder has been applied (only a server's
+    /// cookie callbacks and session id context, which the crate needs, are
+    /// set after it) and before the context is built. This is the way to reach what the builder does not
     /// offer (an OpenSSL option, a callback, a certificate store setting).
     /// Closures run in the order given; an error or a panic fails
     /// [`ConfigBuilder::build`] with a `configure_context` error. What the
