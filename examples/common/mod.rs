@@ -113,13 +113,11 @@ impl ServerOpts {
 }
 
 /// Logging for the server examples: `RUST_LOG` as usual; by default `info`
-/// plus the lines that say why a handshake was refused (the listener's and
-/// the cookie stage's), with OpenSSL's reason (`no shared cipher`...).
+/// plus the socket listener's per-connection lines, among them why a
+/// handshake was refused, with OpenSSL's reason (`no shared cipher`...).
 pub fn init_server_log() {
     env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or(
-            "info,dtls_reactor::socket::listener=debug,dtls_reactor::cookie=debug",
-        ),
+        env_logger::Env::default().default_filter_or("info,dtls_reactor::socket::listener=debug"),
     )
     .init();
 }
