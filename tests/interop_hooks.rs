@@ -357,8 +357,10 @@ fn hooks_our_client_with_gnutls_serv() {
 
 // --- The examples as tools: PSK with AES-CCM and AES-CCM-8 ------------------
 
-/// The example binary `name`, built next to this test (cargo builds the
-/// examples for `cargo test`; a run of this test alone builds it here).
+/// The example binary `name`, next to this test: `cargo test` builds the
+/// examples first; when it is missing (a run of this test target alone) it
+/// is built here. One already there is used as is, so after changing an
+/// example run `cargo build --examples` (or the whole `cargo test`).
 fn example(name: &str) -> String {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
