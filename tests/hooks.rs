@@ -6,6 +6,7 @@
 //! peers: `tests/interop.rs` (`hooks_*`).
 
 mod common;
+mod reactor_support;
 mod socket_util;
 
 use std::collections::HashMap;
@@ -722,3 +723,87 @@ fn resumes_after_a_server_restart(v: Variant) {
 }
 
 four_ways!(resumes_after_a_server_restart);
+
+/// A reactor client that records, per connection, whether it resumed and
+/// what ALPN it got, then stops its reactor.
+struct Resumer {
+    seen: Arc<Mutex<Vec<Outcome>>>,
+}
+
+/// Resumed or not, and the ALPN protocol agreed.
+type Outcome = (bool, Option<Vec<u8>>);
+
+impl dtls_reactor::Handler for Resumer {
+    fn on_connected(&mut self, ctx: &mut dtls_reactor::Ctx<'_>, id: dtls_reactor::ConnId) {
+        let c = ctx.connection(id).expect("a DTLS connection");
+        let got = (c.session_reused(), c.alpn_protocol().map(<[u8]>::to_vec));
+        self.seen.lock().unwrap().push(got);
+        ctx.close(id);
+        ctx.stop();
+    }
+}
+
+/// Through the reactor on both ends: ALPN, and a session store keyed by
+/// address: two server reactors on different ports share ticket keys, yet
+/// the client resumes only on the address its session came from.
+fn reactor_resumes_by_address(v: Variant) {
+    use reactor_support::*;
+    let keys = TicketKeys::from_secret([88; 32]);
+    let cfg = || {
+        socket_util::fast_server()
+            .ticket_keys(keys.clone())
+            .alpn_protocols(&["coap"])
+            .build()
+            .unwrap()
+    };
+    let a = serve(
+        v,
+        &cfg(),
+        dtls_reactor::Limits::default(),
+        Rec::new(Log::default()),
+    );
+    let b = serve(
+        v,
+        &cfg(),
+        dtls_reactor::Limits::default(),
+        Rec::new(Log::default()),
+    );
+    let store = Arc::new(Recording::default());
+    let cc = socket_util::fast_client()
+        .alpn_protocols(&["h2", "coap"])
+        .session_store(store.clone())
+        .build()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for server in [&a, &a, &b] {
+        let h = Resumer { seen: seen.clone() };
+        clients(
+            server.addr.unwrap(),
+            &cc,
+            1,
+            dtls_reactor::Limits::default(),
+            h,
+        )
+        .join_within(Duration::from_secs(10));
+    }
+    let seen = seen.lock().unwrap().clone();
+    let coap = Some(b"coap".to_vec());
+    assert_eq!(
+        seen,
+        vec![(false, coap.clone()), (true, coap.clone()), (false, coap)],
+        "full, resumed on the same address, full on another address (same name)"
+    );
+    let mut held: Vec<Option<SocketAddr>> = store
+        .map
+        .lock()
+        .unwrap()
+        .keys()
+        .map(|k| k.server_addr)
+        .collect();
+    held.sort();
+    let mut want = vec![a.addr, b.addr];
+    want.sort();
+    assert_eq!(held, want, "one session per server address");
+}
+
+four_ways!(reactor_resumes_by_address);
