@@ -9,6 +9,7 @@ mod peer_util;
 mod socket_util;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -380,6 +381,26 @@ fn example(name: &str) -> String {
 
 const CCM_SUITES: [&str; 2] = ["PSK-AES128-CCM8", "PSK-AES128-CCM"];
 
+/// `s_client` offering the test PSK (identity `device-1`) with only `suite`.
+fn s_client_psk(addr: SocketAddr, suite: &str) -> Peer {
+    let at = host_port(addr);
+    Peer::spawn(
+        "openssl",
+        &args(&[
+            "s_client",
+            "-dtls1_2",
+            "-connect",
+            &at,
+            "-psk",
+            PSK_HEX,
+            "-psk_identity",
+            "device-1",
+            "-cipher",
+            suite,
+        ]),
+    )
+}
+
 /// A server example with `--psk` and `--ciphers`, reached by `s_client
 /// -psk` with each CCM suite; a client offering only a suite the server
 /// does not allow is refused, and the server logs OpenSSL's reason.
@@ -406,19 +427,7 @@ fn psk_ccm_server_example(bin: &str, ready: &str, extra: &[&str]) {
         server.output()
     );
     for suite in CCM_SUITES {
-        let a = args(&[
-            "s_client",
-            "-dtls1_2",
-            "-connect",
-            &host_port(addr),
-            "-psk",
-            PSK_HEX,
-            "-psk_identity",
-            "device-1",
-            "-cipher",
-            suite,
-        ]);
-        let mut c = Peer::spawn("openssl", &a);
+        let mut c = s_client_psk(addr, suite);
         let msg = format!("ccm-{suite}");
         let start = Instant::now();
         while !c.wait_for(&format!("{msg}\n{msg}"), Duration::from_millis(300)) {
@@ -432,19 +441,7 @@ fn psk_ccm_server_example(bin: &str, ready: &str, extra: &[&str]) {
         );
     }
     // A suite the server does not allow: refused, and the server says why.
-    let a = args(&[
-        "s_client",
-        "-dtls1_2",
-        "-connect",
-        &host_port(addr),
-        "-psk",
-        PSK_HEX,
-        "-psk_identity",
-        "device-1",
-        "-cipher",
-        "PSK-AES128-GCM-SHA256",
-    ]);
-    let c = Peer::spawn("openssl", &a);
+    let c = s_client_psk(addr, "PSK-AES128-GCM-SHA256");
     assert!(c.wait_for("handshake failure", WAIT), "{}", c.output());
     assert!(
         server.wait_for("no shared cipher", WAIT),
