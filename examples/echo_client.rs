@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --example echo_client -- 127.0.0.1 28000 --count 100 --size 512
 //! cargo run --example echo_client -- localhost 28000 --ca my-ca.pem
+//! cargo run --example echo_client -- 127.0.0.1 28000 --psk device-1:30313233343536373839616263646566 --ciphers PSK-AES128-CCM8
 //! ```
 
 #[path = "common/mod.rs"]

@@ -4,7 +4,11 @@
 //!
 //! ```text
 //! cargo run --example echo_server -- --port 28000 --demux router
+//! cargo run --example echo_server -- --psk device-1:30313233343536373839616263646566 --ciphers PSK-AES128-CCM8
 //! ```
+//!
+//! A refused handshake is logged with OpenSSL's reason (see
+//! `common::init_server_log`; `RUST_LOG` overrides the default filter).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -53,7 +57,7 @@ fn serve(mut conn: DtlsSocket, idle: Duration) -> dtls_reactor::Result<u64> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_log();
+    common::init_server_log();
     let args = Args::parse();
     let cfg = args.server.config()?;
     let addr = SocketAddr::new(args.server.bind, args.server.port);

@@ -4,7 +4,11 @@
 //! cargo run --release --example reactor_echo -- --port 28000 --threads 2
 //! cargo run --release --example reactor_echo -- --demux router --in-memory
 //! cargo run --release --example reactor_echo -- --raw     # plain UDP echo, same loop shape
+//! cargo run --release --example reactor_echo -- --psk device-1:30313233343536373839616263646566 --ciphers PSK-AES128-CCM8
 //! ```
+//!
+//! A refused handshake and a failed connection are printed with OpenSSL's
+//! reason (`on_error`, `on_close`).
 //!
 //! With `--threads N` the port is served by N reactors: OsNet listeners form one
 //! reuseport group whose BPF program spreads peers by address and port
@@ -23,7 +27,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use dtls_demux::{Demux, DemuxKind, OsNet, Router, RouterOptions};
-use dtls_reactor::{ConnId, Ctx, Handler, Limits, Reactor, TimerId};
+use dtls_reactor::{CloseCause, ConnId, Ctx, Error, Handler, Limits, Reactor, TimerId};
 
 #[derive(Parser, Debug)]
 #[command(about = "DTLS echo server on the dtls-reactor reactor")]
@@ -65,6 +69,17 @@ impl Handler for Echo {
     fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
         if let Err(e) = ctx.send(id, data) {
             log::debug!("echo to {id}: {e}");
+        }
+    }
+    fn on_error(&mut self, _ctx: &mut Ctx<'_>, id: Option<ConnId>, error: &Error) {
+        match id {
+            Some(id) => eprintln!("reactor {}: {id}: {error}", self.index),
+            None => eprintln!("reactor {}: handshake refused: {error}", self.index),
+        }
+    }
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, cause: &CloseCause) {
+        if let CloseCause::Failed(reason) = cause {
+            eprintln!("reactor {}: {id} failed: {reason}", self.index);
         }
     }
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, _t: TimerId, _token: u64) {
@@ -110,7 +125,7 @@ fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_log();
+    common::init_server_log();
     let args = Args::parse();
     common::raise_nofile();
     let addr = SocketAddr::new(args.server.bind, args.server.port);

@@ -5,17 +5,15 @@
 //! of its builder method. Built configurations are cheap to clone and shared
 //! by every connection made from them.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::raw::c_uint;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use foreign_types_shared::ForeignTypeRef;
-use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
     Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef, SslSession,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
@@ -25,6 +23,18 @@ use openssl::x509::X509;
 use crate::cookie_keys::CookieKeys;
 use crate::error::{Error, Result};
 use crate::ffi;
+use crate::session_store::{
+    MemorySessionStore, SessionKey, SessionStore, DEFAULT_SESSION_CAPACITY,
+};
+
+mod credentials;
+mod hooks;
+mod tickets;
+
+pub use credentials::Credentials;
+pub(crate) use hooks::rejection_index;
+pub use hooks::{CertVerdict, PeerChain};
+pub use tickets::{TicketKeys, TICKET_SECRET_LEN};
 
 /// Which DTLS versions a side accepts. The maximum is always DTLS 1.2.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -173,6 +183,7 @@ pub struct ConfigBuilder<R> {
     server_name: Option<String>,
     verify_hostname: bool,
     resume: bool,
+    hooks: hooks::Hooks,
     _role: PhantomData<R>,
 }
 
@@ -214,6 +225,7 @@ impl<R> ConfigBuilder<R> {
             server_name: None,
             verify_hostname: true,
             resume: false,
+            hooks: hooks::Hooks::default(),
             _role: PhantomData,
         }
     }
@@ -322,7 +334,7 @@ impl<R> ConfigBuilder<R> {
         self
     }
 
-    fn context(&self, server: bool) -> Result<SslContextBuilder> {
+    fn context(&mut self, server: bool) -> Result<SslContextBuilder> {
         if self.mtu < MIN_MTU || self.mtu > 65507 {
             return Err(Error::config(
                 "mtu",
@@ -397,52 +409,40 @@ impl<R> ConfigBuilder<R> {
         }
 
         // Own certificate and key.
-        match (&self.chain, &self.key) {
-            (Some(chain), Some(key)) => {
-                let pem = chain.read("certificate_chain")?;
-                let certs = X509::stack_from_pem(&pem)
-                    .map_err(|e| Error::config_ssl("certificate_chain", e))?;
-                let mut it = certs.into_iter();
-                let leaf = it.next().ok_or_else(|| {
-                    Error::config("certificate_chain", "no PEM certificate found")
-                })?;
-                b.set_certificate(&leaf)
-                    .map_err(|e| Error::config_ssl("certificate_chain", e))?;
-                for c in it {
-                    b.add_extra_chain_cert(c)
-                        .map_err(|e| Error::config_ssl("certificate_chain", e))?;
-                }
-                let key_pem = key.read("private_key")?;
-                let key: PKey<Private> = PKey::private_key_from_pem(&key_pem)
-                    .map_err(|e| Error::config_ssl("private_key", e))?;
-                b.set_private_key(&key)
-                    .map_err(|e| Error::config_ssl("private_key", e))?;
-                b.check_private_key().map_err(|e| Error::Config {
-                    setting: "private_key",
-                    reason: "the key does not match the certificate".into(),
-                    stack: Some(e),
-                })?;
+        let own = match (&self.chain, &self.key, self.hooks.credentials.take()) {
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(Error::config(
+                    "credentials",
+                    "set credentials or the certificate_chain/private_key methods, not both",
+                ))
             }
-            (Some(_), None) => {
+            (None, None, c) => c,
+            (Some(chain), Some(key), None) => Some(Credentials::from_pem(
+                &chain.read("certificate_chain")?,
+                &key.read("private_key")?,
+            )?),
+            (Some(_), None, None) => {
                 return Err(Error::config(
                     "private_key",
                     "a certificate chain needs its private key",
                 ))
             }
-            (None, Some(_)) => {
+            (None, Some(_), None) => {
                 return Err(Error::config(
                     "certificate_chain",
                     "a private key needs its certificate chain",
                 ))
             }
-            (None, None) => {
-                if server && self.psk_server.is_none() {
-                    return Err(Error::config(
-                        "certificate_chain",
-                        "a server needs a certificate and key, or a PSK lookup",
-                    ));
-                }
+        };
+        match own {
+            Some(c) => c.apply_to_context(&mut b)?,
+            None if server && self.psk_server.is_none() => {
+                return Err(Error::config(
+                    "certificate_chain",
+                    "a server needs a certificate and key, or a PSK lookup",
+                ))
             }
+            None => {}
         }
 
         // Trust anchors.
@@ -479,6 +479,13 @@ impl<R> ConfigBuilder<R> {
             (true, Verify::Optional) => SslVerifyMode::PEER,
             (true, Verify::Required) => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
             (false, _) => SslVerifyMode::PEER,
+        };
+        // A client's verification callback decides even with Verify::None,
+        // which OpenSSL would otherwise not enforce.
+        let mode = if !server && self.hooks.has_verify_callback() {
+            SslVerifyMode::PEER
+        } else {
+            mode
         };
         b.set_verify(mode);
 
@@ -526,6 +533,7 @@ impl<R> ConfigBuilder<R> {
                 }
             });
         }
+        self.hooks.apply(&mut b, server, self.verify)?;
         Ok(b)
     }
 
@@ -559,14 +567,24 @@ impl ConfigBuilder<Client> {
         self.psk_client = Some((identity.to_vec(), key.to_vec()));
         self
     }
-    /// Keep the last session per server and offer it on the next connection.
+    /// Keep the last session per server (name and address) in an
+    /// in-process [`MemorySessionStore`] of 1,024 servers and offer it on the
+    /// next connection to the same server.
     pub fn resume_sessions(mut self, on: bool) -> Self {
         self.resume = on;
         self
     }
 
+    /// Resume sessions (as [`Self::resume_sessions`]) with this store, which
+    /// may keep them across restarts or share them between configurations.
+    pub fn session_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.resume = true;
+        self.hooks.session_store = Some(store);
+        self
+    }
+
     /// Validates every setting and builds the configuration.
-    pub fn build(self) -> Result<ClientConfig> {
+    pub fn build(mut self) -> Result<ClientConfig> {
         if let Some((id, key)) = &self.psk_client {
             if id.is_empty() || id.len() > 128 || id.contains(&0) {
                 return Err(Error::config(
@@ -583,12 +601,16 @@ impl ConfigBuilder<Client> {
             b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
         }
         let shared = self.shared(b.build());
+        let store = self.hooks.session_store.take();
+        let sessions = self.resume.then(|| {
+            store.unwrap_or_else(|| Arc::new(MemorySessionStore::new(DEFAULT_SESSION_CAPACITY)))
+        });
         Ok(ClientConfig {
             inner: Arc::new(ClientInner {
                 shared,
                 server_name: self.server_name,
                 verify_hostname: self.verify_hostname && self.verify != Verify::None,
-                sessions: self.resume.then(|| Mutex::new(HashMap::new())),
+                sessions,
             }),
         })
     }
@@ -623,7 +645,7 @@ impl ConfigBuilder<Server> {
     }
 
     /// Validates every setting and builds the configuration.
-    pub fn build(self) -> Result<ServerConfig> {
+    pub fn build(mut self) -> Result<ServerConfig> {
         let mut b = self.context(true)?;
         let keys = match &self.cookie {
             Some(k) => k.clone(),
@@ -705,7 +727,7 @@ pub(crate) struct ClientInner {
     pub(crate) shared: Shared,
     pub(crate) server_name: Option<String>,
     pub(crate) verify_hostname: bool,
-    pub(crate) sessions: Option<Mutex<HashMap<String, SslSession>>>,
+    pub(crate) sessions: Option<Arc<dyn SessionStore>>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -733,8 +755,13 @@ impl ClientConfig {
     }
 
     /// A client SSL for a connection to the server known by `name` (falls back
-    /// to the configured server name), with verification and resumption set up.
-    pub(crate) fn new_ssl(&self, name: Option<&str>) -> Result<(Ssl, Option<String>)> {
+    /// to the configured server name) at `addr`, with verification and
+    /// resumption set up; the key its session is stored under, if any.
+    pub(crate) fn new_ssl(
+        &self,
+        name: Option<&str>,
+        addr: Option<SocketAddr>,
+    ) -> Result<(Ssl, Option<SessionKey>)> {
         let mut ssl = self.inner.shared.new_ssl()?;
         let name = name.or(self.inner.server_name.as_deref());
         if let Some(name) = name {
@@ -754,26 +781,39 @@ impl ClientConfig {
                 .map_err(|e| Error::config_ssl("server_name", e))?;
             }
         }
-        let key = name.map(str::to_string);
-        if let (Some(cache), Some(k)) = (&self.inner.sessions, &key) {
-            let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(sess) = cache.get(k) {
-                // SAFETY: the session came from a connection of this same
-                // context (our own cache), as `set_session` requires.
-                unsafe { ssl.set_session(sess) }
-                    .map_err(|e| Error::config_ssl("resume_sessions", e))?;
-            }
+        let Some(store) = &self.inner.sessions else {
+            return Ok((ssl, None));
+        };
+        if name.is_none() && addr.is_none() {
+            return Ok((ssl, None));
         }
-        Ok((ssl, key))
+        let key = SessionKey {
+            server_name: name.map(str::to_string),
+            server_addr: addr,
+        };
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.load(&key)))
+            .unwrap_or_else(|_| {
+                log::debug!("session store: load panicked; no session offered");
+                None
+            });
+        if let Some(sess) = found.and_then(|der| SslSession::from_der(&der).ok()) {
+            // SAFETY: `sess` was just parsed from DER into an object nothing
+            // else holds; it belongs to no context's cache, so the context
+            // callbacks rust-openssl's contract guards against never see it.
+            // OpenSSL itself checks that the session's version fits this SSL.
+            unsafe { ssl.set_session(&sess) }
+                .map_err(|e| Error::config_ssl("resume_sessions", e))?;
+        }
+        Ok((ssl, Some(key)))
     }
 
-    pub(crate) fn store_session(&self, key: &str, session: SslSession) {
-        if let Some(cache) = &self.inner.sessions {
-            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= 1024 && !cache.contains_key(key) {
-                cache.clear();
+    pub(crate) fn store_session(&self, key: &SessionKey, der: Vec<u8>) {
+        if let Some(store) = &self.inner.sessions {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.store(key, der)))
+                .is_err()
+            {
+                log::debug!("session store: store panicked; session not kept");
             }
-            cache.insert(key.to_string(), session);
         }
     }
 }

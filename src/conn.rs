@@ -25,6 +25,7 @@ use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{Error, Result};
 use crate::ffi;
 use crate::record::Datagram;
+use crate::session_store::SessionKey;
 
 /// Reusable buffers kept per pipe, so steady traffic does not allocate.
 const POOL_MAX: usize = 16;
@@ -335,7 +336,7 @@ pub struct Connection {
     error: Option<Error>,
     events: VecDeque<Event>,
     handshake_deadline: Option<Instant>,
-    client: Option<(ClientConfig, Option<String>)>,
+    client: Option<(ClientConfig, Option<SessionKey>)>,
     close_sent: bool,
     close_received: bool,
     /// OpenSSL's record buffers were freed by [`Connection::shrink`].
@@ -382,6 +383,12 @@ fn reason_in(stack: &ErrorStack, set: &[i32]) -> Option<String> {
 /// problems and the retransmission limit.
 pub(crate) fn map_ssl_error(e: openssl::ssl::Error, ssl: &SslRef) -> Error {
     let code = e.code();
+    if let Some(reason) = ssl.ex_data(crate::config::rejection_index()) {
+        return Error::CertificateRejected {
+            reason: reason.clone(),
+            stack: e.ssl_error().cloned(),
+        };
+    }
     let verify = ssl.verify_result();
     let stack = e.ssl_error().cloned();
     if let Some(s) = &stack {
@@ -517,7 +524,18 @@ impl Connection {
     /// `server_name` overrides the configured name (SNI, hostname check and
     /// the key under which a session is kept for resumption).
     pub fn client(config: &ClientConfig, server_name: Option<&str>) -> Result<Self> {
-        let (mut ssl, key) = config.new_ssl(server_name)?;
+        Self::client_to(config, server_name, None)
+    }
+
+    /// [`Self::client`] for a server known to be at `server_addr`: sessions
+    /// are stored and resumed under the server's name *and* address (the
+    /// socket API and the reactor pass the address they connect to).
+    pub fn client_to(
+        config: &ClientConfig,
+        server_name: Option<&str>,
+        server_addr: Option<SocketAddr>,
+    ) -> Result<Self> {
+        let (mut ssl, key) = config.new_ssl(server_name, server_addr)?;
         ssl.set_connect_state();
         let shared = &config.inner.shared;
         ssl.set_mtu(shared.mtu)
@@ -608,12 +626,8 @@ impl Connection {
                 self.events.push_back(Event::Connected);
                 self.settle_slot();
                 if let Some((cfg, Some(key))) = &self.client {
-                    if let Some(s) = self.stream.ssl().session() {
-                        if let Ok(der) = s.to_der() {
-                            if let Ok(owned) = openssl::ssl::SslSession::from_der(&der) {
-                                cfg.store_session(key, owned);
-                            }
-                        }
+                    if let Some(der) = self.stream.ssl().session().and_then(|s| s.to_der().ok()) {
+                        cfg.store_session(key, der);
                     }
                 }
                 log::debug!(
@@ -1085,6 +1099,19 @@ impl Connection {
             })
     }
 
+    /// The ALPN protocol both sides agreed on, if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.stream.ssl().selected_alpn_protocol()
+    }
+
+    /// The server name (SNI) the client asked for: on a server, what the
+    /// client sent; on a client, what it sent (none for an IP address).
+    pub fn server_name(&self) -> Option<&str> {
+        self.stream
+            .ssl()
+            .servername(openssl::ssl::NameType::HOST_NAME)
+    }
+
     /// The negotiated SRTP protection profile's name, if any.
     pub fn srtp_profile(&self) -> Option<String> {
         self.stream
@@ -1185,6 +1212,10 @@ pub(crate) fn clone_error(e: &Error) -> Error {
         Error::NotConnected => Error::NotConnected,
         Error::VersionMismatch(s) => Error::VersionMismatch(s.clone()),
         Error::Verification { reason, stack } => Error::Verification {
+            reason: reason.clone(),
+            stack: stack.clone(),
+        },
+        Error::CertificateRejected { reason, stack } => Error::CertificateRejected {
             reason: reason.clone(),
             stack: stack.clone(),
         },

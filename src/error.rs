@@ -14,7 +14,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// user expects: [`Error::WouldBlock`] is `WouldBlock`, the timeouts are
 /// `TimedOut`, [`Error::PeerUnreachable`] is `ConnectionRefused`,
 /// [`Error::ClosedByPeer`] is `ConnectionAborted`, [`Error::PeerRestarted`] is
-/// `ConnectionReset`, configuration mistakes are
+/// `ConnectionReset`, [`Error::CertificateRejected`] is `PermissionDenied`,
+/// configuration mistakes are
 /// `InvalidInput`, protocol failures `InvalidData`.
 ///
 /// ```
@@ -82,6 +83,17 @@ pub enum Error {
         #[source]
         stack: Option<ErrorStack>,
     },
+    /// This side's verification callback
+    /// ([`crate::ConfigBuilder::verify_callback`]) refused the peer's
+    /// certificate; maps to `io::ErrorKind::PermissionDenied`.
+    #[error("peer certificate rejected: {reason}")]
+    CertificateRejected {
+        /// The callback's reason.
+        reason: String,
+        /// OpenSSL's errors (the handshake failure it reported).
+        #[source]
+        stack: Option<ErrorStack>,
+    },
     /// A plaintext datagram larger than one record of the data MTU.
     #[error("datagram of {len} bytes exceeds the data MTU of {mtu} bytes")]
     TooLarge {
@@ -131,6 +143,7 @@ impl Error {
             | Error::WriteTimeout
             | Error::RetransmitLimit => K::TimedOut,
             Error::PeerUnreachable(_) => K::ConnectionRefused,
+            Error::CertificateRejected { .. } => K::PermissionDenied,
             Error::ClosedByPeer => K::ConnectionAborted,
             Error::PeerRestarted => K::ConnectionReset,
             Error::Closed => K::NotConnected,
@@ -148,6 +161,7 @@ impl Error {
         match self {
             Error::Config { stack, .. }
             | Error::Verification { stack, .. }
+            | Error::CertificateRejected { stack, .. }
             | Error::Ssl { stack, .. } => stack.as_ref(),
             Error::VersionMismatch(s) => Some(s),
             _ => None,

@@ -185,3 +185,113 @@ pub(crate) fn set_max_send_fragment(ctx: &openssl::ssl::SslContextBuilder, len: 
         ) == 1
     }
 }
+
+/// The callback type of `SSL_CTX_set_cert_verify_callback`: replaces
+/// `X509_verify_cert` for the peer's chain (1 accept, 0 reject).
+pub(crate) type CertVerifyCb =
+    unsafe extern "C" fn(ctx: *mut openssl_sys::X509_STORE_CTX, arg: *mut c_void) -> c_int;
+
+/// The callback type of `SSL_CTX_set_tlsext_ticket_key_cb`.
+pub(crate) type TicketKeyCb = unsafe extern "C" fn(
+    s: *mut SSL,
+    key_name: *mut u8,
+    iv: *mut u8,
+    cipher: *mut openssl_sys::EVP_CIPHER_CTX,
+    hmac: *mut openssl_sys::HMAC_CTX,
+    enc: c_int,
+) -> c_int;
+
+extern "C" {
+    fn SSL_CTX_set_cert_verify_callback(
+        ctx: *mut openssl_sys::SSL_CTX,
+        cb: Option<CertVerifyCb>,
+        arg: *mut c_void,
+    );
+    fn X509_STORE_CTX_get0_untrusted(
+        ctx: *mut openssl_sys::X509_STORE_CTX,
+    ) -> *mut openssl_sys::stack_st_X509;
+    fn SSL_certs_clear(s: *mut SSL);
+}
+
+/// Installs the whole-chain verification callback (`arg` is unused: the
+/// callback finds its state through the SSL).
+pub(crate) fn set_cert_verify_cb(ctx: &openssl::ssl::SslContextBuilder, cb: CertVerifyCb) {
+    // SAFETY: live SSL_CTX pointer; `cb` is a plain function with the C
+    // signature OpenSSL expects and lives for the whole program.
+    unsafe { SSL_CTX_set_cert_verify_callback(ctx.as_ptr(), Some(cb), std::ptr::null_mut()) }
+}
+
+/// `X509_STORE_CTX_get0_untrusted`: the chain the peer sent, leaf first
+/// (borrowed from the store context; may be null).
+///
+/// # Safety
+/// `ctx` must be a live store context, for the duration of the returned borrow.
+pub(crate) unsafe fn untrusted_chain<'a>(
+    ctx: *mut openssl_sys::X509_STORE_CTX,
+) -> Option<&'a openssl::stack::StackRef<openssl::x509::X509>> {
+    // SAFETY: the caller guarantees `ctx` is live; the stack it returns is
+    // owned by the store context and outlives the borrow by the same guarantee.
+    unsafe {
+        let p = X509_STORE_CTX_get0_untrusted(ctx);
+        if p.is_null() {
+            None
+        } else {
+            Some(openssl::stack::StackRef::from_ptr(p))
+        }
+    }
+}
+
+/// `SSL_certs_clear`: forgets the SSL's own certificates and keys (copied
+/// from its context), so a certificate chosen for this handshake replaces
+/// them instead of joining them.
+pub(crate) fn certs_clear(ssl: &SslRef) {
+    // SAFETY: live SSL pointer; only the SSL's own CERT structure changes.
+    unsafe { SSL_certs_clear(ssl.as_ptr()) }
+}
+
+/// `SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB` from `<openssl/ssl.h>`.
+const SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB: c_int = 72;
+/// `SSL_CTRL_CHAIN_CERT` from `<openssl/ssl.h>` (`SSL_CTX_add0_chain_cert`).
+const SSL_CTRL_CHAIN_CERT: c_int = 89;
+
+/// `SSL_CTX_set_tlsext_ticket_key_cb`: the server's session tickets are
+/// sealed and opened with keys the callback picks.
+pub(crate) fn set_ticket_key_cb(ctx: &openssl::ssl::SslContextBuilder, cb: TicketKeyCb) -> bool {
+    // SAFETY: live SSL_CTX pointer; OpenSSL stores the function pointer and
+    // calls it with the signature of `TicketKeyCb` (the macro casts it to
+    // `void (*)(void)` the same way); `cb` lives for the whole program.
+    unsafe {
+        let fp: unsafe extern "C" fn() =
+            std::mem::transmute::<TicketKeyCb, unsafe extern "C" fn()>(cb);
+        openssl_sys::SSL_CTX_callback_ctrl__fixed_rust(
+            ctx.as_ptr(),
+            SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB,
+            Some(fp),
+        ) == 1
+    }
+}
+
+/// `SSL_CTX_add0_chain_cert`: appends `cert` to the chain of the context's
+/// current certificate (not to the context-wide extra certificates, which
+/// would also go out with a certificate chosen by SNI).
+pub(crate) fn ctx_add_chain_cert(
+    ctx: &openssl::ssl::SslContextBuilder,
+    cert: openssl::x509::X509,
+) -> bool {
+    use foreign_types_shared::ForeignType;
+    // SAFETY: live SSL_CTX pointer; on success OpenSSL takes ownership of the
+    // certificate (add0), so it is forgotten here; on failure we keep it and
+    // it is freed when dropped.
+    unsafe {
+        let ok = openssl_sys::SSL_CTX_ctrl(
+            ctx.as_ptr(),
+            SSL_CTRL_CHAIN_CERT,
+            0,
+            cert.as_ptr() as *mut c_void,
+        ) == 1;
+        if ok {
+            std::mem::forget(cert);
+        }
+        ok
+    }
+}

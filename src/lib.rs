@@ -56,22 +56,26 @@ mod cookie_keys;
 mod error;
 mod ffi;
 mod front_door;
+mod key_ring;
 #[cfg(feature = "reactor")]
 mod reactor;
 mod record;
+mod session_store;
 #[cfg(feature = "socket")]
 pub mod socket;
 
 pub use admission::{Admission, AdmissionLimits, AdmissionStats, DropReason};
 pub use config::{
-    Client, ClientConfig, ConfigBuilder, Protocol, Server, ServerConfig, Timers, Verify,
-    DEFAULT_MTU, MIN_INITIAL_TIMEOUT, MIN_MTU,
+    CertVerdict, Client, ClientConfig, ConfigBuilder, Credentials, PeerChain, Protocol, Server,
+    ServerConfig, TicketKeys, Timers, Verify, DEFAULT_MTU, MIN_INITIAL_TIMEOUT, MIN_MTU,
+    TICKET_SECRET_LEN,
 };
 pub use conn::{CloseReason, ConnStats, Connection, Event, PeerCertificate, Role, State};
-pub use cookie_keys::{CookieKeys, COOKIE_LEN};
+pub use cookie_keys::{CookieKeys, COOKIE_LEN, COOKIE_SECRET_LEN, DEFAULT_COOKIE_MAX_AGE};
 pub use error::{Error, Result};
 pub use front_door::{Admit, Admitted, FrontDoor, Incoming, Refusal, RECENT_HELLOS};
 pub use record::Datagram;
+pub use session_store::{MemorySessionStore, SessionKey, SessionStore, DEFAULT_SESSION_CAPACITY};
 #[cfg(feature = "socket")]
 pub use socket::{DtlsListener, DtlsSocket, ListenerStats, Transport, UnwrapError};
 

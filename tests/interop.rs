@@ -7,131 +7,15 @@
 //! binaries, so in CI nothing is skipped (a missing binary fails the test).
 
 mod common;
+mod peer_util;
 mod socket_util;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{four_ways, Variant};
-use dtls_reactor::{ClientConfig, DtlsSocket, Protocol, ServerConfig, Verify};
+use dtls_reactor::{ClientConfig, Protocol, ServerConfig, Verify};
+use peer_util::*;
 use socket_util::*;
-
-const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/certs");
-const PSK_HEX: &str = "30313233343536373839616263646566"; // "0123456789abcdef"
-
-fn cert(name: &str) -> String {
-    format!("{CERTS}/{name}")
-}
-
-/// Whether `bin` can run here; when it cannot, outside CI the test is skipped
-/// with a printed reason, and in CI it fails.
-fn have(bin: &str) -> bool {
-    let ok = Command::new(bin)
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{bin} is missing in CI: .ci/run should have installed it"
-        );
-        eprintln!("SKIPPED: {bin} not installed (apt-get install openssl gnutls-bin)");
-    }
-    ok
-}
-
-/// A peer process whose stdout and stderr are collected; killed on drop.
-struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    output: Arc<Mutex<String>>,
-    what: String,
-}
-
-impl Peer {
-    fn spawn(bin: &str, args: &[String]) -> Peer {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(stream);
-                let mut line = String::new();
-                while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                    out.lock().unwrap().push_str(&line);
-                    line.clear();
-                }
-            });
-        }
-        Peer {
-            stdin: child.stdin.take(),
-            child,
-            output,
-            what: format!("{bin} {}", args.join(" ")),
-        }
-    }
-
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(line.as_bytes()).unwrap();
-        stdin.write_all(b"\n").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits (bounded) until the output contains `needle`.
-    fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.output.lock().unwrap().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn host_port(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    }
-}
-
-/// A free UDP port on `ip` (bound and released; the peer binds it next).
-fn free_port(ip: std::net::IpAddr) -> SocketAddr {
-    UdpSocket::bind(SocketAddr::new(ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Starts our echo server, runs `s_client` with `args`, sends a line and
 /// expects it echoed.
@@ -293,45 +177,12 @@ four_ways!(
     gnutls_cli_echo,
 );
 
-/// Our client against a peer server listening on `addr`: handshake, send a
-/// line (the server prints it), read what the server sends back.
-fn our_client(addr: SocketAddr, cfg: &ClientConfig) -> DtlsSocket {
-    let start = Instant::now();
-    loop {
-        match connect(addr, cfg) {
-            Ok(s) => return s,
-            Err(e) if start.elapsed() < WAIT => {
-                eprintln!("retrying connect: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("our client could not connect to {addr}: {e}"),
-        }
-    }
-}
-
 fn against_s_server(v6: bool, flag: &str, client: ClientConfig, extra: &[&str]) {
     if !have("openssl") {
         return;
     }
     let ip = Variant::new(v6, dtls_demux::DemuxKind::OsNet).ip();
-    let addr = free_port(ip);
-    let mut a: Vec<String> = vec![
-        "s_server".into(),
-        flag.into(),
-        "-accept".into(),
-        host_port(addr),
-        "-cert".into(),
-        cert("server.pem"),
-        "-key".into(),
-        cert("server.key"),
-    ];
-    a.extend(extra.iter().map(|s| s.to_string()));
-    let mut peer = Peer::spawn("openssl", &a);
-    assert!(
-        peer.wait_for("ACCEPT", WAIT),
-        "s_server did not start:\n{}",
-        peer.output()
-    );
+    let (mut peer, addr) = s_server(ip, flag, extra);
     let mut s = our_client(addr, &client);
     s.send(b"from-our-client\n").unwrap();
     assert!(
@@ -392,25 +243,7 @@ fn against_gnutls_serv(v6: bool) {
     }
     let ip = Variant::new(v6, dtls_demux::DemuxKind::OsNet).ip();
     let addr = free_port(ip);
-    let a: Vec<String> = [
-        "--udp",
-        "--echo",
-        "--port",
-        &addr.port().to_string(),
-        "--x509certfile",
-        &cert("server.pem"),
-        "--x509keyfile",
-        &cert("server.key"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let peer = Peer::spawn("gnutls-serv", &a);
-    assert!(
-        peer.wait_for("listening", WAIT),
-        "gnutls-serv did not start:\n{}",
-        peer.output()
-    );
+    let peer = gnutls_serv(addr, &[]);
     let mut s = our_client(addr, &client_cfg());
     for i in 0..5 {
         let msg = format!("echo-through-gnutls-{i}");

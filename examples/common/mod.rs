@@ -44,18 +44,89 @@ pub struct ServerOpts {
     /// Private key (PEM) of --cert.
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Accept this pre-shared key: `IDENTITY:HEXKEY` (repeat for more
+    /// clients). Name PSK suites with --ciphers, e.g. `PSK-AES128-CCM8`
+    /// (what tinydtls and most CoAP/LwM2M devices speak).
+    #[arg(long, value_parser = parse_psk)]
+    pub psk: Vec<Psk>,
+    /// OpenSSL cipher list, e.g. `PSK-AES128-CCM8:PSK-AES128-CCM`.
+    #[arg(long)]
+    pub ciphers: Option<String>,
+}
+
+/// One `--psk IDENTITY:HEXKEY`.
+#[derive(Clone, Debug)]
+pub struct Psk {
+    /// The identity, as bytes.
+    pub identity: Vec<u8>,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// Parses `IDENTITY:HEXKEY` (the identity may itself hold colons: the key is
+/// after the last one).
+pub fn parse_psk(s: &str) -> Result<Psk, String> {
+    let (id, hex) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}`: expected IDENTITY:HEXKEY"))?;
+    if id.is_empty() {
+        return Err("the identity is empty".into());
+    }
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return Err(format!(
+            "`{hex}`: the key must be an even number of hex digits"
+        ));
+    }
+    let key = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| format!("`{hex}`: not hexadecimal"))?;
+    Ok(Psk {
+        identity: id.as_bytes().to_vec(),
+        key,
+    })
 }
 
 impl ServerOpts {
     /// The server configuration these options describe.
     pub fn config(&self) -> dtls_reactor::Result<ServerConfig> {
         let b = ServerConfig::builder().protocol(self.dtls);
-        let b = match (&self.cert, &self.key) {
+        let mut b = match (&self.cert, &self.key) {
             (Some(c), Some(k)) => b.certificate_chain_file(c).private_key_file(k),
             _ => b.certificate_chain_pem(TEST_CERT).private_key_pem(TEST_KEY),
         };
+        if !self.psk.is_empty() {
+            let keys = self.psk.clone();
+            b = b.psk_lookup(move |id| {
+                let found = keys
+                    .iter()
+                    .find(|p| p.identity == id)
+                    .map(|p| p.key.clone());
+                if found.is_none() {
+                    eprintln!(
+                        "PSK identity {:?} unknown: refused",
+                        String::from_utf8_lossy(id)
+                    );
+                }
+                found
+            });
+        }
+        if let Some(c) = &self.ciphers {
+            b = b.ciphers(c);
+        }
         b.build()
     }
+}
+
+/// Logging for the server examples: `RUST_LOG` as usual; by default `info`
+/// plus the front door's per-connection lines, among them why a handshake
+/// was refused, with OpenSSL's reason (`no shared cipher`...).
+pub fn init_server_log() {
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,dtls_reactor::front_door=debug"),
+    )
+    .init();
 }
 
 /// Options of every client example.
@@ -76,6 +147,12 @@ pub struct ClientOpts {
     /// Private key (PEM) of --cert.
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Offer this pre-shared key: `IDENTITY:HEXKEY` (name PSK suites with --ciphers).
+    #[arg(long, value_parser = parse_psk)]
+    pub psk: Option<Psk>,
+    /// OpenSSL cipher list, e.g. `PSK-AES128-CCM8`.
+    #[arg(long)]
+    pub ciphers: Option<String>,
 }
 
 impl ClientOpts {
@@ -93,6 +170,12 @@ impl ClientOpts {
         }
         if let (Some(c), Some(k)) = (&self.cert, &self.key) {
             b = b.certificate_chain_file(c).private_key_file(k);
+        }
+        if let Some(p) = &self.psk {
+            b = b.psk(&p.identity, &p.key);
+        }
+        if let Some(c) = &self.ciphers {
+            b = b.ciphers(c);
         }
         b.build()
     }

@@ -3,18 +3,21 @@
 //! framing check, and the input format of the `conn_feed_*` targets.
 #![allow(dead_code)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dtls_reactor::{ClientConfig, Connection, CookieKeys, ServerConfig};
 
-/// A fixed cookie secret, so a cookie-carrying ClientHello built at start-up
-/// stays valid for every input.
+/// A fixed cookie secret and no practical age limit, so a cookie-carrying
+/// ClientHello built at start-up stays valid for every input of a long run
+/// (cookies carry their timestamp; the default limit is 60 s).
 pub const SECRET: [u8; 32] = [0x5a; 32];
 
 /// The standard server config with the fixed cookie secret.
 pub fn server_config() -> ServerConfig {
+    let keys = CookieKeys::from_secret(SECRET);
+    keys.set_max_age(Duration::from_secs(365 * 24 * 3600));
     dtls_test_support::server()
-        .cookie_keys(CookieKeys::from_secret(SECRET))
+        .cookie_keys(keys)
         .build()
         .expect("server config")
 }

@@ -799,7 +799,7 @@ impl Inner {
         sock.connect(addr)?;
         let conn = match config {
             Some(c) => {
-                let mut conn = Connection::client(c, None)?;
+                let mut conn = Connection::client_to(c, None, Some(addr))?;
                 conn.set_slot(slot);
                 Session::Dtls(Box::new(conn))
             }

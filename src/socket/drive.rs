@@ -40,10 +40,10 @@ impl DtlsSocket {
     /// Creates the client session on first use.
     pub(super) fn start(&mut self) -> Result<()> {
         if let Session::Client { config, name } = &self.session {
-            if self.transport.peer_addr().is_err() {
+            let Ok(server) = self.transport.peer_addr() else {
                 return Err(Error::NotConnected);
-            }
-            let conn = Connection::client(config, name.as_deref())?;
+            };
+            let conn = Connection::client_to(config, name.as_deref(), Some(server))?;
             self.session = Session::Active(Box::new(conn));
         }
         Ok(())

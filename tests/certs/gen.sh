@@ -21,6 +21,12 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
 ec chain-server.key
 openssl req -new -key chain-server.key -subj "/O=dtls-reactor tests/CN=localhost" -out chain-server.csr
 openssl x509 -req -in chain-server.csr -CA inter.pem -CAkey inter.key -CAcreateserial -days $days -sha256 -extfile server.ext -out chain-server.pem
+# A second server leaf (ECDSA P-256) for another name, signed by the root
+# (certificate selection by SNI).
+ec server2.key
+openssl req -new -key server2.key -subj "/O=dtls-reactor tests/CN=other.test" -out server2.csr
+printf "subjectAltName=DNS:other.test,DNS:*.other.test\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n" > server2.ext
+openssl x509 -req -in server2.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days $days -sha256 -extfile server2.ext -out server2.pem
 # Server leaf with an RSA-2048 key.
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out server-rsa.key
 openssl req -new -key server-rsa.key -subj "/O=dtls-reactor tests/CN=localhost" -out server-rsa.csr
