@@ -11,7 +11,6 @@ use dtls_demux::Link;
 use mio::{Interest, Token};
 
 use super::session::{Plain, Session};
-use super::timer::Timer;
 use super::{CloseCause, ConnId, Handler, Inner, Reactor, SharedStats, LINGER_READS};
 use crate::config::ClientConfig;
 use crate::conn::{Connection, Role};
@@ -85,6 +84,9 @@ pub(super) struct Entry {
 }
 
 impl Inner {
+    /// Registers `io` (readable and writable, edge-triggered, under the slab
+    /// key as token) and puts a new entry in the slab; a connection's life
+    /// starts on it ([`Inner::start`]).
     pub(super) fn insert(
         &mut self,
         conn: Session,
@@ -101,12 +103,10 @@ impl Inner {
             Io::Socket(s) => self.poll.registry().register(s, token, interest)?,
         }
         io.enable_gro();
-        self.next_gen += 1;
-        let gen = self.next_gen;
         entry.insert(Entry {
             conn,
             io,
-            gen,
+            gen: 0,
             peer,
             listener,
             blocked: false,
@@ -120,13 +120,37 @@ impl Inner {
             idle_armed: None,
             shrink_armed: None,
         });
-        if let Some(d) = self.limits.handshake_timeout {
-            let at = Instant::now() + d;
-            let seq = self.timers.insert(at, Timer::Handshake { key, gen });
-            self.conns[key].hs_armed = Some((at, seq));
-        }
+        Ok(self.start(key))
+    }
+
+    /// The one start of a connection's life on entry `key` (a new entry, or
+    /// a restart that keeps the entry and its link): a new generation, so a
+    /// new [`ConnId`]; not closed, nothing forced, `last_rx` now; the
+    /// reactor's handshake deadline armed. The entry holds no timer here
+    /// (new, or after [`Inner::end`]).
+    fn start(&mut self, key: usize) -> ConnId {
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        let now = Instant::now();
+        let e = &mut self.conns[key];
+        e.gen = gen;
+        e.closed = false;
+        e.forced = None;
+        e.last_rx = now;
+        self.arm_handshake(key, now);
         self.gauge();
-        Ok(ConnId { key, gen })
+        ConnId { key, gen }
+    }
+
+    /// The one end of a connection's life on entry `key` (before its removal,
+    /// or a restart that keeps the entry): every timer it armed goes, and it
+    /// is counted closed.
+    fn end(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        self.disarm_all(key);
+        SharedStats::inc(&self.stats.closed);
     }
 
     pub(super) fn connect(&mut self, addr: SocketAddr, config: &ClientConfig) -> Result<ConnId> {
@@ -165,16 +189,14 @@ impl Inner {
         Ok(id)
     }
 
+    /// Ends the connection on entry `key` and removes the entry: the link
+    /// reads what lingers (OsNet), is deregistered and leaves the listener's
+    /// peer map.
     pub(super) fn remove(&mut self, key: usize) {
+        self.end(key);
         let Some(mut e) = self.conns.try_remove(key) else {
             return;
         };
-        for (at, seq) in [e.dtls_armed, e.hs_armed, e.idle_armed, e.shrink_armed]
-            .into_iter()
-            .flatten()
-        {
-            self.timers.remove(at, seq);
-        }
         if let Io::Link(l) = &e.io {
             // OsNet on IPv4 can queue other peers' datagrams on a per-peer socket (see
             // `Demux::has_buffered`); read what waits before the socket closes, so the
@@ -203,7 +225,6 @@ impl Inner {
                 self.listeners[li].peers.remove(&l.peer_addr());
             }
         }
-        SharedStats::inc(&self.stats.closed);
         self.gauge();
         // Dropping the entry drops the link: the demux detaches the peer.
     }
@@ -215,52 +236,21 @@ impl<H: Handler> Reactor<H> {
     /// close_notify) and `conn` takes over its slab entry and link under a
     /// new id.
     pub(super) fn replace(&mut self, key: usize, conn: Connection) {
-        let stats = self.inner.stats.clone();
-        let Some(e) = self.inner.conns.get_mut(key) else {
+        let Some(peer) = self.inner.conns.get(key).map(|e| e.peer) else {
             return;
         };
-        if e.closed {
+        if !self.tell_closed(key, &CloseCause::PeerRestarted) {
             return;
-        }
-        let peer = e.peer;
-        let old = ConnId { key, gen: e.gen };
-        e.closed = true;
-        log::debug!("reactor: {peer} {old} closed: the peer restarted");
-        {
-            let (h, mut ctx) = self.ctx_handler();
-            h.on_close(&mut ctx, old, &CloseCause::PeerRestarted);
         }
         let inner = &mut self.inner;
         let Some(e) = inner.conns.get_mut(key) else {
             return;
         };
-        for (at, seq) in [
-            e.dtls_armed.take(),
-            e.hs_armed.take(),
-            e.idle_armed.take(),
-            e.shrink_armed.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            inner.timers.remove(at, seq);
-        }
-        inner.next_gen += 1;
-        let gen = inner.next_gen;
-        e.gen = gen;
         e.conn = Session::Dtls(Box::new(conn));
-        e.closed = false;
-        e.forced = None;
-        e.last_rx = Instant::now();
-        if let Some(d) = inner.limits.handshake_timeout {
-            let at = Instant::now() + d;
-            let seq = inner.timers.insert(at, Timer::Handshake { key, gen });
-            e.hs_armed = Some((at, seq));
-        }
-        SharedStats::inc(&stats.closed);
-        SharedStats::inc(&stats.accepted);
-        inner.gauge();
-        log::debug!("reactor: {peer} restarted as {}", ConnId { key, gen });
+        inner.end(key);
+        let id = inner.start(key);
+        SharedStats::inc(&inner.stats.accepted);
+        log::debug!("reactor: {peer} restarted as {id}");
         // The server's first flight.
         inner.flush(key);
     }

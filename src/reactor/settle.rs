@@ -58,9 +58,7 @@ impl<H: Handler> Reactor<H> {
                 Event::Connected => {
                     self.inner.gauge();
                     SharedStats::inc(&self.inner.stats.connected);
-                    if let Some((at, seq)) = self.inner.conns[key].hs_armed.take() {
-                        self.inner.timers.remove(at, seq);
-                    }
+                    self.inner.disarm_handshake(key);
                     self.inner.arm_idle(key, Instant::now());
                     self.inner.arm_shrink(key, Instant::now());
                     let (h, mut ctx) = self.ctx_handler();
@@ -77,19 +75,30 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
+    /// The connection ended: the handler hears why ([`Handler::on_close`])
+    /// and the entry is settled (removed) when the dirty queue runs.
     pub(super) fn report_close(&mut self, key: usize, cause: CloseCause) {
+        if self.tell_closed(key, &cause) {
+            self.inner.dirty.push_back(key);
+        }
+    }
+
+    /// The handler hears that `key`'s connection ended, once (the entry is
+    /// marked closed; removing or reusing it is the caller's). False if it
+    /// was gone or already closed.
+    pub(super) fn tell_closed(&mut self, key: usize, cause: &CloseCause) -> bool {
         let Some(e) = self.inner.conns.get_mut(key) else {
-            return;
+            return false;
         };
         if e.closed {
-            return;
+            return false;
         }
         e.closed = true;
         let id = ConnId { key, gen: e.gen };
         log::debug!("reactor: {} {id} closed: {cause:?}", e.peer);
         let (h, mut ctx) = self.ctx_handler();
-        h.on_close(&mut ctx, id, &cause);
-        self.inner.dirty.push_back(key);
+        h.on_close(&mut ctx, id, cause);
+        true
     }
 
     /// After anything happened to a connection: deliver, send, close or re-arm.

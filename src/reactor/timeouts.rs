@@ -9,6 +9,13 @@ use super::timer::Timer;
 use super::{CloseCause, ConnId, DtlsTimeout, Handler, Inner, Reactor, SharedStats, TimerId};
 use crate::error::Error;
 
+/// Where an entry records the timer of one kind it armed last.
+type Slot = fn(&mut Entry) -> &mut Option<(Instant, u64)>;
+const DTLS: Slot = |e| &mut e.dtls_armed;
+const HANDSHAKE: Slot = |e| &mut e.hs_armed;
+const IDLE: Slot = |e| &mut e.idle_armed;
+const SHRINK: Slot = |e| &mut e.shrink_armed;
+
 impl Inner {
     pub(super) fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
         self.next_timer += 1;
@@ -56,23 +63,29 @@ impl Inner {
     /// `shrink_after` (replacing an armed one).
     pub(super) fn arm_shrink(&mut self, key: usize, from: Instant) {
         if let Some(after) = self.limits.shrink_after {
-            self.arm(
+            self.arm(key, from + after, SHRINK, |key, gen| Timer::Shrink {
                 key,
-                from + after,
-                |e| &mut e.shrink_armed,
-                |key, gen| Timer::Shrink { key, gen },
-            );
+                gen,
+            });
         }
     }
 
+    /// Arms the reactor's handshake deadline of a new connection at `from` +
+    /// `handshake_timeout`.
+    pub(super) fn arm_handshake(&mut self, key: usize, from: Instant) {
+        if let Some(d) = self.limits.handshake_timeout {
+            self.arm(key, from + d, HANDSHAKE, |key, gen| Timer::Handshake {
+                key,
+                gen,
+            });
+        }
+    }
+
+    /// Arms the idle check of an established connection at `from` +
+    /// `idle_timeout` (replacing an armed one).
     pub(super) fn arm_idle(&mut self, key: usize, from: Instant) {
         if let Some(idle) = self.limits.idle_timeout {
-            self.arm(
-                key,
-                from + idle,
-                |e| &mut e.idle_armed,
-                |key, gen| Timer::Idle { key, gen },
-            );
+            self.arm(key, from + idle, IDLE, |key, gen| Timer::Idle { key, gen });
         }
     }
 
@@ -82,7 +95,7 @@ impl Inner {
         &mut self,
         key: usize,
         at: Instant,
-        slot: fn(&mut Entry) -> &mut Option<(Instant, u64)>,
+        slot: Slot,
         make: fn(usize, u64) -> Timer,
     ) {
         let Some(e) = self.conns.get_mut(key) else {
@@ -93,6 +106,25 @@ impl Inner {
         }
         let seq = self.timers.insert(at, make(key, e.gen));
         *slot(e) = Some((at, seq));
+    }
+
+    /// Removes the handshake deadline of connection `key` (its handshake completed).
+    pub(super) fn disarm_handshake(&mut self, key: usize) {
+        self.disarm(key, HANDSHAKE);
+    }
+
+    /// Removes every timer connection `key` armed (its life on the entry ends).
+    pub(super) fn disarm_all(&mut self, key: usize) {
+        for slot in [DTLS, HANDSHAKE, IDLE, SHRINK] {
+            self.disarm(key, slot);
+        }
+    }
+
+    /// Removes the timer recorded in the entry's `slot`, if one is armed.
+    fn disarm(&mut self, key: usize, slot: Slot) {
+        if let Some((at, seq)) = self.conns.get_mut(key).and_then(|e| slot(e).take()) {
+            self.timers.remove(at, seq);
+        }
     }
 }
 
