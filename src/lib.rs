@@ -54,8 +54,12 @@ pub use socket::{DtlsListener, DtlsSocket, ListenerStats, Transport, UnwrapError
 pub use dtls_demux::DemuxKind;
 pub use reactor::{
     CloseCause, ConnId, Ctx, DtlsTimeout, Handler, Limits, ListenerId, Reactor, ReactorHandle,
-    ReactorStats, TimerId,
+    ReactorStats, Readiness, SourceId, SourceRegistry, SourceToken, TimerId,
 };
+
+/// The `mio` this crate's reactor runs on: [`SourceRegistry::register`] takes its
+/// [`mio::event::Source`] and [`mio::Interest`].
+pub use mio;
 
 /// The OpenSSL version this library runs on, as OpenSSL prints it.
 ///

@@ -8,7 +8,8 @@ use std::time::Duration;
 #[cfg(doc)]
 use super::Reactor;
 use super::{
-    CloseCause, ConnId, DtlsTimeout, Inner, ListenerId, ReactorHandle, ReactorStats, TimerId,
+    CloseCause, ConnId, DtlsTimeout, Inner, ListenerId, ReactorHandle, ReactorStats, Readiness,
+    SourceRegistry, SourceToken, TimerId,
 };
 use crate::config::ClientConfig;
 use crate::conn::{Connection, PeerCertificate, Role};
@@ -55,6 +56,15 @@ pub trait Handler {
     /// A timer set with [`Ctx::set_timer`] fired.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: TimerId, token: u64) {
         let _ = (ctx, timer, token);
+    }
+    /// A source the handler registered under `token` ([`Ctx::sources`],
+    /// [`Reactor::sources`]) is ready. Registration is edge-triggered
+    /// (mio's): an event says the readiness changed, not that it holds, so
+    /// read, accept or write here until the call returns `WouldBlock`;
+    /// what is left undone raises no new event. An event may be spurious
+    /// (the first call then returns `WouldBlock`).
+    fn on_source(&mut self, ctx: &mut Ctx<'_>, token: SourceToken, readiness: Readiness) {
+        let _ = (ctx, token, readiness);
     }
 }
 
@@ -162,5 +172,12 @@ impl Ctx<'_> {
     /// A handle for other threads.
     pub fn handle(&self) -> ReactorHandle {
         self.inner.handle.clone()
+    }
+
+    /// The handler's own sources in the loop (a TCP socket, a pipe...):
+    /// register, reregister, deregister ([`SourceRegistry`]); their
+    /// readiness reaches [`Handler::on_source`].
+    pub fn sources(&mut self) -> SourceRegistry<'_> {
+        self.inner.source_registry()
     }
 }

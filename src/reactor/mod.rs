@@ -30,6 +30,7 @@ mod limits;
 mod read;
 mod session;
 mod settle;
+mod source;
 mod stats;
 mod timeouts;
 mod timer;
@@ -40,12 +41,19 @@ pub use handle::ReactorHandle;
 pub use handler::{Ctx, Handler};
 pub use ids::{CloseCause, ConnId, DtlsTimeout, ListenerId, TimerId};
 pub use limits::Limits;
+use source::Sources;
+pub use source::{Readiness, SourceId, SourceRegistry, SourceToken};
 pub use stats::ReactorStats;
 pub(crate) use stats::SharedStats;
 use timer::Timers;
 
+// The reactor's mio tokens: connections at their slab keys (fewer than
+// `LISTENER_BASE`, `Limits::max_connections` is capped below it), listener `i`
+// at `LISTENER_BASE + i`, the handler's sources from `SOURCE_BASE` (mapped to
+// the handler's own tokens by `Sources`), the waker last.
 const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX / 2;
+const SOURCE_BASE: usize = LISTENER_BASE + usize::MAX / 4;
 /// Largest datagram read from a socket.
 const RECV_BUF: usize = 65_536;
 /// Most datagrams read from a closing OsNet link before it is dropped.
@@ -88,6 +96,8 @@ struct Inner {
     /// Connections whose queued datagrams wait for the end of the handler
     /// callback (one batched send instead of one per record).
     unflushed: Vec<usize>,
+    /// The handler's own sources ([`Ctx::sources`]).
+    sources: Sources,
 }
 
 impl Inner {
@@ -125,7 +135,9 @@ impl Inner {
 /// to what happens through a [`Handler`] (asyncore's dispatcher, as a trait
 /// with default methods); every callback gets a [`Ctx`] to send, close, query
 /// a connection, set timers and connect. Other threads use a
-/// [`ReactorHandle`].
+/// [`ReactorHandle`]. Sockets that are not DTLS (a TCP control port, a pipe,
+/// a timerfd) join the same loop as the handler's own sources
+/// ([`Reactor::sources`], [`Ctx::sources`], [`Handler::on_source`]).
 ///
 /// One turn of the loop:
 /// 1. wait in `poll` until a socket is ready, a command arrives, or the
@@ -135,7 +147,8 @@ impl Inner {
 ///    [`Limits::datagrams_per_turn`] datagrams each, checked between batches
 ///    (the rest waits for the next turn, so one busy peer cannot starve the
 ///    others): listeners through the demux and the front door, links and
-///    client sockets into their connection; each datagram's plaintext is
+///    client sockets into their connection, the handler's own sources to
+///    [`Handler::on_source`]; each datagram's plaintext is
 ///    delivered at once, and after each batch (and after each callback) the
 ///    connection's datagrams leave in one `sendmmsg`;
 /// 3. serve memory queues polling cannot see (the demux's stray queue, link
@@ -181,7 +194,7 @@ pub struct Reactor<H: Handler> {
     inner: Inner,
     handler: H,
     events: Events,
-    tokens: Vec<(Token, bool, bool)>,
+    tokens: Vec<(Token, Readiness)>,
     /// What `drain_listener`'s last batch held.
     received: Vec<dtls_demux::Received>,
     plain: Vec<u8>,
@@ -243,6 +256,7 @@ impl<H: Handler> Reactor<H> {
                 batch: Some(RecvBatch::new(RECV_SLOTS)),
                 lbatch: Some(RecvBatch::new(RECV_SLOTS)),
                 unflushed: Vec::new(),
+                sources: Sources::default(),
             },
             handler,
             events: Events::with_capacity(1024),
@@ -314,6 +328,9 @@ impl<H: Handler> Reactor<H> {
             }
         }
         let li = self.inner.listeners.len();
+        if LISTENER_BASE + li >= SOURCE_BASE {
+            return Err(Error::Io(io::Error::other("reactor: too many listeners")));
+        }
         let fd = demux.listener().as_raw_fd();
         self.inner.poll.registry().register(
             &mut SourceFd(&fd),
@@ -343,6 +360,12 @@ impl<H: Handler> Reactor<H> {
     /// Calls [`Handler::on_timer`] with `token` after `after` (see [`Ctx::set_timer`]).
     pub fn set_timer(&mut self, after: Duration, token: u64) -> TimerId {
         self.inner.set_timer(after, token)
+    }
+
+    /// The handler's own sources in the loop, before [`Reactor::run`] (see
+    /// [`Ctx::sources`]).
+    pub fn sources(&mut self) -> SourceRegistry<'_> {
+        self.inner.source_registry()
     }
 
     /// The handler.
@@ -421,17 +444,17 @@ impl<H: Handler> Reactor<H> {
         }
         self.tokens.clear();
         for ev in self.events.iter() {
-            self.tokens.push((
-                ev.token(),
-                ev.is_readable() || ev.is_error() || ev.is_read_closed(),
-                ev.is_writable(),
-            ));
+            self.tokens.push((ev.token(), Readiness::from(ev)));
         }
         let mut commands = false;
         for i in 0..self.tokens.len() {
-            let (token, readable, writable) = self.tokens[i];
+            let (token, ready) = self.tokens[i];
+            let readable = ready.is_readable() || ready.is_error() || ready.is_read_closed();
+            let writable = ready.is_writable();
             if token == WAKER {
                 commands = true;
+            } else if token.0 >= SOURCE_BASE {
+                self.source_ready(token, ready);
             } else if token.0 >= LISTENER_BASE {
                 let li = token.0 - LISTENER_BASE;
                 if writable {
