@@ -6,8 +6,8 @@
 //! The reactor's own tokens (connection slab keys, `LISTENER_BASE + i`, the
 //! waker) are not the handler's: each registration gets a mio token of its
 //! own from `SOURCE_BASE` up, never reused, and [`Sources`] maps it back to
-//! the handler's [`SourceToken`]. A token that is not in the table (its
-//! source was deregistered earlier in the same turn) is dropped.
+//! the handler's [`SourceToken`]. An event whose token is no longer in the
+//! table (its source was deregistered after the poll) is dropped.
 
 use std::collections::HashMap;
 use std::fmt;
