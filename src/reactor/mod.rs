@@ -4,22 +4,21 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use dtls_demux::batch::RecvBatch;
-use dtls_demux::Demux;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::config::{ClientConfig, ServerConfig};
+use crate::config::ClientConfig;
 #[cfg(doc)]
 use crate::conn::Connection;
-use crate::error::{Error, Result};
-use crate::{Admission, AdmissionLimits, FrontDoor};
+use crate::error::Result;
+#[cfg(doc)]
+use crate::FrontDoor;
+use crate::{Admission, AdmissionLimits};
 
 mod entry;
 mod flush;
@@ -27,6 +26,7 @@ mod handle;
 mod handler;
 mod ids;
 mod limits;
+mod listener;
 mod read;
 mod session;
 mod settle;
@@ -41,6 +41,7 @@ pub use handle::ReactorHandle;
 pub use handler::{Ctx, Handler};
 pub use ids::{CloseCause, ConnId, DtlsTimeout, ListenerId, TimerId};
 pub use limits::Limits;
+use listener::Listener;
 use source::Sources;
 pub use source::{Readiness, SourceId, SourceRegistry, SourceToken};
 pub use stats::ReactorStats;
@@ -61,14 +62,6 @@ const LINGER_READS: usize = 64;
 /// Messages per `recvmmsg` of a connection's socket (each up to 64 KiB, a GRO
 /// message possibly many datagrams).
 const RECV_SLOTS: usize = 32;
-
-struct Listener {
-    demux: Arc<dyn Demux>,
-    /// `None` for a plain UDP listener.
-    door: Option<FrontDoor>,
-    peers: HashMap<SocketAddr, usize>,
-    pending: bool,
-}
 
 /// Everything but the handler: what a [`Ctx`] works on.
 struct Inner {
@@ -266,85 +259,10 @@ impl<H: Handler> Reactor<H> {
         })
     }
 
-    /// Serves DTLS on `demux`'s listener with `config` (the listener is made
-    /// non-blocking and registered).
-    pub fn listen(&mut self, demux: Arc<dyn Demux>, config: &ServerConfig) -> Result<ListenerId> {
-        let door = FrontDoor::new(config, &self.inner.stats.admission)?;
-        self.add_listener(demux, Some(door))
-    }
-
-    /// Gives DTLS listener `listener` a new configuration for every handshake
-    /// from now on (a new certificate, new settings) without a restart;
-    /// established connections keep theirs. `InvalidInput` for a plain or
-    /// unknown listener.
-    pub fn set_listener_config(
-        &mut self,
-        listener: ListenerId,
-        config: &ServerConfig,
-    ) -> Result<()> {
-        match self
-            .inner
-            .listeners
-            .get_mut(listener.0)
-            .and_then(|l| l.door.as_mut())
-        {
-            Some(door) => door.set_config(config),
-            None => Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a DTLS listener of this reactor",
-            ))),
-        }
-    }
-
-    /// Serves plain UDP (no DTLS) on `demux`'s listener: every datagram from a
-    /// new peer creates a session at once (after [`Handler::on_accept`] and
-    /// the limits), whose datagrams reach [`Handler::on_data`] unchanged. The
-    /// baseline of benchmarks: the same loop, links and limits, without DTLS.
-    /// [`Ctx::connection`] is `None` for these sessions; they end by
-    /// [`Ctx::close`], the idle timeout or a stop (UDP has no close message).
-    pub fn listen_plain(&mut self, demux: Arc<dyn Demux>) -> Result<ListenerId> {
-        self.add_listener(demux, None)
-    }
-
     /// Starts a plain UDP client session to `addr` (see [`Reactor::listen_plain`]);
     /// [`Handler::on_connected`] follows at once.
     pub fn connect_plain(&mut self, addr: SocketAddr) -> Result<ConnId> {
         self.inner.connect_with(addr, None)
-    }
-
-    fn add_listener(
-        &mut self,
-        demux: Arc<dyn Demux>,
-        door: Option<FrontDoor>,
-    ) -> Result<ListenerId> {
-        demux.listener().set_nonblocking(true)?;
-        let want = self.inner.limits.listener_recv_buffer;
-        if want > 0 {
-            let sock = socket2::SockRef::from(demux.listener());
-            if sock.recv_buffer_size().map_or(true, |have| have < want) {
-                if let Err(e) = sock.set_recv_buffer_size(want) {
-                    log::warn!("reactor: SO_RCVBUF {want} on the listener: {e}");
-                }
-            }
-        }
-        let li = self.inner.listeners.len();
-        if LISTENER_BASE + li >= SOURCE_BASE {
-            return Err(Error::Io(io::Error::other("reactor: too many listeners")));
-        }
-        let fd = demux.listener().as_raw_fd();
-        self.inner.poll.registry().register(
-            &mut SourceFd(&fd),
-            Token(LISTENER_BASE + li),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        self.inner.listeners.push(Listener {
-            demux,
-            door,
-            peers: HashMap::new(),
-            // Datagrams may already wait: drain once at the first turn.
-            pending: true,
-        });
-        Ok(ListenerId(li))
     }
 
     /// Starts a client connection to `addr` (see [`Ctx::connect`]).
@@ -391,14 +309,6 @@ impl<H: Handler> Reactor<H> {
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.inner.conns.len()
-    }
-
-    /// The local address of a listener.
-    pub fn local_addr(&self, listener: ListenerId) -> Option<SocketAddr> {
-        self.inner
-            .listeners
-            .get(listener.0)
-            .and_then(|l| l.demux.local_addr().ok())
     }
 
     /// True once the reactor stopped (after which [`Self::run`] returns at once).
