@@ -157,12 +157,13 @@ pub struct Refusal {
 ///
 /// ```
 /// use dtls_reactor::{Admission, Admit, ClientConfig, Connection, Datagram, FrontDoor, ServerConfig};
+/// # let (cert_pem, key_pem) = include!("doc_pki.rs");
 /// let server = ServerConfig::builder()
-///     .certificate_chain_pem(include_bytes!("../tests/certs/server.pem"))
-///     .private_key_pem(include_bytes!("../tests/certs/server.key"))
+///     .certificate_chain_pem(&cert_pem)
+///     .private_key_pem(&key_pem)
 ///     .build().unwrap();
 /// let client_cfg = ClientConfig::builder()
-///     .ca_pem(include_bytes!("../tests/certs/ca.pem"))
+///     .ca_pem(&cert_pem) // self-signed: its own CA
 ///     .server_name("localhost").build().unwrap();
 /// let mut door = FrontDoor::new(&server, &Admission::default()).unwrap();
 /// let mut client = Connection::client(&client_cfg, None).unwrap();

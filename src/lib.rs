@@ -85,8 +85,13 @@ pub use dtls_demux::DemuxKind;
 #[cfg(feature = "reactor")]
 pub use reactor::{
     CloseCause, ConnId, Ctx, DtlsTimeout, Handler, Limits, ListenerId, Reactor, ReactorHandle,
-    ReactorStats, TimerId,
+    ReactorStats, Readiness, SourceId, SourceRegistry, SourceToken, TimerId,
 };
+
+/// The `mio` this crate's reactor runs on: [`SourceRegistry::register`] takes its
+/// [`mio::event::Source`] and [`mio::Interest`].
+#[cfg(feature = "reactor")]
+pub use mio;
 
 /// The OpenSSL version this library runs on, as OpenSSL prints it.
 ///

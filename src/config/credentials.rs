@@ -23,16 +23,12 @@ use crate::ffi;
 ///
 /// ```
 /// use dtls_reactor::Credentials;
-/// let creds = Credentials::from_pem(
-///     include_bytes!("../../tests/certs/server.pem"),
-///     include_bytes!("../../tests/certs/server.key"),
-/// ).unwrap();
+/// # let (cert_pem, key_pem) = include!("../doc_pki.rs");
+/// # let (_, other_key_pem) = include!("../doc_pki.rs");
+/// let creds = Credentials::from_pem(&cert_pem, &key_pem).unwrap();
 /// assert_eq!(creds.chain().len(), 1);
 /// // A key that is not the certificate's is refused at once.
-/// let wrong = Credentials::from_pem(
-///     include_bytes!("../../tests/certs/server.pem"),
-///     include_bytes!("../../tests/certs/client.key"),
-/// );
+/// let wrong = Credentials::from_pem(&cert_pem, &other_key_pem);
 /// assert!(wrong.is_err());
 /// ```
 #[derive(Clone)]

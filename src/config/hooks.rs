@@ -512,9 +512,10 @@ impl<R> ConfigBuilder<R> {
     /// ```
     /// use dtls_reactor::ServerConfig;
     /// use openssl::ssl::SslOptions;
+    /// # let (cert_pem, key_pem) = include!("../doc_pki.rs");
     /// let cfg = ServerConfig::builder()
-    ///     .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
-    ///     .private_key_pem(include_bytes!("../../tests/certs/server.key"))
+    ///     .certificate_chain_pem(&cert_pem)
+    ///     .private_key_pem(&key_pem)
     ///     .configure_context(|ctx| {
     ///         ctx.set_options(SslOptions::NO_TICKET); // no session tickets
     ///         Ok(())

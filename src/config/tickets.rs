@@ -63,9 +63,10 @@ impl TicketKey {
 /// ```
 /// use dtls_reactor::{ServerConfig, TicketKeys};
 /// let keys = TicketKeys::from_secret([7; 32]); // the same secret on every server
+/// # let (cert_pem, key_pem) = include!("../doc_pki.rs");
 /// let cfg = ServerConfig::builder()
-///     .certificate_chain_pem(include_bytes!("../../tests/certs/server.pem"))
-///     .private_key_pem(include_bytes!("../../tests/certs/server.key"))
+///     .certificate_chain_pem(&cert_pem)
+///     .private_key_pem(&key_pem)
 ///     .ticket_keys(keys.clone())
 ///     .build()
 ///     .unwrap();
