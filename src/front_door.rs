@@ -278,7 +278,7 @@ impl FrontDoor {
         // cookie still gets its (stateless, cheap) HelloVerifyRequest.
         if d.carries_cookie() || !cookies {
             if let Some(cap) = self.admission.full(restart) {
-                log::debug!("front door: {peer} dropped: {cap}");
+                log::trace!("front door: {peer} dropped: {cap}");
                 return self.drop_with(peer, cap);
             }
         }

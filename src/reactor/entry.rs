@@ -218,7 +218,7 @@ impl Inner {
             Io::Socket(s) => self.poll.registry().deregister(s),
         };
         if let Err(err) = r {
-            log::debug!("reactor: deregister of {} failed: {err}", e.peer);
+            log::warn!("reactor: deregister of {} failed: {err}", e.peer);
         }
         if let Some(li) = e.listener {
             if let Io::Link(l) = &e.io {

@@ -81,7 +81,7 @@ impl Inner {
                 Err(err) => {
                     e.conn.pop_transmits(1);
                     SharedStats::inc(&self.stats.send_errors);
-                    log::debug!("reactor: send to {} failed: {err}", e.peer);
+                    log::trace!("reactor: send to {} failed: {err}", e.peer);
                     if matches!(
                         err.kind(),
                         io::ErrorKind::ConnectionRefused | io::ErrorKind::NotConnected
@@ -117,7 +117,7 @@ impl Inner {
             Ok(_) => SharedStats::inc(&self.stats.datagrams_out),
             Err(err) => {
                 SharedStats::inc(&self.stats.send_errors);
-                log::debug!("reactor: send to {} failed: {err}", e.peer);
+                log::trace!("reactor: send to {} failed: {err}", e.peer);
             }
         }
     }
@@ -129,7 +129,7 @@ impl Inner {
             Ok(_) => SharedStats::inc(&self.stats.datagrams_out),
             Err(e) => {
                 SharedStats::inc(&self.stats.send_errors);
-                log::debug!("reactor: reply to {peer} failed: {e}");
+                log::trace!("reactor: reply to {peer} failed: {e}");
             }
         }
     }

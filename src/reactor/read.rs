@@ -79,7 +79,7 @@ impl<H: Handler> Reactor<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     SharedStats::inc(&self.inner.stats.io_errors);
-                    log::debug!("reactor: listener {li}: receive failed: {e}");
+                    log::warn!("reactor: listener {li}: receive failed: {e}");
                     break;
                 }
             }
@@ -114,12 +114,9 @@ impl<H: Handler> Reactor<H> {
             Admit::Drop(_) => return,
             Admit::Incoming(i) => i,
         };
-        if !self.ask_accept(peer, li) {
-            if let Some(door) = self.inner.listeners[li].door.as_mut() {
-                door.refuse(incoming);
-            }
+        let Some(incoming) = self.consent(li, incoming) else {
             return;
-        }
+        };
         let Some(door) = self.inner.listeners[li].door.as_mut() else {
             return;
         };
@@ -145,7 +142,7 @@ impl<H: Handler> Reactor<H> {
             Ok(s) => s,
             Err(cap) => {
                 admission.dropped(cap);
-                log::debug!("reactor: {peer} dropped: {cap}");
+                log::trace!("reactor: {peer} dropped: {cap}");
                 return;
             }
         };
@@ -160,6 +157,18 @@ impl<H: Handler> Reactor<H> {
             }
             self.pump(key);
         }
+    }
+
+    /// Puts a peer the front door let in to the handler: the peer back when
+    /// it accepts, else `None` (refused through the door).
+    fn consent(&mut self, li: usize, incoming: crate::Incoming) -> Option<crate::Incoming> {
+        if self.ask_accept(incoming.peer(), li) {
+            return Some(incoming);
+        }
+        if let Some(door) = self.inner.listeners[li].door.as_mut() {
+            door.refuse(incoming);
+        }
+        None
     }
 
     /// Asks the handler whether to take `peer` on listener `li`.
@@ -198,7 +207,7 @@ impl<H: Handler> Reactor<H> {
             Ok(l) => l,
             Err(e) => {
                 SharedStats::inc(&stats.io_errors);
-                log::debug!("reactor: attach of {peer} failed: {e}");
+                log::warn!("reactor: no link could be attached for {peer}: {e}");
                 return None;
             }
         };
@@ -213,7 +222,7 @@ impl<H: Handler> Reactor<H> {
             Ok(id) => id,
             Err(e) => {
                 SharedStats::inc(&stats.io_errors);
-                log::debug!("reactor: register of {peer} failed: {e}");
+                log::warn!("reactor: register of {peer} failed: {e}");
                 return None;
             }
         };
@@ -239,7 +248,6 @@ impl<H: Handler> Reactor<H> {
         let Some(old) = e.conn.as_dtls() else {
             return;
         };
-        let peer = e.peer;
         let incoming = match door.handle_established(old, d) {
             Admit::Reply(r) => {
                 inner.send_raw(key, &r);
@@ -248,12 +256,9 @@ impl<H: Handler> Reactor<H> {
             Admit::Drop(_) => return,
             Admit::Incoming(i) => i,
         };
-        if !self.ask_accept(peer, li) {
-            if let Some(door) = self.inner.listeners[li].door.as_mut() {
-                door.refuse(incoming);
-            }
+        let Some(incoming) = self.consent(li, incoming) else {
             return;
-        }
+        };
         let inner = &mut self.inner;
         let (Some(door), Some(e)) = (inner.listeners[li].door.as_mut(), inner.conns.get_mut(key))
         else {

@@ -74,7 +74,7 @@ impl Session {
                 if !p.closed && p.inbound.len() < PLAIN_QUEUE {
                     p.inbound.push_back(d.to_vec());
                 } else {
-                    log::debug!("reactor: plain session queue full, datagram dropped");
+                    log::trace!("reactor: plain session queue full, datagram dropped");
                 }
                 Ok(())
             }

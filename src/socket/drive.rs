@@ -108,7 +108,7 @@ impl DtlsSocket {
                     if matches!(self.transport, Transport::Socket(_)) {
                         return Err(Error::PeerUnreachable(e));
                     }
-                    log::debug!("link: ICMP error ignored: {e}");
+                    log::trace!("link: ICMP error ignored: {e}");
                 }
                 Err(e) => {
                     // Not sendable (too large for the path...): drop it so
@@ -150,7 +150,7 @@ impl DtlsSocket {
                         // Server side: the per-peer socket shares its address
                         // with the listener's group, so an ICMP error may
                         // belong to another peer; DTLS has its own timers.
-                        log::debug!("link: ICMP error ignored: {e}");
+                        log::trace!("link: ICMP error ignored: {e}");
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -176,7 +176,7 @@ impl DtlsSocket {
                 match door.admit(peer, &d) {
                     Admitted::Reply(r) => {
                         if let Err(e) = self.transport.send(&r) {
-                            log::debug!("HelloVerifyRequest to {peer} not sent: {e}");
+                            log::trace!("HelloVerifyRequest to {peer} not sent: {e}");
                         }
                         Ok(())
                     }
@@ -222,7 +222,7 @@ impl DtlsSocket {
         match admitted {
             Admitted::Reply(r) => {
                 if let Err(e) = self.transport.send(&r) {
-                    log::debug!("HelloVerifyRequest to {peer} not sent: {e}");
+                    log::trace!("HelloVerifyRequest to {peer} not sent: {e}");
                 }
                 Ok(())
             }
@@ -336,7 +336,7 @@ impl DtlsSocket {
     /// replies whose loss the peer survives).
     pub(super) fn flush_quietly(&mut self) {
         if let Err(e) = self.flush(None, Op::Write, true) {
-            log::debug!("flush: {e}");
+            log::trace!("flush: {e}");
         }
     }
 }

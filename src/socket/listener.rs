@@ -232,7 +232,7 @@ impl DtlsListener {
                         io::ErrorKind::Interrupted
                         | io::ErrorKind::ConnectionRefused
                         | io::ErrorKind::ConnectionReset => {
-                            log::debug!("listener: {e} (ignored)");
+                            log::trace!("listener: {e} (ignored)");
                             Ok(Some(Step::Consumed))
                         }
                         _ => Err(Error::Io(e)),
@@ -283,7 +283,7 @@ impl DtlsListener {
     fn reply(&self, d: &[u8], peer: SocketAddr) {
         if let Err(e) = self.demux.send_to(d, peer) {
             self.send_failed.fetch_add(1, Ordering::Relaxed);
-            log::debug!("listener: reply to {peer} not sent: {e}");
+            log::trace!("listener: reply to {peer} not sent: {e}");
         }
     }
 

@@ -311,7 +311,7 @@ impl DtlsSocket {
                 listener
                     .attach_failed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                log::debug!("{peer}: no link: {e}; dropped");
+                log::warn!("{peer}: no link could be attached: {e}; dropped");
                 Ok(None)
             }
         }
