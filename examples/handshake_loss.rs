@@ -47,8 +47,14 @@
 //! `--parallel` handshakes (default 50) run at a time; a row ends when its
 //! last handshake does, so it takes at most `ceil(count / parallel)` times
 //! `--give-up`, 180 s with the defaults, and the whole table (20 rows) at most
-//! an hour. A full run here (2 cores shared with other builds) took about
-//! 25 minutes (see the README, "Handshakes under loss").
+//! an hour. The full default run took 1,344 s (22 minutes) here on
+//! 2026-12-01 (2 vCPUs shared with other builds; README, "Handshakes under
+//! loss"): rows whose handshakes all complete end with their slowest one,
+//! rows with failures at the client's 60 s deadline or at `--give-up`.
+//!
+//! `--trace` prints, for every failed handshake, each datagram the relay saw
+//! and what it did to it: with `--count 1 --seed S` it replays handshake
+//! `S - 1` of a default run (the seed is also in the CSV).
 //!
 //! Under the table, per row: what the relay carried (datagrams received and
 //! dropped each way) and what the server saw (the reactor's counters and
@@ -119,6 +125,10 @@ struct Args {
     /// Write one line per handshake as CSV to this file.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Print the relay's fault log of every failed handshake (each datagram:
+    /// direction, number, length and what was done to it).
+    #[arg(long)]
+    trace: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -542,6 +552,8 @@ struct Outcome {
     ms: f64,
     cause: String,
     relay: RelayStats,
+    /// The relay's fault log (with `--trace`).
+    log: Vec<relay::LogEntry>,
 }
 
 /// Handshake `i` of a row: its own relay (seed `seed`), its client, bounded
@@ -553,12 +565,14 @@ fn handshake(
     seed: u64,
     give_up: Duration,
     client: &ClientConfig,
+    trace: bool,
 ) -> Outcome {
     let fail = |cause: String| Outcome {
         ok: false,
         ms: 0.0,
         cause,
         relay: RelayStats::default(),
+        log: Vec::new(),
     };
     let mut _gnutls = None;
     let upstream = match server {
@@ -575,6 +589,9 @@ fn handshake(
     rc.max_clients = 4;
     rc.max_duration = give_up + Duration::from_secs(30);
     rc.idle_timeout = rc.max_duration;
+    if trace {
+        rc.log_limit = 10_000;
+    }
     let relay = match Relay::start(rc) {
         Ok(r) => r,
         Err(e) => return fail(format!("relay: {e}")),
@@ -646,11 +663,13 @@ fn handshake(
         Msg::Done(t) => (true, t, String::new()),
         Msg::Failed(t, c) => (false, t, c),
     };
+    let log = relay.log();
     Outcome {
         ok,
         ms: t1.saturating_duration_since(t0).as_secs_f64() * 1e3,
         cause,
         relay: relay.stop(),
+        log,
     }
 }
 
@@ -668,7 +687,7 @@ fn run_row(pair: Pair, cond: Condition, args: &Args, server: Option<SocketAddr>)
                     break;
                 }
                 let seed = args.seed.wrapping_add(i as u64);
-                let o = handshake(pair, cond, server, seed, give_up, &client);
+                let o = handshake(pair, cond, server, seed, give_up, &client, args.trace);
                 out.lock().unwrap()[i] = Some(o);
             });
         }
@@ -747,6 +766,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for (i, o) in outcomes.iter().enumerate() {
                 if !o.ok {
                     causes.add(o.cause.clone());
+                    if args.trace {
+                        eprintln!(
+                            "{} / {} / handshake {i}: {}",
+                            pair.name(),
+                            cond.label(),
+                            o.cause
+                        );
+                        for e in &o.log {
+                            eprintln!("  {:?} #{} {} B {:?}", e.dir, e.index, e.len, e.decision);
+                        }
+                    }
                 }
                 rs.to_server.received += o.relay.to_server.received;
                 rs.to_server.dropped += o.relay.to_server.dropped;
