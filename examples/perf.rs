@@ -121,7 +121,7 @@ struct Args {
     /// 0..=0.5 or a percentage (`5%`). Above 0 the datagram suites run
     /// through a fault relay dropping each datagram with that probability in
     /// both directions, and tcp/tls are skipped; 0: no relay.
-    #[arg(long, value_delimiter = ',', value_parser = loss_rate, default_values_t = vec![0.0f64])]
+    #[arg(long, value_delimiter = ',', value_parser = common::loss_rate, default_values_t = vec![0.0f64])]
     loss: Vec<f64>,
     /// Seed of the fault relay's drops (every run's relay starts from it).
     #[arg(long, default_value_t = 1)]
@@ -216,31 +216,6 @@ struct Run {
 impl Run {
     fn rate(&self) -> f64 {
         self.received as f64 / self.elapsed.max(1e-9)
-    }
-}
-
-/// Parses a `--loss` value: a probability (`0.05`) or a percentage (`5%`),
-/// at most one half (more and the handshakes and probes take too long).
-fn loss_rate(s: &str) -> Result<f64, String> {
-    let s = s.trim();
-    let p = match s.strip_suffix('%') {
-        Some(pct) => pct.trim().parse::<f64>().map(|x| x / 100.0),
-        None => s.parse::<f64>(),
-    }
-    .map_err(|e| format!("`{s}`: {e}"))?;
-    if (0.0..=0.5).contains(&p) {
-        Ok(p)
-    } else {
-        Err(format!("`{s}`: a loss rate is in 0..=0.5"))
-    }
-}
-
-/// A loss rate for printing: `0` or `5%`.
-fn loss_label(p: f64) -> String {
-    if p == 0.0 {
-        "0".into()
-    } else {
-        format!("{}%", (p * 1e5).round() / 1e3)
     }
 }
 
@@ -1422,7 +1397,7 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
                     format!("{} {}B", r.suite.name(), r.size)
                 };
                 if r.loss > 0.0 {
-                    format!("{label} @{}", loss_label(r.loss))
+                    format!("{label} @{}", common::loss_label(r.loss))
                 } else {
                     label
                 }
@@ -1567,7 +1542,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 mode.name(),
                 size,
                 sessions,
-                loss_label(loss),
+                common::loss_label(loss),
                 rep + 1
             ));
             let mut path = LossPath::new(loss, args.seed);
@@ -1604,7 +1579,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "{:.2}x {} at {}",
                 r.median() / b.median(),
                 b.suite.name(),
-                loss_label(r.loss)
+                common::loss_label(r.loss)
             ),
             Some(b) if b.suite != r.suite => {
                 format!("{:.2}x {}", r.median() / b.median(), b.suite.name())
@@ -1637,7 +1612,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.mode.name(),
             r.size,
             r.sessions,
-            loss_label(r.loss),
+            common::loss_label(r.loss),
             r.median(),
             min,
             max,
@@ -1662,7 +1637,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.mode.name(),
             r.size,
             r.sessions,
-            loss_label(r.loss),
+            common::loss_label(r.loss),
             up_in,
             up_drop,
             pct(up_drop, up_in),

@@ -224,3 +224,28 @@ pub fn placement(cpu: usize, enabled: bool) -> String {
         Err(_) => format!("cpu{cpu} (pin failed, unpinned)"),
     }
 }
+
+/// Parses a `--loss` value: a probability (`0.05`) or a percentage (`5%`),
+/// at most one half (more and the handshakes and probes take too long).
+pub fn loss_rate(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let p = match s.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().map(|x| x / 100.0),
+        None => s.parse::<f64>(),
+    }
+    .map_err(|e| format!("`{s}`: {e}"))?;
+    if (0.0..=0.5).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("`{s}`: a loss rate is in 0..=0.5"))
+    }
+}
+
+/// A loss rate for printing: `0` or `5%`.
+pub fn loss_label(p: f64) -> String {
+    if p == 0.0 {
+        "0".into()
+    } else {
+        format!("{}%", (p * 1e5).round() / 1e3)
+    }
+}
