@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use mio::Waker;
 
-use super::{ConnId, ReactorStats, SharedStats};
-use crate::config::ClientConfig;
+use super::{ConnId, ListenerId, ReactorStats, SharedStats};
+use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{Error, Result};
 
 /// A request from another thread, carried out on the reactor thread.
@@ -16,6 +16,7 @@ pub(crate) enum Command {
     Send(ConnId, Vec<u8>),
     Close(ConnId),
     Connect(SocketAddr, ClientConfig),
+    SetListenerConfig(ListenerId, ServerConfig),
     Stop,
 }
 
@@ -65,6 +66,15 @@ impl ReactorHandle {
     /// with its id, or [`Handler::on_error`](super::Handler::on_error).
     pub fn connect(&self, addr: SocketAddr, config: &ClientConfig) -> Result<()> {
         self.command(Command::Connect(addr, config.clone()))
+    }
+
+    /// Gives DTLS listener `listener` a new configuration for every handshake
+    /// from now on (certificate rotation without a restart; see
+    /// [`Reactor::set_listener_config`](super::Reactor::set_listener_config));
+    /// an unknown or plain listener is reported to
+    /// [`Handler::on_error`](super::Handler::on_error).
+    pub fn set_listener_config(&self, listener: ListenerId, config: &ServerConfig) -> Result<()> {
+        self.command(Command::SetListenerConfig(listener, config.clone()))
     }
 
     /// Stops the reactor: close_notify to every peer,

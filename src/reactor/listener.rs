@@ -13,7 +13,7 @@ use mio::{Interest, Token};
 
 #[cfg(doc)]
 use super::Ctx;
-use super::{Handler, ListenerId, Reactor, LISTENER_BASE, SOURCE_BASE};
+use super::{Handler, Inner, ListenerId, Reactor, LISTENER_BASE, SOURCE_BASE};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::FrontDoor;
@@ -28,6 +28,27 @@ pub(super) struct Listener {
     pub(super) pending: bool,
 }
 
+impl Inner {
+    /// See [`Reactor::set_listener_config`].
+    pub(super) fn set_listener_config(
+        &mut self,
+        listener: ListenerId,
+        config: &ServerConfig,
+    ) -> Result<()> {
+        match self
+            .listeners
+            .get_mut(listener.0)
+            .and_then(|l| l.door.as_mut())
+        {
+            Some(door) => door.set_config(config),
+            None => Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a DTLS listener of this reactor",
+            ))),
+        }
+    }
+}
+
 impl<H: Handler> Reactor<H> {
     /// Serves DTLS on `demux`'s listener with `config` (the listener is made
     /// non-blocking and registered).
@@ -39,24 +60,14 @@ impl<H: Handler> Reactor<H> {
     /// Gives DTLS listener `listener` a new configuration for every handshake
     /// from now on (a new certificate, new settings) without a restart;
     /// established connections keep theirs. `InvalidInput` for a plain or
-    /// unknown listener.
+    /// unknown listener. From another thread:
+    /// [`ReactorHandle::set_listener_config`](super::ReactorHandle::set_listener_config).
     pub fn set_listener_config(
         &mut self,
         listener: ListenerId,
         config: &ServerConfig,
     ) -> Result<()> {
-        match self
-            .inner
-            .listeners
-            .get_mut(listener.0)
-            .and_then(|l| l.door.as_mut())
-        {
-            Some(door) => door.set_config(config),
-            None => Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a DTLS listener of this reactor",
-            ))),
-        }
+        self.inner.set_listener_config(listener, config)
     }
 
     /// Serves plain UDP (no DTLS) on `demux`'s listener: every datagram from a

@@ -452,6 +452,12 @@ impl<H: Handler> Reactor<H> {
                         h.on_error(&mut ctx, None, &e);
                     }
                 }
+                Command::SetListenerConfig(l, cfg) => {
+                    if let Err(e) = self.inner.set_listener_config(l, &cfg) {
+                        let (h, mut ctx) = self.ctx_handler();
+                        h.on_error(&mut ctx, None, &e);
+                    }
+                }
                 Command::Stop => self.inner.stopping = true,
             }
             self.run_dirty();
