@@ -21,7 +21,7 @@ use openssl::symm::Cipher;
 use openssl::x509::{X509NameRef, X509VerifyResult, X509};
 
 use crate::admission::Slot;
-use crate::config::{ClientConfig, ServerConfig};
+use crate::config::{ClientConfig, ServerConfig, Timers};
 use crate::error::{Error, Result};
 use crate::ffi;
 use crate::record::Datagram;
@@ -142,8 +142,11 @@ pub enum CloseReason {
     PeerClosed,
     /// This side called [`Connection::close`].
     Local,
-    /// The handshake deadline passed.
+    /// The handshake deadline (the overall cap) passed.
     HandshakeTimeout,
+    /// A server's handshaking peer sent nothing for the silence limit
+    /// ([`crate::Timers::silence`]).
+    PeerSilent,
     /// The retransmission limit was reached.
     RetransmitLimit,
     /// A fatal error; the text is the error's. [`Connection::error`] has the value.
@@ -336,6 +339,10 @@ pub struct Connection {
     error: Option<Error>,
     events: VecDeque<Event>,
     handshake_deadline: Option<Instant>,
+    /// Server side: the silence limit of the handshake, and when the peer
+    /// was last heard (a datagram of whole records).
+    silence: Option<Duration>,
+    last_heard: Instant,
     client: Option<(ClientConfig, Option<SessionKey>)>,
     close_sent: bool,
     close_received: bool,
@@ -454,8 +461,9 @@ impl Connection {
         stream: SslStream<Pipe>,
         role: Role,
         peer: Option<SocketAddr>,
-        hs: Option<Duration>,
+        timers: Timers,
     ) -> Self {
+        let hs = timers.handshake;
         Connection {
             stream,
             role,
@@ -464,6 +472,12 @@ impl Connection {
             error: None,
             events: VecDeque::new(),
             handshake_deadline: hs.map(|d| Instant::now() + d),
+            silence: if role == Role::Server {
+                timers.silence
+            } else {
+                None
+            },
+            last_heard: Instant::now(),
             client: None,
             close_sent: false,
             buffers_released: false,
@@ -541,7 +555,7 @@ impl Connection {
         ssl.set_mtu(shared.mtu)
             .map_err(|e| Error::config_ssl("mtu", e))?;
         let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue)).map_err(ssl_new_error)?;
-        let mut c = Self::with_stream(stream, Role::Client, None, shared.timers.handshake);
+        let mut c = Self::with_stream(stream, Role::Client, None, shared.timers);
         c.client = Some((config.clone(), key));
         c.drive()?;
         Ok(c)
@@ -561,7 +575,7 @@ impl Connection {
         ssl.set_mtu(shared.mtu)
             .map_err(|e| Error::config_ssl("mtu", e))?;
         let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue)).map_err(ssl_new_error)?;
-        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers.handshake);
+        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers);
         let _ = c.feed(first);
         Ok(c)
     }
@@ -575,7 +589,7 @@ impl Connection {
         stream: SslStream<Pipe>,
     ) -> Self {
         let shared = &config.inner.shared;
-        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers.handshake);
+        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers);
         let _ = c.drive();
         c
     }
@@ -589,6 +603,7 @@ impl Connection {
     fn fail(&mut self, e: Error) -> Error {
         let reason = match &e {
             Error::HandshakeTimeout => CloseReason::HandshakeTimeout,
+            Error::PeerSilent => CloseReason::PeerSilent,
             Error::RetransmitLimit => CloseReason::RetransmitLimit,
             other => CloseReason::Failed(other.to_string()),
         };
@@ -685,6 +700,10 @@ impl Connection {
                 datagram.len()
             );
             return Ok(());
+        }
+        if self.state == State::Handshaking {
+            // The peer is still there: its silence starts again.
+            self.last_heard = Instant::now();
         }
         if !self.stream.get_mut().push_inbound(d) {
             self.stats.dropped += 1;
@@ -788,20 +807,33 @@ impl Connection {
         !self.stream.get_ref().outbound.is_empty()
     }
 
-    /// Time left until [`Self::handle_timeout`] must be called: the earlier of
-    /// the retransmission timer and the handshake deadline.
+    /// Time left until [`Self::handle_timeout`] must be called: the earliest
+    /// of the retransmission timer, the handshake deadline and (server side)
+    /// the end of the peer's allowed silence.
     pub fn timeout(&self) -> Option<Duration> {
         if matches!(self.state, State::Closed(_)) {
             return None;
         }
         let rt = ffi::get_timeout(self.stream.ssl());
-        let hs = match (self.state == State::Handshaking, self.handshake_deadline) {
-            (true, Some(d)) => Some(d.saturating_duration_since(Instant::now())),
-            _ => None,
-        };
+        let now = Instant::now();
+        let hs = self.handshake_limit().map(|(at, _)| at.saturating_duration_since(now));
         match (rt, hs) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// While handshaking: the earlier of the overall deadline and the end of
+    /// the peer's allowed silence, with the error that ends the handshake then.
+    fn handshake_limit(&self) -> Option<(Instant, Error)> {
+        if self.state != State::Handshaking {
+            return None;
+        }
+        let quiet = self.silence.map(|s| (self.last_heard + s, Error::PeerSilent));
+        let overall = self.handshake_deadline.map(|d| (d, Error::HandshakeTimeout));
+        match (quiet, overall) {
+            (Some(q), Some(o)) => Some(if q.0 < o.0 { q } else { o }),
+            (q, o) => q.or(o),
         }
     }
 
@@ -812,17 +844,17 @@ impl Connection {
 
     /// Acts on a passed deadline: resends the last flight when its timer
     /// expired (returns true), or ends the connection with
-    /// [`Error::HandshakeTimeout`] or [`Error::RetransmitLimit`]. Calling it
+    /// [`Error::HandshakeTimeout`], [`Error::PeerSilent`] or
+    /// [`Error::RetransmitLimit`]. Calling it
     /// early does nothing.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<bool> {
         if matches!(self.state, State::Closed(_)) {
             return Ok(false);
         }
-        if self.state == State::Handshaking {
-            if let Some(d) = self.handshake_deadline {
-                if now >= d {
-                    return Err(self.fail(Error::HandshakeTimeout));
-                }
+        if let Some((at, why)) = self.handshake_limit() {
+            if now >= at {
+                log::debug!("connection {:?}: handshake ended: {why}", self.peer);
+                return Err(self.fail(why));
             }
         }
         self.restore_buffers()?;
@@ -1199,6 +1231,7 @@ pub(crate) fn clone_error(e: &Error) -> Error {
         },
         Error::WouldBlock => Error::WouldBlock,
         Error::HandshakeTimeout => Error::HandshakeTimeout,
+        Error::PeerSilent => Error::PeerSilent,
         Error::ReadTimeout => Error::ReadTimeout,
         Error::WriteTimeout => Error::WriteTimeout,
         Error::RetransmitLimit => Error::RetransmitLimit,
