@@ -41,18 +41,26 @@ pub struct Pipe {
     pool: Vec<Vec<u8>>,
     cap: usize,
     dropped: u64,
+    /// The datagram size limit (the configured MTU).
+    mtu: usize,
+    /// While OpenSSL writes a handshake flight: the first outbound datagram
+    /// of the flight; its records are packed into as few datagrams as the
+    /// MTU allows.
+    pack_from: Option<usize>,
     /// Application-data records in the datagrams OpenSSL has read.
     app_records_read: u64,
 }
 
 impl Pipe {
-    pub(crate) fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize, mtu: u32) -> Self {
         Pipe {
             inbound: VecDeque::new(),
             outbound: VecDeque::new(),
             pool: Vec::new(),
             cap,
             dropped: 0,
+            mtu: mtu as usize,
+            pack_from: None,
             app_records_read: 0,
         }
     }
@@ -114,8 +122,44 @@ impl Read for Pipe {
     }
 }
 
+impl Pipe {
+    /// From now until [`Pipe::end_flight`], records OpenSSL writes share
+    /// datagrams up to the MTU: a flight of several handshake records
+    /// (ServerHello, Certificate, ServerKeyExchange, ServerHelloDone...) then
+    /// takes one or two datagrams instead of one per record, so on a lossy
+    /// link it arrives whole far more often (each datagram is lost on its
+    /// own). OpenSSL's record layer writes one record per call and keeps
+    /// every record within the MTU; the receiver reads the records of a
+    /// datagram one after another (RFC 6347 section 4.1.1 allows several
+    /// records per datagram).
+    pub(crate) fn begin_flight(&mut self) {
+        self.pack_from = Some(self.outbound.len());
+    }
+
+    /// Ends the packing that [`Pipe::begin_flight`] started: the next write
+    /// starts a new datagram. Returns copies of the flight's datagrams when
+    /// `keep` (the last flight of a handshake, to send again).
+    pub(crate) fn end_flight(&mut self, keep: bool) -> Vec<Vec<u8>> {
+        let from = self.pack_from.take().unwrap_or(self.outbound.len());
+        if !keep {
+            return Vec::new();
+        }
+        self.outbound.iter().skip(from).cloned().collect()
+    }
+}
+
 impl Write for Pipe {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(from) = self.pack_from {
+            if self.outbound.len() > from {
+                if let Some(last) = self.outbound.back_mut() {
+                    if last.len() + buf.len() <= self.mtu {
+                        last.extend_from_slice(buf);
+                        return Ok(buf.len());
+                    }
+                }
+            }
+        }
         let v = self.buffer(buf);
         self.outbound.push_back(v);
         Ok(buf.len())
@@ -339,10 +383,21 @@ pub struct Connection {
     error: Option<Error>,
     events: VecDeque<Event>,
     handshake_deadline: Option<Instant>,
-    /// Server side: the silence limit of the handshake, and when the peer
-    /// was last heard (a datagram of whole records).
+    /// Server side: the silence allowed now in the handshake (the
+    /// configured limit, widened to twice the longest gap the peer has shown
+    /// between its datagrams), and when the peer was last heard (a datagram
+    /// of whole records).
     silence: Option<Duration>,
     last_heard: Instant,
+    /// The flight that completed this side's handshake (the server's
+    /// ChangeCipherSpec and Finished in a full handshake), sent again on a
+    /// timer until the peer shows it finished (see `insure_last_flight`).
+    last_flight: Vec<Vec<u8>>,
+    /// When to send `last_flight` again, the interval after that, and how
+    /// many more times.
+    last_flight_timer: Option<(Instant, Duration, u8)>,
+    /// The first retransmission timeout (the interval of the first resend).
+    initial_timeout: Duration,
     client: Option<(ClientConfig, Option<SessionKey>)>,
     close_sent: bool,
     close_received: bool,
@@ -478,6 +533,9 @@ impl Connection {
                 None
             },
             last_heard: Instant::now(),
+            last_flight: Vec::new(),
+            last_flight_timer: None,
+            initial_timeout: timers.initial,
             client: None,
             close_sent: false,
             buffers_released: false,
@@ -554,7 +612,7 @@ impl Connection {
         let shared = &config.inner.shared;
         ssl.set_mtu(shared.mtu)
             .map_err(|e| Error::config_ssl("mtu", e))?;
-        let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue)).map_err(ssl_new_error)?;
+        let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(ssl_new_error)?;
         let mut c = Self::with_stream(stream, Role::Client, None, shared.timers);
         c.client = Some((config.clone(), key));
         c.drive()?;
@@ -574,7 +632,7 @@ impl Connection {
         ssl.set_accept_state();
         ssl.set_mtu(shared.mtu)
             .map_err(|e| Error::config_ssl("mtu", e))?;
-        let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue)).map_err(ssl_new_error)?;
+        let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(ssl_new_error)?;
         let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers);
         let _ = c.feed(first);
         Ok(c)
@@ -592,6 +650,61 @@ impl Connection {
         let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers);
         let _ = c.drive();
         c
+    }
+
+    /// How many times the flight that completes this side's handshake is sent
+    /// again before the peer shows it has it.
+    const LAST_FLIGHT_RESENDS: u8 = 3;
+
+    /// This side's handshake completed by sending `flight` (the server's
+    /// ChangeCipherSpec and Finished; the client's in a resumed handshake).
+    /// RFC 6347 (4.2.4) has the sender of the last flight answer the peer's
+    /// retransmissions only: a lost last flight costs the peer a full
+    /// retransmission timeout per try, and with its doubling timer a peer on
+    /// a link that loses 30 % each way often runs out of its handshake
+    /// deadline. So the flight also goes out again after the initial
+    /// retransmission timeout, doubling, [`Self::LAST_FLIGHT_RESENDS`] times,
+    /// until a protected record from the peer shows it finished. The copies
+    /// are the same records: a peer that already has them discards them as
+    /// replays.
+    fn insure_last_flight(&mut self, flight: Vec<Vec<u8>>) {
+        if flight.is_empty() {
+            return;
+        }
+        let d = self.initial_timeout;
+        self.last_flight = flight;
+        self.last_flight_timer = Some((Instant::now() + d, d, Self::LAST_FLIGHT_RESENDS));
+    }
+
+    /// The peer showed it finished its handshake: no more resends.
+    fn last_flight_arrived(&mut self) {
+        if self.last_flight_timer.take().is_some() {
+            self.last_flight = Vec::new();
+        }
+    }
+
+    /// Sends the last flight again when its timer is due (see
+    /// [`Self::insure_last_flight`]); true when it did.
+    fn resend_last_flight(&mut self, now: Instant) -> bool {
+        let Some((at, every, left)) = self.last_flight_timer else {
+            return false;
+        };
+        if now < at {
+            return false;
+        }
+        let pipe = self.stream.get_mut();
+        for d in &self.last_flight {
+            let v = pipe.buffer(d);
+            pipe.outbound.push_back(v);
+        }
+        self.stats.retransmissions += 1;
+        log::debug!("connection {:?}: sent its last flight again", self.peer);
+        if left > 1 {
+            self.last_flight_timer = Some((now + 2 * every, 2 * every, left - 1));
+        } else {
+            self.last_flight_arrived();
+        }
+        true
     }
 
     /// Takes the error out of a failed connection (the cookie stage hands it on).
@@ -635,8 +748,12 @@ impl Connection {
         if self.state != State::Handshaking {
             return Ok(());
         }
-        match self.stream.do_handshake() {
+        self.stream.get_mut().begin_flight();
+        let r = self.stream.do_handshake();
+        let last = self.stream.get_mut().end_flight(r.is_ok());
+        match r {
             Ok(()) => {
+                self.insure_last_flight(last);
                 self.state = State::Established;
                 self.events.push_back(Event::Connected);
                 self.settle_slot();
@@ -701,9 +818,20 @@ impl Connection {
             );
             return Ok(());
         }
+        if d.application_records() > 0 {
+            // Application data under the new keys: the peer finished.
+            self.last_flight_arrived();
+        }
         if self.state == State::Handshaking {
-            // The peer is still there: its silence starts again.
-            self.last_heard = Instant::now();
+            // The peer is still there: its silence starts again. A peer
+            // on a lossy link answers at its retransmission timer's pace,
+            // which doubles: after a gap this long the next one may be
+            // twice as long, so the allowed silence follows.
+            let now = Instant::now();
+            if let Some(s) = &mut self.silence {
+                *s = (*s).max(2 * now.saturating_duration_since(self.last_heard));
+            }
+            self.last_heard = now;
         }
         if !self.stream.get_mut().push_inbound(d) {
             self.stats.dropped += 1;
@@ -814,8 +942,11 @@ impl Connection {
         if matches!(self.state, State::Closed(_)) {
             return None;
         }
-        let rt = ffi::get_timeout(self.stream.ssl());
         let now = Instant::now();
+        let rt = match (ffi::get_timeout(self.stream.ssl()), self.last_flight_timer) {
+            (Some(a), Some((at, _, _))) => Some(a.min(at.saturating_duration_since(now))),
+            (a, t) => a.or(t.map(|(at, _, _)| at.saturating_duration_since(now))),
+        };
         let hs = self.handshake_limit().map(|(at, _)| at.saturating_duration_since(now));
         match (rt, hs) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -858,7 +989,13 @@ impl Connection {
             }
         }
         self.restore_buffers()?;
-        match ffi::handle_timeout(self.stream.ssl()) {
+        if self.resend_last_flight(now) {
+            return Ok(true);
+        }
+        self.stream.get_mut().begin_flight();
+        let r = ffi::handle_timeout(self.stream.ssl());
+        self.stream.get_mut().end_flight(false);
+        match r {
             r if r > 0 => {
                 self.stats.retransmissions += 1;
                 log::debug!("connection {:?}: retransmitted a flight", self.peer);
@@ -905,7 +1042,12 @@ impl Connection {
         self.restore_buffers()?;
         // The rest of a record read in part is not a new record.
         let continues = self.stream.ssl().pending() > 0;
-        match self.stream.ssl_read(buf) {
+        // Reading may answer a retransmitted flight of the peer's with this
+        // side's last flight: packed like any flight.
+        self.stream.get_mut().begin_flight();
+        let r = self.stream.ssl_read(buf);
+        self.stream.get_mut().end_flight(false);
+        match r {
             Ok(n) => {
                 if !continues {
                     self.app_records_delivered += 1;
