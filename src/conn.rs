@@ -612,7 +612,8 @@ impl Connection {
         let shared = &config.inner.shared;
         ssl.set_mtu(shared.mtu)
             .map_err(|e| Error::config_ssl("mtu", e))?;
-        let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(ssl_new_error)?;
+        let stream =
+            SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(ssl_new_error)?;
         let mut c = Self::with_stream(stream, Role::Client, None, shared.timers);
         c.client = Some((config.clone(), key));
         c.drive()?;
@@ -632,7 +633,8 @@ impl Connection {
         ssl.set_accept_state();
         ssl.set_mtu(shared.mtu)
             .map_err(|e| Error::config_ssl("mtu", e))?;
-        let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(ssl_new_error)?;
+        let stream =
+            SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(ssl_new_error)?;
         let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers);
         let _ = c.feed(first);
         Ok(c)
@@ -947,7 +949,9 @@ impl Connection {
             (Some(a), Some((at, _, _))) => Some(a.min(at.saturating_duration_since(now))),
             (a, t) => a.or(t.map(|(at, _, _)| at.saturating_duration_since(now))),
         };
-        let hs = self.handshake_limit().map(|(at, _)| at.saturating_duration_since(now));
+        let hs = self
+            .handshake_limit()
+            .map(|(at, _)| at.saturating_duration_since(now));
         match (rt, hs) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -960,8 +964,12 @@ impl Connection {
         if self.state != State::Handshaking {
             return None;
         }
-        let quiet = self.silence.map(|s| (self.last_heard + s, Error::PeerSilent));
-        let overall = self.handshake_deadline.map(|d| (d, Error::HandshakeTimeout));
+        let quiet = self
+            .silence
+            .map(|s| (self.last_heard + s, Error::PeerSilent));
+        let overall = self
+            .handshake_deadline
+            .map(|d| (d, Error::HandshakeTimeout));
         match (quiet, overall) {
             (Some(q), Some(o)) => Some(if q.0 < o.0 { q } else { o }),
             (q, o) => q.or(o),

@@ -16,8 +16,8 @@
 
 mod common;
 mod peer_util;
-mod socket_util;
 mod reactor_support;
+mod socket_util;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -89,9 +89,7 @@ impl Server {
                                         d.fetch_add(1, Ordering::Relaxed);
                                         break;
                                     }
-                                    Err(Error::HandshakeTimeout) if !s.is_handshaking() => {
-                                        return
-                                    }
+                                    Err(Error::HandshakeTimeout) if !s.is_handshaking() => return,
                                     Err(Error::HandshakeTimeout) => {}
                                     Err(_) => return,
                                 }
