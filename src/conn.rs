@@ -137,14 +137,9 @@ impl Pipe {
     }
 
     /// Ends the packing that [`Pipe::begin_flight`] started: the next write
-    /// starts a new datagram. Returns copies of the flight's datagrams when
-    /// `keep` (the last flight of a handshake, to send again).
-    pub(crate) fn end_flight(&mut self, keep: bool) -> Vec<Vec<u8>> {
-        let from = self.pack_from.take().unwrap_or(self.outbound.len());
-        if !keep {
-            return Vec::new();
-        }
-        self.outbound.iter().skip(from).cloned().collect()
+    /// starts a new datagram.
+    pub(crate) fn end_flight(&mut self) {
+        self.pack_from = None;
     }
 }
 
@@ -389,15 +384,6 @@ pub struct Connection {
     /// of whole records).
     silence: Option<Duration>,
     last_heard: Instant,
-    /// The flight that completed this side's handshake (the server's
-    /// ChangeCipherSpec and Finished in a full handshake), sent again on a
-    /// timer until the peer shows it finished (see `insure_last_flight`).
-    last_flight: Vec<Vec<u8>>,
-    /// When to send `last_flight` again, the interval after that, and how
-    /// many more times.
-    last_flight_timer: Option<(Instant, Duration, u8)>,
-    /// The first retransmission timeout (the interval of the first resend).
-    initial_timeout: Duration,
     client: Option<(ClientConfig, Option<SessionKey>)>,
     close_sent: bool,
     close_received: bool,
@@ -533,9 +519,6 @@ impl Connection {
                 None
             },
             last_heard: Instant::now(),
-            last_flight: Vec::new(),
-            last_flight_timer: None,
-            initial_timeout: timers.initial,
             client: None,
             close_sent: false,
             buffers_released: false,
@@ -654,61 +637,6 @@ impl Connection {
         c
     }
 
-    /// How many times the flight that completes this side's handshake is sent
-    /// again before the peer shows it has it.
-    const LAST_FLIGHT_RESENDS: u8 = 3;
-
-    /// This side's handshake completed by sending `flight` (the server's
-    /// ChangeCipherSpec and Finished; the client's in a resumed handshake).
-    /// RFC 6347 (4.2.4) has the sender of the last flight answer the peer's
-    /// retransmissions only: a lost last flight costs the peer a full
-    /// retransmission timeout per try, and with its doubling timer a peer on
-    /// a link that loses 30 % each way often runs out of its handshake
-    /// deadline. So the flight also goes out again after the initial
-    /// retransmission timeout, doubling, [`Self::LAST_FLIGHT_RESENDS`] times,
-    /// until a protected record from the peer shows it finished. The copies
-    /// are the same records: a peer that already has them discards them as
-    /// replays.
-    fn insure_last_flight(&mut self, flight: Vec<Vec<u8>>) {
-        if flight.is_empty() {
-            return;
-        }
-        let d = self.initial_timeout;
-        self.last_flight = flight;
-        self.last_flight_timer = Some((Instant::now() + d, d, Self::LAST_FLIGHT_RESENDS));
-    }
-
-    /// The peer showed it finished its handshake: no more resends.
-    fn last_flight_arrived(&mut self) {
-        if self.last_flight_timer.take().is_some() {
-            self.last_flight = Vec::new();
-        }
-    }
-
-    /// Sends the last flight again when its timer is due (see
-    /// [`Self::insure_last_flight`]); true when it did.
-    fn resend_last_flight(&mut self, now: Instant) -> bool {
-        let Some((at, every, left)) = self.last_flight_timer else {
-            return false;
-        };
-        if now < at {
-            return false;
-        }
-        let pipe = self.stream.get_mut();
-        for d in &self.last_flight {
-            let v = pipe.buffer(d);
-            pipe.outbound.push_back(v);
-        }
-        self.stats.retransmissions += 1;
-        log::debug!("connection {:?}: sent its last flight again", self.peer);
-        if left > 1 {
-            self.last_flight_timer = Some((now + 2 * every, 2 * every, left - 1));
-        } else {
-            self.last_flight_arrived();
-        }
-        true
-    }
-
     /// Takes the error out of a failed connection (the cookie stage hands it on).
     pub(crate) fn take_error(&mut self) -> Option<Error> {
         self.error.take()
@@ -752,10 +680,9 @@ impl Connection {
         }
         self.stream.get_mut().begin_flight();
         let r = self.stream.do_handshake();
-        let last = self.stream.get_mut().end_flight(r.is_ok());
+        self.stream.get_mut().end_flight();
         match r {
             Ok(()) => {
-                self.insure_last_flight(last);
                 self.state = State::Established;
                 self.events.push_back(Event::Connected);
                 self.settle_slot();
@@ -819,10 +746,6 @@ impl Connection {
                 datagram.len()
             );
             return Ok(());
-        }
-        if d.application_records() > 0 {
-            // Application data under the new keys: the peer finished.
-            self.last_flight_arrived();
         }
         if self.state == State::Handshaking {
             // The peer is still there: its silence starts again. A peer
@@ -945,10 +868,7 @@ impl Connection {
             return None;
         }
         let now = Instant::now();
-        let rt = match (ffi::get_timeout(self.stream.ssl()), self.last_flight_timer) {
-            (Some(a), Some((at, _, _))) => Some(a.min(at.saturating_duration_since(now))),
-            (a, t) => a.or(t.map(|(at, _, _)| at.saturating_duration_since(now))),
-        };
+        let rt = ffi::get_timeout(self.stream.ssl());
         let hs = self
             .handshake_limit()
             .map(|(at, _)| at.saturating_duration_since(now));
@@ -997,12 +917,9 @@ impl Connection {
             }
         }
         self.restore_buffers()?;
-        if self.resend_last_flight(now) {
-            return Ok(true);
-        }
         self.stream.get_mut().begin_flight();
         let r = ffi::handle_timeout(self.stream.ssl());
-        self.stream.get_mut().end_flight(false);
+        self.stream.get_mut().end_flight();
         match r {
             r if r > 0 => {
                 self.stats.retransmissions += 1;
@@ -1054,7 +971,7 @@ impl Connection {
         // side's last flight: packed like any flight.
         self.stream.get_mut().begin_flight();
         let r = self.stream.ssl_read(buf);
-        self.stream.get_mut().end_flight(false);
+        self.stream.get_mut().end_flight();
         match r {
             Ok(n) => {
                 if !continues {
