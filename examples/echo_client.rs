@@ -31,22 +31,35 @@ struct Args {
     /// Bytes per datagram (at most the data MTU, about 1350 with the default MTU).
     #[arg(long, default_value_t = 64)]
     size: usize,
-    /// Seconds to wait for the handshake and for each echo.
-    #[arg(long, default_value_t = 5)]
-    timeout: u64,
+    /// Seconds to wait for the handshake and for each echo. Without it the
+    /// handshake ends when the DTLS engine says so (its retransmission limit
+    /// or the configuration's 60 s handshake deadline), and each echo waits
+    /// 5 s.
+    #[arg(long)]
+    timeout: Option<u64>,
     #[command(flatten)]
     client: common::ClientOpts,
 }
 
+/// How long an echo waits for its reply without `--timeout`.
+const ECHO_WAIT: Duration = Duration::from_secs(5);
+
 fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let cfg = args.client.config(&args.host)?;
-    let timeout = Duration::from_secs(args.timeout.max(1));
+    let timeout = args.timeout.map(|t| Duration::from_secs(t.max(1)));
+    // An echo is one datagram each way: DTLS does not retransmit it, so a
+    // reply lost on the way is given up after this long.
+    let echo_wait = timeout.unwrap_or(ECHO_WAIT);
     let addrs: Vec<_> = (args.host.as_str(), args.port).to_socket_addrs()?.collect();
     let start = Instant::now();
     let mut last = None;
     let mut sock = None;
     for a in addrs {
-        match DtlsSocket::connect_timeout(a, &cfg, timeout) {
+        let connected = match timeout {
+            Some(t) => DtlsSocket::connect_timeout(a, &cfg, t),
+            None => DtlsSocket::connect(a, &cfg),
+        };
+        match connected {
             Ok(s) => {
                 sock = Some(s);
                 break;
@@ -58,8 +71,8 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         return Err(last.unwrap_or_else(|| "no address".into()).into());
     };
     let handshake = start.elapsed();
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
+    s.set_read_timeout(Some(echo_wait))?;
+    s.set_write_timeout(Some(echo_wait))?;
     println!(
         "connected to {} from {} in {:.1} ms: {} {}",
         s.peer_addr()?,

@@ -10,8 +10,8 @@
 //!
 //! Nothing is shortened: the servers and clients run with the settings a user
 //! gets by default (`ServerConfig`/`ClientConfig` timers: 1 s doubling to
-//! 60 s, 60 s handshake deadline; the reactor with `Limits::default()`, whose
-//! `handshake_timeout` is 10 s). Pairs (`--pairs`):
+//! 60 s, 60 s handshake deadline, a server's 10 s silence limit; the reactor
+//! with `Limits::default()`). Pairs (`--pairs`):
 //! - `reactor`: an in-process [`Reactor`] (`Limits::default()`, OsNet demux,
 //!   the test certificate, the same configuration as `reactor_echo`'s
 //!   defaults) and our client, [`DtlsSocket::connect`] with the default
@@ -377,12 +377,13 @@ impl Server {
                 let u = unfinished.lock().unwrap();
                 format!(
                     "reactor: HelloVerifyRequests {}, accepted {}, connected {}, \
-                     handshake_timeouts {}, retransmissions {}; unfinished handshakes \
-                     ended by: {}",
+                     handshake_timeouts {}, silent_peers {}, retransmissions {}; \
+                     unfinished handshakes ended by: {}",
                     st.hello_verify,
                     st.accepted,
                     st.connected,
                     st.handshake_timeouts,
+                    st.silent_peers,
                     st.retransmissions,
                     u.text()
                 )

@@ -122,8 +122,21 @@ pub struct Timers {
     pub initial: Duration,
     /// Ceiling of the doubling timeout (default 60 s).
     pub max: Duration,
-    /// Whole-handshake deadline (default 60 s; `None` for none).
+    /// Whole-handshake deadline (default 60 s; `None` for none): the
+    /// overall cap, however much the peer is still answering.
     pub handshake: Option<Duration>,
+    /// Server side: how long a handshaking peer may send nothing before the
+    /// handshake ends (default 10 s; `None` for no such limit). Every
+    /// datagram of whole records the peer sends (a new flight, or a
+    /// retransmission that shows it is still there) starts it again, and a
+    /// peer that was heard after a long gap (its retransmission timer
+    /// doubles on a lossy link) is allowed twice that gap next time, up to
+    /// [`Self::handshake`]. So a peer that goes silent after its ClientHello
+    /// holds its slot at most this long, and a slow one on a lossy link
+    /// keeps its handshake going.
+    /// Client connections ignore it: a client keeps to its retransmission
+    /// schedule and the overall deadline.
+    pub silence: Option<Duration>,
 }
 
 impl Default for Timers {
@@ -132,6 +145,7 @@ impl Default for Timers {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(60),
             handshake: Some(Duration::from_secs(60)),
+            silence: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -320,6 +334,12 @@ impl<R> ConfigBuilder<R> {
     /// Deadline for the whole handshake; default 60 s; `None` disables it.
     pub fn handshake_timeout(mut self, d: Option<Duration>) -> Self {
         self.timers.handshake = d;
+        self
+    }
+    /// Server side: the handshake ends when the peer has sent nothing for
+    /// this long (see [`Timers::silence`]); default 10 s; `None` disables it.
+    pub fn handshake_silence(mut self, d: Option<Duration>) -> Self {
+        self.timers.silence = d;
         self
     }
     /// Received datagrams a connection buffers before the application reads

@@ -21,7 +21,7 @@ use openssl::symm::Cipher;
 use openssl::x509::{X509NameRef, X509VerifyResult, X509};
 
 use crate::admission::Slot;
-use crate::config::{ClientConfig, ServerConfig};
+use crate::config::{ClientConfig, ServerConfig, Timers};
 use crate::error::{Error, Result};
 use crate::ffi;
 use crate::record::Datagram;
@@ -41,18 +41,26 @@ pub struct Pipe {
     pool: Vec<Vec<u8>>,
     cap: usize,
     dropped: u64,
+    /// The datagram size limit (the configured MTU).
+    mtu: usize,
+    /// While OpenSSL writes a handshake flight: the first outbound datagram
+    /// of the flight; its records are packed into as few datagrams as the
+    /// MTU allows.
+    pack_from: Option<usize>,
     /// Application-data records in the datagrams OpenSSL has read.
     app_records_read: u64,
 }
 
 impl Pipe {
-    pub(crate) fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize, mtu: u32) -> Self {
         Pipe {
             inbound: VecDeque::new(),
             outbound: VecDeque::new(),
             pool: Vec::new(),
             cap,
             dropped: 0,
+            mtu: mtu as usize,
+            pack_from: None,
             app_records_read: 0,
         }
     }
@@ -114,8 +122,39 @@ impl Read for Pipe {
     }
 }
 
+impl Pipe {
+    /// From now until [`Pipe::end_flight`], records OpenSSL writes share
+    /// datagrams up to the MTU: a flight of several handshake records
+    /// (ServerHello, Certificate, ServerKeyExchange, ServerHelloDone...) then
+    /// takes one or two datagrams instead of one per record, so on a lossy
+    /// link it arrives whole far more often (each datagram is lost on its
+    /// own). OpenSSL's record layer writes one record per call and keeps
+    /// every record within the MTU; the receiver reads the records of a
+    /// datagram one after another (RFC 6347 section 4.1.1 allows several
+    /// records per datagram).
+    pub(crate) fn begin_flight(&mut self) {
+        self.pack_from = Some(self.outbound.len());
+    }
+
+    /// Ends the packing that [`Pipe::begin_flight`] started: the next write
+    /// starts a new datagram.
+    pub(crate) fn end_flight(&mut self) {
+        self.pack_from = None;
+    }
+}
+
 impl Write for Pipe {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(from) = self.pack_from {
+            if self.outbound.len() > from {
+                if let Some(last) = self.outbound.back_mut() {
+                    if last.len() + buf.len() <= self.mtu {
+                        last.extend_from_slice(buf);
+                        return Ok(buf.len());
+                    }
+                }
+            }
+        }
         let v = self.buffer(buf);
         self.outbound.push_back(v);
         Ok(buf.len())
@@ -142,8 +181,11 @@ pub enum CloseReason {
     PeerClosed,
     /// This side called [`Connection::close`].
     Local,
-    /// The handshake deadline passed.
+    /// The handshake deadline (the overall cap) passed.
     HandshakeTimeout,
+    /// A server's handshaking peer sent nothing for the silence limit
+    /// ([`crate::Timers::silence`]).
+    PeerSilent,
     /// The retransmission limit was reached.
     RetransmitLimit,
     /// A fatal error; the text is the error's. [`Connection::error`] has the value.
@@ -336,6 +378,12 @@ pub struct Connection {
     error: Option<Error>,
     events: VecDeque<Event>,
     handshake_deadline: Option<Instant>,
+    /// Server side: the silence allowed now in the handshake (the
+    /// configured limit, widened to twice the longest gap the peer has shown
+    /// between its datagrams), and when the peer was last heard (a datagram
+    /// of whole records).
+    silence: Option<Duration>,
+    last_heard: Instant,
     client: Option<(ClientConfig, Option<SessionKey>)>,
     close_sent: bool,
     close_received: bool,
@@ -454,8 +502,9 @@ impl Connection {
         stream: SslStream<Pipe>,
         role: Role,
         peer: Option<SocketAddr>,
-        hs: Option<Duration>,
+        timers: Timers,
     ) -> Self {
+        let hs = timers.handshake;
         Connection {
             stream,
             role,
@@ -464,6 +513,12 @@ impl Connection {
             error: None,
             events: VecDeque::new(),
             handshake_deadline: hs.map(|d| Instant::now() + d),
+            silence: if role == Role::Server {
+                timers.silence
+            } else {
+                None
+            },
+            last_heard: Instant::now(),
             client: None,
             close_sent: false,
             buffers_released: false,
@@ -540,8 +595,9 @@ impl Connection {
         let shared = &config.inner.shared;
         ssl.set_mtu(shared.mtu)
             .map_err(|e| Error::config_ssl("mtu", e))?;
-        let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue)).map_err(ssl_new_error)?;
-        let mut c = Self::with_stream(stream, Role::Client, None, shared.timers.handshake);
+        let stream =
+            SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(ssl_new_error)?;
+        let mut c = Self::with_stream(stream, Role::Client, None, shared.timers);
         c.client = Some((config.clone(), key));
         c.drive()?;
         Ok(c)
@@ -560,8 +616,9 @@ impl Connection {
         ssl.set_accept_state();
         ssl.set_mtu(shared.mtu)
             .map_err(|e| Error::config_ssl("mtu", e))?;
-        let stream = SslStream::new(ssl, Pipe::new(shared.recv_queue)).map_err(ssl_new_error)?;
-        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers.handshake);
+        let stream =
+            SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(ssl_new_error)?;
+        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers);
         let _ = c.feed(first);
         Ok(c)
     }
@@ -575,7 +632,7 @@ impl Connection {
         stream: SslStream<Pipe>,
     ) -> Self {
         let shared = &config.inner.shared;
-        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers.handshake);
+        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers);
         let _ = c.drive();
         c
     }
@@ -589,6 +646,7 @@ impl Connection {
     fn fail(&mut self, e: Error) -> Error {
         let reason = match &e {
             Error::HandshakeTimeout => CloseReason::HandshakeTimeout,
+            Error::PeerSilent => CloseReason::PeerSilent,
             Error::RetransmitLimit => CloseReason::RetransmitLimit,
             other => CloseReason::Failed(other.to_string()),
         };
@@ -620,7 +678,10 @@ impl Connection {
         if self.state != State::Handshaking {
             return Ok(());
         }
-        match self.stream.do_handshake() {
+        self.stream.get_mut().begin_flight();
+        let r = self.stream.do_handshake();
+        self.stream.get_mut().end_flight();
+        match r {
             Ok(()) => {
                 self.state = State::Established;
                 self.events.push_back(Event::Connected);
@@ -685,6 +746,17 @@ impl Connection {
                 datagram.len()
             );
             return Ok(());
+        }
+        if self.state == State::Handshaking {
+            // The peer is still there: its silence starts again. A peer
+            // on a lossy link answers at its retransmission timer's pace,
+            // which doubles: after a gap this long the next one may be
+            // twice as long, so the allowed silence follows.
+            let now = Instant::now();
+            if let Some(s) = &mut self.silence {
+                *s = (*s).max(2 * now.saturating_duration_since(self.last_heard));
+            }
+            self.last_heard = now;
         }
         if !self.stream.get_mut().push_inbound(d) {
             self.stats.dropped += 1;
@@ -788,20 +860,39 @@ impl Connection {
         !self.stream.get_ref().outbound.is_empty()
     }
 
-    /// Time left until [`Self::handle_timeout`] must be called: the earlier of
-    /// the retransmission timer and the handshake deadline.
+    /// Time left until [`Self::handle_timeout`] must be called: the earliest
+    /// of the retransmission timer, the handshake deadline and (server side)
+    /// the end of the peer's allowed silence.
     pub fn timeout(&self) -> Option<Duration> {
         if matches!(self.state, State::Closed(_)) {
             return None;
         }
+        let now = Instant::now();
         let rt = ffi::get_timeout(self.stream.ssl());
-        let hs = match (self.state == State::Handshaking, self.handshake_deadline) {
-            (true, Some(d)) => Some(d.saturating_duration_since(Instant::now())),
-            _ => None,
-        };
+        let hs = self
+            .handshake_limit()
+            .map(|(at, _)| at.saturating_duration_since(now));
         match (rt, hs) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// While handshaking: the earlier of the overall deadline and the end of
+    /// the peer's allowed silence, with the error that ends the handshake then.
+    fn handshake_limit(&self) -> Option<(Instant, Error)> {
+        if self.state != State::Handshaking {
+            return None;
+        }
+        let quiet = self
+            .silence
+            .map(|s| (self.last_heard + s, Error::PeerSilent));
+        let overall = self
+            .handshake_deadline
+            .map(|d| (d, Error::HandshakeTimeout));
+        match (quiet, overall) {
+            (Some(q), Some(o)) => Some(if q.0 < o.0 { q } else { o }),
+            (q, o) => q.or(o),
         }
     }
 
@@ -812,21 +903,24 @@ impl Connection {
 
     /// Acts on a passed deadline: resends the last flight when its timer
     /// expired (returns true), or ends the connection with
-    /// [`Error::HandshakeTimeout`] or [`Error::RetransmitLimit`]. Calling it
+    /// [`Error::HandshakeTimeout`], [`Error::PeerSilent`] or
+    /// [`Error::RetransmitLimit`]. Calling it
     /// early does nothing.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<bool> {
         if matches!(self.state, State::Closed(_)) {
             return Ok(false);
         }
-        if self.state == State::Handshaking {
-            if let Some(d) = self.handshake_deadline {
-                if now >= d {
-                    return Err(self.fail(Error::HandshakeTimeout));
-                }
+        if let Some((at, why)) = self.handshake_limit() {
+            if now >= at {
+                log::debug!("connection {:?}: handshake ended: {why}", self.peer);
+                return Err(self.fail(why));
             }
         }
         self.restore_buffers()?;
-        match ffi::handle_timeout(self.stream.ssl()) {
+        self.stream.get_mut().begin_flight();
+        let r = ffi::handle_timeout(self.stream.ssl());
+        self.stream.get_mut().end_flight();
+        match r {
             r if r > 0 => {
                 self.stats.retransmissions += 1;
                 log::debug!("connection {:?}: retransmitted a flight", self.peer);
@@ -873,7 +967,12 @@ impl Connection {
         self.restore_buffers()?;
         // The rest of a record read in part is not a new record.
         let continues = self.stream.ssl().pending() > 0;
-        match self.stream.ssl_read(buf) {
+        // Reading may answer a retransmitted flight of the peer's with this
+        // side's last flight: packed like any flight.
+        self.stream.get_mut().begin_flight();
+        let r = self.stream.ssl_read(buf);
+        self.stream.get_mut().end_flight();
+        match r {
             Ok(n) => {
                 if !continues {
                     self.app_records_delivered += 1;
@@ -1199,6 +1298,7 @@ pub(crate) fn clone_error(e: &Error) -> Error {
         },
         Error::WouldBlock => Error::WouldBlock,
         Error::HandshakeTimeout => Error::HandshakeTimeout,
+        Error::PeerSilent => Error::PeerSilent,
         Error::ReadTimeout => Error::ReadTimeout,
         Error::WriteTimeout => Error::WriteTimeout,
         Error::RetransmitLimit => Error::RetransmitLimit,

@@ -72,7 +72,7 @@ impl CookieStage {
         ssl.set_accept_state();
         ssl.set_mtu(shared.mtu)
             .map_err(|e| Error::config_ssl("mtu", e))?;
-        SslStream::new(ssl, Pipe::new(shared.recv_queue)).map_err(|e| Error::Ssl {
+        SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(|e| Error::Ssl {
             code: 1,
             stack: Some(e),
         })

@@ -44,6 +44,10 @@ pub enum Error {
     /// The handshake did not finish within the configured handshake deadline.
     #[error("DTLS handshake timed out")]
     HandshakeTimeout,
+    /// A server's handshaking peer sent nothing for the configuration's
+    /// silence limit ([`crate::Timers::silence`]).
+    #[error("DTLS handshake ended: the peer went silent")]
+    PeerSilent,
     /// No datagram arrived within the socket's read timeout.
     #[error("read timed out")]
     ReadTimeout,
@@ -139,6 +143,7 @@ impl Error {
             Error::Config { .. } | Error::TooLarge { .. } => K::InvalidInput,
             Error::WouldBlock => K::WouldBlock,
             Error::HandshakeTimeout
+            | Error::PeerSilent
             | Error::ReadTimeout
             | Error::WriteTimeout
             | Error::RetransmitLimit => K::TimedOut,

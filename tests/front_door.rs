@@ -107,8 +107,7 @@ impl Served {
             Front::Reactor => {
                 let limits = Limits::default()
                     .max_connections(limits.max_connections)
-                    .max_handshakes(limits.max_handshakes)
-                    .handshake_timeout(None);
+                    .max_handshakes(limits.max_handshakes);
                 let mut rec = Rec::new(reactor_support::log());
                 rec.echo = true;
                 let r = serve(v, cfg, limits, rec);
@@ -156,8 +155,10 @@ impl Drop for Served {
 }
 
 fn server_cfg() -> ServerConfig {
+    // Silent peers keep their slot for the whole test (the caps scenario).
     common::server()
         .initial_timeout(Duration::from_millis(100))
+        .handshake_silence(None)
         .build()
         .unwrap()
 }

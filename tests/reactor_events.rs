@@ -115,8 +115,12 @@ fn refused_peer(v: Variant) {
     let clog = log();
     let mut ch = Rec::new(clog.clone());
     ch.stop_on_close = true;
-    let limits = Limits::default().handshake_timeout(Some(Duration::from_millis(600)));
-    let client = clients(server.addr.unwrap(), &client_cfg(), 1, limits, ch);
+    let ccfg = common::client()
+        .initial_timeout(Duration::from_millis(100))
+        .handshake_timeout(Some(Duration::from_millis(600)))
+        .build()
+        .unwrap();
+    let client = clients(server.addr.unwrap(), &ccfg, 1, Limits::default(), ch);
     client.join_within(T);
     // The client retransmits its ClientHello on its timers, then gives up.
     let cev = events(&clog);
@@ -136,12 +140,15 @@ fn refused_peer(v: Variant) {
     assert!(st.hello_verify >= 1);
 }
 
-/// A peer that passes the cookie and goes silent: the handshake deadline
-/// closes it.
+/// A peer that passes the cookie and goes silent: the handshake's silence
+/// limit closes it.
 fn never_finishes(v: Variant) {
     let slog = log();
-    let limits = Limits::default().handshake_timeout(Some(Duration::from_millis(300)));
-    let server = serve(v, &server_cfg(), limits, Rec::new(slog.clone()));
+    let scfg = common::server()
+        .handshake_silence(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let server = serve(v, &scfg, Limits::default(), Rec::new(slog.clone()));
     let mut c = HandClient::new(server.addr.unwrap(), &client_cfg());
     // ClientHello, HelloVerifyRequest, ClientHello with the cookie, then silence.
     c.flush();
@@ -169,8 +176,8 @@ fn never_finishes(v: Variant) {
     let s = server.stop();
     let sev = events(&s.log);
     assert!(matches!(sev[0], Ev::Accept(_)));
-    assert_eq!(&sev[1..], &[Ev::Close(CloseCause::HandshakeTimeout)]);
-    assert_eq!(st.handshake_timeouts, 1);
+    assert_eq!(&sev[1..], &[Ev::Close(CloseCause::PeerSilent)]);
+    assert_eq!((st.silent_peers, st.handshake_timeouts), (1, 0));
     assert_eq!(st.connections, 0);
     assert_eq!(st.handshakes, 0);
 }
@@ -330,8 +337,7 @@ fn retransmit_limit(v: Variant) {
     let clog = log();
     let mut ch = Rec::new(clog.clone());
     ch.stop_on_close = true;
-    let limits = Limits::default().handshake_timeout(None);
-    let client = clients(silent.local_addr().unwrap(), &cfg, 1, limits, ch);
+    let client = clients(silent.local_addr().unwrap(), &cfg, 1, Limits::default(), ch);
     let st = client.handle.clone();
     client.join_within(T);
     let cev = events(&clog);

@@ -357,9 +357,12 @@ fn caps_hold_under_flood(v: Variant) {
     const ESTABLISHED: usize = 60;
     let limits = Limits::default()
         .max_connections(MAX_CONNS)
-        .max_handshakes(MAX_HS)
-        .handshake_timeout(Some(Duration::from_millis(1500)));
-    let server = serve(v, &server_cfg(), limits, Echo::default());
+        .max_handshakes(MAX_HS);
+    let scfg = common::server()
+        .handshake_silence(Some(Duration::from_millis(1500)))
+        .build()
+        .unwrap();
+    let server = serve(v, &scfg, limits, Echo::default());
     let addr = server.addr.unwrap();
 
     // Phase 1: nothing established; the half-open cap stops the flood.
@@ -381,7 +384,7 @@ fn caps_hold_under_flood(v: Variant) {
     drop(socks);
     let st = server.handle.stats();
     assert_eq!(st.handshakes, 0);
-    assert!(st.handshake_timeouts >= st.accepted.min(MAX_HS as u64));
+    assert!(st.silent_peers >= st.accepted.min(MAX_HS as u64));
 
     // Phase 2: 60 established sessions use most of the connection cap.
     let ccfg = common::client().build().unwrap();

@@ -77,7 +77,6 @@ pub(super) struct Entry {
     pub(super) forced: Option<CloseCause>,
     pub(super) last_rx: Instant,
     pub(super) dtls_armed: Option<(Instant, u64)>,
-    pub(super) hs_armed: Option<(Instant, u64)>,
     pub(super) idle_armed: Option<(Instant, u64)>,
     /// The quiet check; `None` after a shrink until the next datagram.
     pub(super) shrink_armed: Option<(Instant, u64)>,
@@ -116,7 +115,6 @@ impl Inner {
             forced: None,
             last_rx: Instant::now(),
             dtls_armed: None,
-            hs_armed: None,
             idle_armed: None,
             shrink_armed: None,
         });
@@ -125,9 +123,10 @@ impl Inner {
 
     /// The one start of a connection's life on entry `key` (a new entry, or
     /// a restart that keeps the entry and its link): a new generation, so a
-    /// new [`ConnId`]; not closed, nothing forced, `last_rx` now; the
-    /// reactor's handshake deadline armed. The entry holds no timer here
-    /// (new, or after [`Inner::end`]).
+    /// new [`ConnId`]; not closed, nothing forced, `last_rx` now. The entry
+    /// holds no timer here (new, or after [`Inner::end`]); its DTLS timer,
+    /// which also carries the engine's handshake limits, is armed when it is
+    /// settled.
     fn start(&mut self, key: usize) -> ConnId {
         self.next_gen += 1;
         let gen = self.next_gen;
@@ -137,7 +136,6 @@ impl Inner {
         e.closed = false;
         e.forced = None;
         e.last_rx = now;
-        self.arm_handshake(key, now);
         self.gauge();
         ConnId { key, gen }
     }

@@ -37,9 +37,12 @@ pub enum CloseCause {
     PeerClosed,
     /// The application closed it ([`Ctx::close`], [`ReactorHandle::close`]).
     Local,
-    /// The handshake did not finish in time (the reactor's
-    /// [`Limits::handshake_timeout`] or the configuration's deadline).
+    /// The handshake did not finish within the configuration's overall
+    /// deadline ([`crate::ConfigBuilder::handshake_timeout`]).
     HandshakeTimeout,
+    /// A server's handshaking peer sent nothing for the configuration's
+    /// silence limit ([`crate::ConfigBuilder::handshake_silence`]).
+    PeerSilent,
     /// DTLS gave up retransmitting: the peer does not answer.
     RetransmitLimit,
     /// Nothing arrived from the peer for [`Limits::idle_timeout`].
@@ -63,6 +66,7 @@ impl From<&CloseReason> for CloseCause {
             CloseReason::PeerClosed => CloseCause::PeerClosed,
             CloseReason::Local => CloseCause::Local,
             CloseReason::HandshakeTimeout => CloseCause::HandshakeTimeout,
+            CloseReason::PeerSilent => CloseCause::PeerSilent,
             CloseReason::RetransmitLimit => CloseCause::RetransmitLimit,
             CloseReason::Failed(s) => CloseCause::Failed(s.clone()),
         }

@@ -8,6 +8,13 @@ use super::{Connection, ReactorStats};
 
 /// Limits that protect a server, with protective defaults. What happens at
 /// each is counted in [`ReactorStats`] and logged with `log::debug!`.
+///
+/// How long a handshake may take is the configuration's rule, the same in
+/// the reactor, the socket API and the engine: a server's peer that sends
+/// nothing for [`handshake_silence`](crate::ConfigBuilder::handshake_silence)
+/// (default 10 s) is dropped, one that keeps answering may go on up to
+/// [`handshake_timeout`](crate::ConfigBuilder::handshake_timeout) (default
+/// 60 s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -17,9 +24,6 @@ pub struct Limits {
     /// Most server connections still in their handshake (half-open); a peer
     /// that passes the cookie beyond it is dropped. Default 1,000.
     pub max_handshakes: usize,
-    /// Time a handshake may take from the first datagram that created the
-    /// connection; `None` leaves only the configuration's deadline. Default 10 s.
-    pub handshake_timeout: Option<Duration>,
     /// Close an established connection when nothing arrived from the peer for
     /// this long (close_notify is sent); `None` for never. Default 300 s.
     pub idle_timeout: Option<Duration>,
@@ -44,7 +48,6 @@ impl Default for Limits {
         Limits {
             max_connections: 10_000,
             max_handshakes: 1_000,
-            handshake_timeout: Some(Duration::from_secs(10)),
             idle_timeout: Some(Duration::from_secs(300)),
             datagrams_per_turn: 64,
             shrink_after: Some(Duration::from_secs(2)),
@@ -62,11 +65,6 @@ impl Limits {
     /// Sets [`Limits::max_handshakes`] (at least 1).
     pub fn max_handshakes(mut self, n: usize) -> Self {
         self.max_handshakes = n.max(1);
-        self
-    }
-    /// Sets [`Limits::handshake_timeout`].
-    pub fn handshake_timeout(mut self, d: Option<Duration>) -> Self {
-        self.handshake_timeout = d;
         self
     }
     /// Sets [`Limits::idle_timeout`].

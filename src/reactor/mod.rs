@@ -146,7 +146,7 @@ impl Inner {
 ///    connection's datagrams leave in one `sendmmsg`;
 /// 3. serve memory queues polling cannot see (the demux's stray queue, link
 ///    memory queues, Router in memory) and work left over from step 2;
-/// 4. fire due timers (DTLS retransmission, handshake deadline, idle timeout,
+/// 4. fire due timers (DTLS retransmission and the engine's handshake limits, idle timeout,
 ///    user timers); run commands from other threads.
 ///
 /// ```

@@ -58,7 +58,6 @@ impl<H: Handler> Reactor<H> {
                 Event::Connected => {
                     self.inner.gauge();
                     SharedStats::inc(&self.inner.stats.connected);
-                    self.inner.disarm_handshake(key);
                     self.inner.arm_idle(key, Instant::now());
                     self.inner.arm_shrink(key, Instant::now());
                     let (h, mut ctx) = self.ctx_handler();
@@ -66,8 +65,12 @@ impl<H: Handler> Reactor<H> {
                 }
                 Event::Closed(reason) => {
                     let cause = CloseCause::from(&reason);
-                    if cause == CloseCause::HandshakeTimeout {
-                        SharedStats::inc(&self.inner.stats.handshake_timeouts);
+                    match cause {
+                        CloseCause::HandshakeTimeout => {
+                            SharedStats::inc(&self.inner.stats.handshake_timeouts)
+                        }
+                        CloseCause::PeerSilent => SharedStats::inc(&self.inner.stats.silent_peers),
+                        _ => {}
                     }
                     self.report_close(key, cause);
                 }

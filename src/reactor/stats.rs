@@ -75,8 +75,12 @@ stats! {
     limit_connections,
     /// ClientHellos with a cookie dropped because `max_handshakes` was reached.
     limit_handshakes,
-    /// Connections closed by a handshake deadline.
+    /// Handshakes ended by the configuration's overall deadline
+    /// ([`CloseCause::HandshakeTimeout`]).
     handshake_timeouts,
+    /// Server handshakes ended because the peer went silent
+    /// ([`CloseCause::PeerSilent`]).
+    silent_peers,
     /// Connections closed by the idle timeout.
     idle_timeouts,
     /// DTLS flights retransmitted by the reactor's timers.

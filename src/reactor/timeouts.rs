@@ -1,6 +1,7 @@
 //! Arming and firing the reactor's timers (the structure is [`Timers`](super::timer::Timers)):
-//! per connection the DTLS deadline, the handshake deadline, the idle and
-//! quiet checks; the user's timers.
+//! per connection the DTLS deadline (the engine's: retransmission, and the
+//! handshake's silence and overall limits), the idle and quiet checks; the
+//! user's timers.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,6 @@ use crate::error::Error;
 /// Where an entry records the timer of one kind it armed last.
 type Slot = fn(&mut Entry) -> &mut Option<(Instant, u64)>;
 const DTLS: Slot = |e| &mut e.dtls_armed;
-const HANDSHAKE: Slot = |e| &mut e.hs_armed;
 const IDLE: Slot = |e| &mut e.idle_armed;
 const SHRINK: Slot = |e| &mut e.shrink_armed;
 
@@ -70,17 +70,6 @@ impl Inner {
         }
     }
 
-    /// Arms the reactor's handshake deadline of a new connection at `from` +
-    /// `handshake_timeout`.
-    pub(super) fn arm_handshake(&mut self, key: usize, from: Instant) {
-        if let Some(d) = self.limits.handshake_timeout {
-            self.arm(key, from + d, HANDSHAKE, |key, gen| Timer::Handshake {
-                key,
-                gen,
-            });
-        }
-    }
-
     /// Arms the idle check of an established connection at `from` +
     /// `idle_timeout` (replacing an armed one).
     pub(super) fn arm_idle(&mut self, key: usize, from: Instant) {
@@ -108,14 +97,9 @@ impl Inner {
         *slot(e) = Some((at, seq));
     }
 
-    /// Removes the handshake deadline of connection `key` (its handshake completed).
-    pub(super) fn disarm_handshake(&mut self, key: usize) {
-        self.disarm(key, HANDSHAKE);
-    }
-
     /// Removes every timer connection `key` armed (its life on the entry ends).
     pub(super) fn disarm_all(&mut self, key: usize) {
-        for slot in [DTLS, HANDSHAKE, IDLE, SHRINK] {
+        for slot in [DTLS, IDLE, SHRINK] {
             self.disarm(key, slot);
         }
     }
@@ -160,21 +144,6 @@ impl<H: Handler> Reactor<H> {
                     if let Some(w) = what {
                         let (h, mut ctx) = self.ctx_handler();
                         h.on_timeout(&mut ctx, ConnId { key, gen }, w);
-                    }
-                    self.pump(key);
-                }
-                Timer::Handshake { key, gen } => {
-                    let Some(e) = self.inner.entry_mut(ConnId { key, gen }) else {
-                        continue;
-                    };
-                    if e.hs_armed.map(|a| a.1) != Some(seq) {
-                        continue;
-                    }
-                    e.hs_armed = None;
-                    if e.conn.is_handshaking() && !e.closed && e.forced.is_none() {
-                        log::debug!("reactor: {}: handshake deadline passed", e.peer);
-                        e.forced = Some(CloseCause::HandshakeTimeout);
-                        SharedStats::inc(&self.inner.stats.handshake_timeouts);
                     }
                     self.pump(key);
                 }

@@ -10,8 +10,6 @@ use std::time::Instant;
 pub(crate) enum Timer {
     /// The connection's DTLS deadline (retransmission or handshake).
     Dtls { key: usize, gen: u64 },
-    /// The reactor's handshake deadline for the connection.
-    Handshake { key: usize, gen: u64 },
     /// The connection's idle timeout check.
     Idle { key: usize, gen: u64 },
     /// The connection's quiet check: release its buffers when nothing arrived
