@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,151 +17,18 @@ use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::ssl::{ErrorCode, ShutdownResult, SslRef, SslStream};
 use openssl::symm::Cipher;
-use openssl::x509::{X509NameRef, X509VerifyResult, X509};
 
 use crate::admission::Slot;
 use crate::config::{ClientConfig, ServerConfig, Timers};
 use crate::error::{Error, Result};
 use crate::ffi;
+use crate::peer_cert::PeerCertificate;
+use crate::pipe::Pipe;
 use crate::record::Datagram;
 use crate::session_store::SessionKey;
-
-/// Reusable buffers kept per pipe, so steady traffic does not allocate.
-const POOL_MAX: usize = 16;
-
-/// The BIO behind every OpenSSL session here: queues of whole datagrams.
-///
-/// One `read` by OpenSSL takes one datagram; one `write` is one datagram.
-#[derive(Debug)]
-pub struct Pipe {
-    /// Received datagrams with their count of application-data records.
-    inbound: VecDeque<(Vec<u8>, u32)>,
-    outbound: VecDeque<Vec<u8>>,
-    pool: Vec<Vec<u8>>,
-    cap: usize,
-    dropped: u64,
-    /// The datagram size limit (the configured MTU).
-    mtu: usize,
-    /// While OpenSSL writes a handshake flight: the first outbound datagram
-    /// of the flight; its records are packed into as few datagrams as the
-    /// MTU allows.
-    pack_from: Option<usize>,
-    /// Application-data records in the datagrams OpenSSL has read.
-    app_records_read: u64,
-}
-
-impl Pipe {
-    pub(crate) fn new(cap: usize, mtu: u32) -> Self {
-        Pipe {
-            inbound: VecDeque::new(),
-            outbound: VecDeque::new(),
-            pool: Vec::new(),
-            cap,
-            dropped: 0,
-            mtu: mtu as usize,
-            pack_from: None,
-            app_records_read: 0,
-        }
-    }
-
-    fn buffer(&mut self, data: &[u8]) -> Vec<u8> {
-        let mut v = self.pool.pop().unwrap_or_default();
-        v.clear();
-        v.extend_from_slice(data);
-        v
-    }
-
-    fn recycle(&mut self, mut v: Vec<u8>) {
-        if self.pool.len() < POOL_MAX && v.capacity() <= 65536 {
-            v.clear();
-            self.pool.push(v);
-        }
-    }
-
-    /// Queues a received datagram; false (and counted) when the queue is full.
-    pub(crate) fn push_inbound(&mut self, d: &Datagram<'_>) -> bool {
-        if self.inbound.len() >= self.cap {
-            self.dropped += 1;
-            return false;
-        }
-        let v = self.buffer(d.bytes());
-        self.inbound.push_back((v, d.application_records() as u32));
-        true
-    }
-
-    pub(crate) fn pop_outbound(&mut self) -> Option<Vec<u8>> {
-        self.outbound.pop_front()
-    }
-
-    /// Empties both queues and the record count (the cookie stage reuses
-    /// one pipe).
-    pub(crate) fn reset(&mut self) {
-        self.app_records_read = 0;
-        while let Some((v, _)) = self.inbound.pop_front() {
-            self.recycle(v);
-        }
-        while let Some(v) = self.outbound.pop_front() {
-            self.recycle(v);
-        }
-    }
-}
-
-impl Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.inbound.pop_front() {
-            Some((d, app)) => {
-                self.app_records_read += u64::from(app);
-                let n = d.len().min(buf.len());
-                buf[..n].copy_from_slice(&d[..n]);
-                self.recycle(d);
-                Ok(n)
-            }
-            None => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl Pipe {
-    /// From now until [`Pipe::end_flight`], records OpenSSL writes share
-    /// datagrams up to the MTU: a flight of several handshake records
-    /// (ServerHello, Certificate, ServerKeyExchange, ServerHelloDone...) then
-    /// takes one or two datagrams instead of one per record, so on a lossy
-    /// link it arrives whole far more often (each datagram is lost on its
-    /// own). OpenSSL's record layer writes one record per call and keeps
-    /// every record within the MTU; the receiver reads the records of a
-    /// datagram one after another (RFC 6347 section 4.1.1 allows several
-    /// records per datagram).
-    pub(crate) fn begin_flight(&mut self) {
-        self.pack_from = Some(self.outbound.len());
-    }
-
-    /// Ends the packing that [`Pipe::begin_flight`] started: the next write
-    /// starts a new datagram.
-    pub(crate) fn end_flight(&mut self) {
-        self.pack_from = None;
-    }
-}
-
-impl Write for Pipe {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(from) = self.pack_from {
-            if self.outbound.len() > from {
-                if let Some(last) = self.outbound.back_mut() {
-                    if last.len() + buf.len() <= self.mtu {
-                        last.extend_from_slice(buf);
-                        return Ok(buf.len());
-                    }
-                }
-            }
-        }
-        let v = self.buffer(buf);
-        self.outbound.push_back(v);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use crate::ssl_error::{
+    clone_error, map_ssl_error, reason_in, ssl_new_error, would_block, R_READ_TIMEOUT_EXPIRED,
+};
 
 /// Which side of the handshake a connection plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,111 +102,6 @@ pub struct ConnStats {
     pub retransmissions: u64,
 }
 
-/// The peer's certificate, with the fields people usually look at.
-#[derive(Clone)]
-pub struct PeerCertificate {
-    x509: X509,
-}
-
-impl fmt::Debug for PeerCertificate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PeerCertificate")
-            .field("subject", &self.subject())
-            .field("issuer", &self.issuer())
-            .field("subject_alt_names", &self.subject_alt_names())
-            .field("not_after", &self.not_after())
-            .finish()
-    }
-}
-
-fn name_entries(name: &X509NameRef) -> Vec<(String, String)> {
-    name.entries()
-        .map(|e| {
-            let key = e
-                .object()
-                .nid()
-                .short_name()
-                .map(str::to_string)
-                .unwrap_or_else(|_| e.object().to_string());
-            let val = e
-                .data()
-                .to_string()
-                .unwrap_or_else(|_| String::from_utf8_lossy(e.data().as_slice()).into_owned());
-            (key, val)
-        })
-        .collect()
-}
-
-impl PeerCertificate {
-    /// The certificate in DER.
-    pub fn to_der(&self) -> Vec<u8> {
-        self.x509.to_der().unwrap_or_default()
-    }
-    /// The certificate in PEM.
-    pub fn to_pem(&self) -> Vec<u8> {
-        self.x509.to_pem().unwrap_or_default()
-    }
-    /// Subject name entries as (short name, value), e.g. `("CN", "localhost")`.
-    pub fn subject(&self) -> Vec<(String, String)> {
-        name_entries(self.x509.subject_name())
-    }
-    /// The subject's common name, if any.
-    pub fn common_name(&self) -> Option<String> {
-        self.x509
-            .subject_name()
-            .entries_by_nid(Nid::COMMONNAME)
-            .next()
-            .and_then(|e| e.data().to_string().ok())
-    }
-    /// Issuer name entries as (short name, value).
-    pub fn issuer(&self) -> Vec<(String, String)> {
-        name_entries(self.x509.issuer_name())
-    }
-    /// subjectAltName entries: `DNS:name`, `IP:addr`, `email:...`, `URI:...`.
-    pub fn subject_alt_names(&self) -> Vec<String> {
-        let Some(names) = self.x509.subject_alt_names() else {
-            return Vec::new();
-        };
-        names
-            .iter()
-            .filter_map(|g| {
-                if let Some(d) = g.dnsname() {
-                    Some(format!("DNS:{d}"))
-                } else if let Some(ip) = g.ipaddress() {
-                    match ip.len() {
-                        4 => Some(format!(
-                            "IP:{}",
-                            std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])
-                        )),
-                        16 => {
-                            let mut b = [0u8; 16];
-                            b.copy_from_slice(ip);
-                            Some(format!("IP:{}", std::net::Ipv6Addr::from(b)))
-                        }
-                        _ => None,
-                    }
-                } else if let Some(e) = g.email() {
-                    Some(format!("email:{e}"))
-                } else {
-                    g.uri().map(|u| format!("URI:{u}"))
-                }
-            })
-            .collect()
-    }
-    /// Start of validity, as OpenSSL prints it (`Jan  1 00:00:00 2026 GMT`).
-    pub fn not_before(&self) -> String {
-        self.x509.not_before().to_string()
-    }
-    /// End of validity.
-    pub fn not_after(&self) -> String {
-        self.x509.not_after().to_string()
-    }
-    /// The rust-openssl certificate, for anything else.
-    pub fn x509(&self) -> &X509 {
-        &self.x509
-    }
-}
-
 /// One DTLS session, without sockets. See the module docs.
 ///
 /// ```
@@ -412,88 +173,6 @@ impl fmt::Debug for Connection {
             .field("state", &self.state)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
-    }
-}
-
-const R_VERSION: &[i32] = &[116, 166, 191, 258, 259, 266, 267, 396, 1070];
-const R_VERIFY: &[i32] = &[134, 199, 1042, 1043, 1045, 1046, 1048, 1049, 1116];
-const R_READ_TIMEOUT_EXPIRED: i32 = 312;
-
-fn reason_in(stack: &ErrorStack, set: &[i32]) -> Option<String> {
-    stack
-        .errors()
-        .iter()
-        .find(|e| set.contains(&e.reason_code()))
-        .map(|e| e.reason().unwrap_or("unknown").to_string())
-}
-
-/// Turns an OpenSSL failure into our error, naming version and verification
-/// problems and the retransmission limit.
-pub(crate) fn map_ssl_error(e: openssl::ssl::Error, ssl: &SslRef) -> Error {
-    let code = e.code();
-    if let Some(reason) = ssl.ex_data(crate::config::rejection_index()) {
-        return Error::CertificateRejected {
-            reason: reason.clone(),
-            stack: e.ssl_error().cloned(),
-        };
-    }
-    let verify = ssl.verify_result();
-    let stack = e.ssl_error().cloned();
-    if let Some(s) = &stack {
-        if reason_in(s, &[R_READ_TIMEOUT_EXPIRED]).is_some() {
-            return Error::RetransmitLimit;
-        }
-    }
-    if verify != X509VerifyResult::OK {
-        return Error::Verification {
-            reason: verify.error_string().to_string(),
-            stack,
-        };
-    }
-    match stack {
-        Some(s) => {
-            if let Some(reason) = reason_in(&s, R_VERIFY) {
-                return Error::Verification {
-                    reason,
-                    stack: Some(s),
-                };
-            }
-            if reason_in(&s, R_VERSION).is_some() {
-                return Error::VersionMismatch(s);
-            }
-            Error::Ssl {
-                code: code.as_raw(),
-                stack: Some(s),
-            }
-        }
-        None => match e.into_io_error() {
-            Ok(io) => Error::Io(io),
-            Err(e) => Error::Ssl {
-                code: e.code().as_raw(),
-                stack: None,
-            },
-        },
-    }
-}
-
-/// OpenSSL wants more input. Besides WANT_READ, OpenSSL 3 sometimes reports
-/// SSL_ERROR_SYSCALL with an empty error queue when our pipe ran dry.
-fn would_block(e: &openssl::ssl::Error) -> bool {
-    match e.code() {
-        ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => true,
-        ErrorCode::SYSCALL => {
-            e.ssl_error().is_none_or(|s| s.errors().is_empty())
-                && e.io_error()
-                    .is_some_and(|io| io.kind() == io::ErrorKind::WouldBlock)
-        }
-        _ => false,
-    }
-}
-
-fn ssl_new_error(e: ErrorStack) -> Error {
-    Error::Ssl {
-        code: ErrorCode::SSL.as_raw(),
-        stack: Some(e),
     }
 }
 
@@ -1281,52 +960,5 @@ impl Connection {
     /// The rust-openssl session, for queries this type does not offer.
     pub fn ssl(&self) -> &SslRef {
         self.stream.ssl()
-    }
-}
-
-/// A copy of an error for reporting again later (`io::Error` keeps its kind and text).
-pub(crate) fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Config {
-            setting,
-            reason,
-            stack,
-        } => Error::Config {
-            setting,
-            reason: reason.clone(),
-            stack: stack.clone(),
-        },
-        Error::WouldBlock => Error::WouldBlock,
-        Error::HandshakeTimeout => Error::HandshakeTimeout,
-        Error::PeerSilent => Error::PeerSilent,
-        Error::ReadTimeout => Error::ReadTimeout,
-        Error::WriteTimeout => Error::WriteTimeout,
-        Error::RetransmitLimit => Error::RetransmitLimit,
-        Error::PeerUnreachable(io) => {
-            Error::PeerUnreachable(io::Error::new(io.kind(), io.to_string()))
-        }
-        Error::ClosedByPeer => Error::ClosedByPeer,
-        Error::PeerRestarted => Error::PeerRestarted,
-        Error::Limit(r) => Error::Limit(*r),
-        Error::Closed => Error::Closed,
-        Error::NotConnected => Error::NotConnected,
-        Error::VersionMismatch(s) => Error::VersionMismatch(s.clone()),
-        Error::Verification { reason, stack } => Error::Verification {
-            reason: reason.clone(),
-            stack: stack.clone(),
-        },
-        Error::CertificateRejected { reason, stack } => Error::CertificateRejected {
-            reason: reason.clone(),
-            stack: stack.clone(),
-        },
-        Error::TooLarge { len, mtu } => Error::TooLarge {
-            len: *len,
-            mtu: *mtu,
-        },
-        Error::Ssl { code, stack } => Error::Ssl {
-            code: *code,
-            stack: stack.clone(),
-        },
-        Error::Io(io) => Error::Io(io::Error::new(io.kind(), io.to_string())),
     }
 }

@@ -18,10 +18,10 @@ use openssl::ssl::SslStream;
 
 use crate::admission::DropReason;
 use crate::config::ServerConfig;
-use crate::conn::Pipe;
 use crate::cookie_keys::with_current_peer;
 use crate::error::{Error, Result};
 use crate::ffi;
+use crate::pipe::Pipe;
 use crate::record::Datagram;
 
 /// What the cookie stage made of a ClientHello.

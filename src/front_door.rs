@@ -34,10 +34,11 @@ use openssl::ssl::SslStream;
 
 use crate::admission::{Admission, Count, DropReason, Slot};
 use crate::config::ServerConfig;
-use crate::conn::{Connection, Pipe, Role};
+use crate::conn::{Connection, Role};
 use crate::cookie::{Checked, CookieStage};
 use crate::cookie_keys::with_current_peer;
 use crate::error::{Error, Result};
+use crate::pipe::Pipe;
 use crate::record::{Datagram, Kind};
 
 /// How many admitted ClientHellos (peer and client random) a front door

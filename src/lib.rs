@@ -57,12 +57,15 @@ mod error;
 mod ffi;
 mod front_door;
 mod key_ring;
+mod peer_cert;
+mod pipe;
 #[cfg(feature = "reactor")]
 mod reactor;
 mod record;
 mod session_store;
 #[cfg(feature = "socket")]
 pub mod socket;
+mod ssl_error;
 
 pub use admission::{Admission, AdmissionLimits, AdmissionStats, DropReason};
 pub use config::{
@@ -70,10 +73,11 @@ pub use config::{
     ServerConfig, TicketKeys, Timers, Verify, DEFAULT_MTU, MIN_INITIAL_TIMEOUT, MIN_MTU,
     TICKET_SECRET_LEN,
 };
-pub use conn::{CloseReason, ConnStats, Connection, Event, PeerCertificate, Role, State};
+pub use conn::{CloseReason, ConnStats, Connection, Event, Role, State};
 pub use cookie_keys::{CookieKeys, COOKIE_LEN, COOKIE_SECRET_LEN, DEFAULT_COOKIE_MAX_AGE};
 pub use error::{Error, Result};
 pub use front_door::{Admit, Admitted, FrontDoor, Incoming, Refusal, RECENT_HELLOS};
+pub use peer_cert::PeerCertificate;
 pub use record::Datagram;
 pub use session_store::{MemorySessionStore, SessionKey, SessionStore, DEFAULT_SESSION_CAPACITY};
 #[cfg(feature = "socket")]

@@ -12,8 +12,9 @@ use super::{
     SourceRegistry, SourceToken, TimerId,
 };
 use crate::config::ClientConfig;
-use crate::conn::{Connection, PeerCertificate, Role};
+use crate::conn::{Connection, Role};
 use crate::error::{Error, Result};
+use crate::peer_cert::PeerCertificate;
 
 /// What the application does when something happens. Every method has a
 /// default that does nothing (accepts, for [`Handler::on_accept`]); all are

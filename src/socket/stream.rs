@@ -13,7 +13,7 @@ use dtls_demux::{Demux, Link};
 use super::shared::Shared;
 use super::transport::Transport;
 use super::wait::check_timeout;
-use crate::conn::clone_error;
+use crate::ssl_error::clone_error;
 use crate::{
     Admission, ClientConfig, CloseReason, ConnStats, Connection, Error, FrontDoor, PeerCertificate,
     Result, ServerConfig, State,
