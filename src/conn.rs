@@ -25,19 +25,11 @@ use crate::ffi;
 use crate::peer_cert::PeerCertificate;
 use crate::pipe::Pipe;
 use crate::record::Datagram;
+pub use crate::role::Role;
 use crate::session_store::SessionKey;
 use crate::ssl_error::{
     clone_error, map_ssl_error, reason_in, ssl_new_error, would_block, R_READ_TIMEOUT_EXPIRED,
 };
-
-/// Which side of the handshake a connection plays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Sent the ClientHello.
-    Client,
-    /// Answered it.
-    Server,
-}
 
 /// Why a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -62,6 +62,7 @@ mod pipe;
 #[cfg(feature = "reactor")]
 mod reactor;
 mod record;
+mod role;
 mod session_store;
 #[cfg(feature = "socket")]
 pub mod socket;

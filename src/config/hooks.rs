@@ -23,9 +23,9 @@ use openssl::x509::{X509StoreContextRef, X509VerifyResult};
 
 use super::credentials::Credentials;
 use super::{ConfigBuilder, Server, Verify};
-use crate::conn::Role;
 use crate::error::{Error, Result};
 use crate::ffi;
+use crate::role::Role;
 
 /// What a verification callback is shown: the chain the peer sent and
 /// OpenSSL's own verdict on it.
@@ -115,7 +115,7 @@ fn verify_index() -> Index<SslContext, VerifyHook> {
 }
 
 /// Where a rejected handshake keeps the callback's reason for
-/// [`crate::conn::map_ssl_error`].
+/// `ssl_error::map_ssl_error`.
 pub(crate) fn rejection_index() -> Index<Ssl, String> {
     static IDX: OnceLock<Index<Ssl, String>> = OnceLock::new();
     *IDX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL could not allocate an ex_data index"))
