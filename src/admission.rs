@@ -261,13 +261,6 @@ impl Admission {
             handshake,
         })
     }
-
-    /// A slot for a connection this side opens (a reactor's client): counts
-    /// against `max_connections` only.
-    #[cfg_attr(not(feature = "reactor"), allow(dead_code))]
-    pub(crate) fn client_slot(&self) -> Result<Slot, DropReason> {
-        self.take(false)
-    }
 }
 
 /// One connection's place in an [`Admission`]: released when dropped.

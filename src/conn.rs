@@ -20,6 +20,7 @@ use openssl::symm::Cipher;
 
 use crate::admission::Slot;
 use crate::config::{ClientConfig, ServerConfig, Timers};
+pub use crate::conn_state::{CloseReason, ConnStats, Event, State};
 use crate::error::{Error, Result};
 use crate::ffi;
 use crate::peer_cert::PeerCertificate;
@@ -30,69 +31,6 @@ use crate::session_store::SessionKey;
 use crate::ssl_error::{
     clone_error, map_ssl_error, reason_in, ssl_new_error, would_block, R_READ_TIMEOUT_EXPIRED,
 };
-
-/// Why a connection ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The peer sent close_notify.
-    PeerClosed,
-    /// This side called [`Connection::close`].
-    Local,
-    /// The handshake deadline (the overall cap) passed.
-    HandshakeTimeout,
-    /// A server's handshaking peer sent nothing for the silence limit
-    /// ([`crate::Timers::silence`]).
-    PeerSilent,
-    /// The retransmission limit was reached.
-    RetransmitLimit,
-    /// A fatal error; the text is the error's. [`Connection::error`] has the value.
-    Failed(String),
-}
-
-/// Where a connection is in its life.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum State {
-    /// The handshake is running.
-    Handshaking,
-    /// Application data can flow.
-    Established,
-    /// Ended, for the reason given.
-    Closed(CloseReason),
-}
-
-/// Something the owner of a connection should react to, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// The handshake completed.
-    Connected,
-    /// The connection ended.
-    Closed(CloseReason),
-}
-
-/// Counters of one connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConnStats {
-    /// Datagrams fed in.
-    pub datagrams_in: u64,
-    /// Datagrams produced for sending.
-    pub datagrams_out: u64,
-    /// Datagrams dropped before OpenSSL: empty, not a sequence of whole DTLS
-    /// records (unknown content type, not DTLS, length past the end), with a
-    /// protected record shorter than any the negotiated cipher produces, or
-    /// the receive queue was full.
-    pub dropped: u64,
-    /// Application-data records OpenSSL read and threw away: failed
-    /// authentication (forged or corrupted), replayed or too old, or of an
-    /// epoch not in use. Exact whenever [`Connection::recv`] has just returned
-    /// `Ok(None)`; in between it may include records OpenSSL still holds.
-    /// (A zero-length application record, which carries nothing, counts too.)
-    pub discarded: u64,
-    /// Retransmission timeouts that resent a flight.
-    pub retransmissions: u64,
-}
 
 /// One DTLS session, without sockets. See the module docs.
 ///
@@ -217,17 +155,11 @@ impl Connection {
         self.slot.take()
     }
 
-    /// Gives a slot back (the restart was refused).
+    /// Gives the connection a slot: back after a refused restart, or one
+    /// its front end took for a connection it opened (a reactor's client).
     pub(crate) fn put_slot(&mut self, slot: Slot) {
         self.slot = Some(slot);
         self.settle_slot();
-    }
-
-    /// A slot held by a connection the front end opened itself (a reactor's
-    /// client).
-    #[cfg_attr(not(feature = "reactor"), allow(dead_code))]
-    pub(crate) fn set_slot(&mut self, slot: Slot) {
-        self.put_slot(slot);
     }
 
     /// Once the handshake is over (established or failed), its handshake

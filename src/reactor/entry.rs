@@ -161,7 +161,7 @@ impl Inner {
         addr: SocketAddr,
         config: Option<&ClientConfig>,
     ) -> Result<ConnId> {
-        let slot = self.stats.admission.client_slot().map_err(|cap| {
+        let slot = self.stats.admission.take(false).map_err(|cap| {
             log::debug!("reactor: connect to {addr} refused: {cap}");
             Error::Limit(cap)
         })?;
@@ -175,7 +175,7 @@ impl Inner {
         let conn = match config {
             Some(c) => {
                 let mut conn = Connection::client_to(c, None, Some(addr))?;
-                conn.set_slot(slot);
+                conn.put_slot(slot);
                 Session::Dtls(Box::new(conn))
             }
             None => Session::Plain(Box::new(Plain::new(Role::Client, slot))),
