@@ -51,6 +51,7 @@ event), [`Ctx`], [`ReactorHandle`] (for other threads), [`Limits`].
 mod admission;
 mod config;
 mod conn;
+mod conn_state;
 mod cookie;
 mod cookie_keys;
 mod error;
