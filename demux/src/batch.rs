@@ -38,9 +38,12 @@
 //! ```
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+mod to_many;
+pub use to_many::{send_to_many, Transmit};
 
 /// Bytes per receive slot: the largest UDP payload, so neither a plain datagram nor a
 /// GRO message is ever cut.
@@ -80,8 +83,9 @@ pub fn gso_enabled() -> bool {
 pub struct RecvBatch {
     data: Vec<u8>,
     slots: usize,
-    /// (offset into `data`, length, source) of each datagram of the last call.
-    items: Vec<(usize, usize, Option<SocketAddr>)>,
+    /// (offset into `data`, length, source, local address it was sent to) of each
+    /// datagram of the last call.
+    items: Vec<(usize, usize, Option<SocketAddr>, Option<IpAddr>)>,
     truncated: u64,
     drained: bool,
     /// The last socket read filled every slot it asked for: ask for all next time.
@@ -89,8 +93,13 @@ pub struct RecvBatch {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     names: Vec<libc::sockaddr_storage>,
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    control: Vec<[u64; 4]>,
+    control: Vec<[u64; CONTROL_WORDS]>,
 }
+
+/// Receive control buffer per slot, in 8-byte words: a `UDP_GRO` message (24 bytes)
+/// plus an `IPV6_PKTINFO` one (40 bytes; `IP_PKTINFO` takes 32).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const CONTROL_WORDS: usize = 8;
 
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,7 +126,7 @@ impl RecvBatch {
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
             names: vec![unsafe { std::mem::zeroed() }; slots],
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            control: vec![[0u64; 4]; slots],
+            control: vec![[0u64; CONTROL_WORDS]; slots],
         }
     }
 
@@ -138,7 +147,7 @@ impl RecvBatch {
 
     /// Datagram `i` of the last call. Panics when `i >= len()`.
     pub fn get(&self, i: usize) -> &[u8] {
-        let (off, len, _) = self.items[i];
+        let (off, len, _, _) = self.items[i];
         &self.data[off..off + len]
     }
 
@@ -147,11 +156,18 @@ impl RecvBatch {
         self.items[i].2
     }
 
+    /// The local address datagram `i` was sent to, when the socket reports it (after
+    /// [`enable_pktinfo`]; a socket bound to one address needs no report: it is that
+    /// address).
+    pub fn local(&self, i: usize) -> Option<IpAddr> {
+        self.items[i].3
+    }
+
     /// The datagrams of the last call, in arrival order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.items
             .iter()
-            .map(move |&(off, len, _)| &self.data[off..off + len])
+            .map(move |&(off, len, _, _)| &self.data[off..off + len])
     }
 
     /// Datagrams dropped so far because they did not fit (a message longer than
@@ -187,16 +203,23 @@ impl RecvBatch {
         }
         let off = slot * SLOT_BYTES;
         self.data[off..off + d.len()].copy_from_slice(d);
-        self.items.push((off, d.len(), from));
+        self.items.push((off, d.len(), from, None));
         true
     }
 
     /// Splits message `slot` of `len` bytes into datagrams of `seg` bytes (0: one
     /// datagram).
-    fn push_message(&mut self, slot: usize, len: usize, seg: usize, from: Option<SocketAddr>) {
+    fn push_message(
+        &mut self,
+        slot: usize,
+        len: usize,
+        seg: usize,
+        from: Option<SocketAddr>,
+        local: Option<IpAddr>,
+    ) {
         let off = slot * SLOT_BYTES;
         if seg == 0 || seg >= len {
-            self.items.push((off, len, from));
+            self.items.push((off, len, from, local));
             return;
         }
         let mut at = 0;
@@ -209,7 +232,7 @@ impl RecvBatch {
                 break;
             }
             let l = seg.min(len - at);
-            self.items.push((off + at, l, from));
+            self.items.push((off + at, l, from, local));
             at += l;
             n += 1;
         }
@@ -280,7 +303,7 @@ fn recv_into_n<const N: usize>(
         h.msg_iov = &mut iov[i];
         h.msg_iovlen = 1;
         h.msg_control = batch.control[i].as_mut_ptr().cast();
-        h.msg_controllen = std::mem::size_of::<[u64; 4]>() as _;
+        h.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>() as _;
     }
     // SAFETY: `hdrs[..n]` describe buffers owned by `batch` (data, names, control) and
     // `iov`, all alive and not otherwise borrowed across the call; the kernel writes at
@@ -307,8 +330,8 @@ fn recv_into_n<const N: usize>(
             continue;
         }
         let from = sockaddr_to_std(&batch.names[i], h.msg_namelen);
-        let seg = gro_segment(h);
-        batch.push_message(i, m.msg_len as usize, seg, from);
+        let (seg, local) = control_info(h);
+        batch.push_message(i, m.msg_len as usize, seg, from, local);
     }
     Ok(())
 }
@@ -325,7 +348,7 @@ fn recv_into(fd: std::os::fd::RawFd, batch: &mut RecvBatch) -> io::Result<()> {
         // SAFETY: MaybeUninit<u8> has u8's layout and the bytes are initialised.
         let ubuf = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
         match sock.recv_from_with_flags(ubuf, libc::MSG_DONTWAIT) {
-            Ok((len, addr)) => batch.items.push((off, len, addr.as_socket())),
+            Ok((len, addr)) => batch.items.push((off, len, addr.as_socket(), None)),
             Err(e) if i > 0 && e.kind() == io::ErrorKind::WouldBlock => {
                 batch.drained = true;
                 break;
@@ -336,11 +359,14 @@ fn recv_into(fd: std::os::fd::RawFd, batch: &mut RecvBatch) -> io::Result<()> {
     Ok(())
 }
 
-/// The segment size of a GRO message (0 when the message is one datagram).
+/// What the control messages of a received message say: the GRO segment size (0 when
+/// the message is one datagram) and the local address it was sent to (packet info).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn gro_segment(h: &libc::msghdr) -> usize {
+fn control_info(h: &libc::msghdr) -> (usize, Option<IpAddr>) {
+    let mut seg = 0;
+    let mut local = None;
     if h.msg_controllen == 0 {
-        return 0;
+        return (seg, local);
     }
     // SAFETY: `h` is the header recvmmsg filled; CMSG_FIRSTHDR / CMSG_NXTHDR stay inside
     // msg_control[..msg_controllen] and return null past the end.
@@ -348,16 +374,59 @@ fn gro_segment(h: &libc::msghdr) -> usize {
     while !c.is_null() {
         // SAFETY: `c` is non-null and points at a cmsghdr inside the control buffer.
         let cm = unsafe { &*c };
-        if cm.cmsg_level == SOL_UDP && cm.cmsg_type == UDP_GRO {
-            // SAFETY: a UDP_GRO message carries one int; read unaligned as the data
-            // follows the header without alignment promises for us.
-            let v = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>()) };
-            return usize::try_from(v).unwrap_or(0);
+        // SAFETY (the three reads): the kernel wrote a payload of the type the level and
+        // type name right after the header; read unaligned, as the payload has no
+        // alignment promise for us.
+        match (cm.cmsg_level, cm.cmsg_type) {
+            (SOL_UDP, UDP_GRO) => {
+                let v =
+                    unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>()) };
+                seg = usize::try_from(v).unwrap_or(0);
+            }
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                let p = unsafe {
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>())
+                };
+                local = Some(IpAddr::from(u32::from_be(p.ipi_addr.s_addr).to_be_bytes()));
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                let p = unsafe {
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>())
+                };
+                local = Some(IpAddr::from(p.ipi6_addr.s6_addr));
+            }
+            _ => {}
         }
         // SAFETY: as for CMSG_FIRSTHDR.
         c = unsafe { libc::CMSG_NXTHDR(h, c) };
     }
-    0
+    (seg, local)
+}
+
+/// Asks the kernel to report with every datagram the local address it was sent to
+/// (`IP_PKTINFO`, or `IPV6_RECVPKTINFO` on an IPv6 socket), which [`RecvBatch::local`]
+/// then returns: what a socket bound to a wildcard address needs to know which of the
+/// host's addresses a peer wrote to. On systems without it: `Unsupported`.
+pub fn enable_pktinfo(sock: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let on: libc::c_int = 1;
+        if ipv6 {
+            crate::sys::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_RECVPKTINFO,
+                &on,
+            )
+        } else {
+            crate::sys::setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, &on)
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (sock, ipv6);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "packet info"))
+    }
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -15,6 +15,10 @@
 //! - [`Router`] (portable): the listener forwards each known peer's datagrams to that
 //!   peer's own loopback socket.
 //!
+//! - [`SharedSocket`] (for an owner that reads the socket itself, such as a reactor):
+//!   one socket for every peer and a table of [`Flow`]s in memory, no descriptor and no
+//!   system call per peer. It is not a [`Demux`]: it has no [`Link`] to poll.
+//!
 //! Options beyond the defaults: [`OsNetOptions`] (the reuseport BPF program) and
 //! [`RouterOptions`] (hand-over in memory instead of through the kernel).
 //!
@@ -95,12 +99,14 @@ mod core;
 mod link;
 mod osnet;
 mod router;
+mod shared;
 mod sys;
 
 use crate::batch::RecvBatch;
 pub use crate::link::Link;
 pub use crate::osnet::{OsNet, OsNetOptions};
 pub use crate::router::{Router, RouterOptions};
+pub use crate::shared::{Flow, FlowDatagram, SharedCounters, SharedSocket};
 
 // Links and demuxes cross threads (reactor and socket API rely on it).
 const _: () = {
@@ -110,6 +116,7 @@ const _: () = {
         send_sync::<dyn Demux>();
         send_sync::<OsNet>();
         send_sync::<Router>();
+        send_sync::<SharedSocket>();
     }
     let _ = check;
 };
