@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{four_ways, Variant};
+use common::{four_ways, six_ways, Variant};
 use dtls_reactor::{
     Admission, AdmissionLimits, AdmissionStats, ClientConfig, CloseReason, Connection,
     DtlsListener, Error, Limits, ReactorHandle, ServerConfig, State,
@@ -393,11 +393,13 @@ fn refused_reactor(v: Variant) {
 
 four_ways!(
     caps_socket,
-    caps_reactor,
     late_copies_socket,
-    late_copies_reactor,
     restart_socket,
+    refused_socket
+);
+six_ways!(
+    caps_reactor,
+    late_copies_reactor,
     restart_reactor,
-    refused_socket,
-    refused_reactor,
+    refused_reactor
 );

@@ -10,7 +10,7 @@ mod reactor_support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{four_ways, Variant};
+use common::{six_ways, Variant};
 use dtls_reactor::{ConnId, Ctx, Error, Handler, Limits};
 use reactor_support::*;
 
@@ -121,7 +121,7 @@ fn burst_in_one_callback(v: Variant) {
     server.stop();
 }
 
-four_ways!(burst_in_one_callback);
+six_ways!(burst_in_one_callback);
 
 /// Sends one record, waits `PAUSE` after its echo (longer than `shrink_after`),
 /// and again, `ROUNDS` times; then stops.
@@ -182,4 +182,4 @@ fn quiet_connections_release_buffers(v: Variant) {
     server.stop();
 }
 
-four_ways!(quiet_connections_release_buffers);
+six_ways!(quiet_connections_release_buffers);

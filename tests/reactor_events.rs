@@ -6,7 +6,7 @@ mod reactor_support;
 
 use std::time::Duration;
 
-use common::{four_ways, Variant};
+use common::{six_ways, Variant};
 use dtls_reactor::{CloseCause, Limits};
 use reactor_support::*;
 
@@ -327,7 +327,7 @@ fn two_records_one_datagram(v: Variant) {
 /// client's DTLS timers resend the ClientHello until OpenSSL's limit, then
 /// the handler hears LimitReached and the close.
 fn retransmit_limit(v: Variant) {
-    let silent = dtls_demux::bind(v.demux, v.any_port()).unwrap();
+    let silent = ServerPort::bind(v);
     let cfg = common::client()
         .initial_timeout(Duration::from_millis(10))
         .max_timeout(Duration::from_millis(20))
@@ -337,7 +337,7 @@ fn retransmit_limit(v: Variant) {
     let clog = log();
     let mut ch = Rec::new(clog.clone());
     ch.stop_on_close = true;
-    let client = clients(silent.local_addr().unwrap(), &cfg, 1, Limits::default(), ch);
+    let client = clients(silent.local_addr(), &cfg, 1, Limits::default(), ch);
     let st = client.handle.clone();
     client.join_within(T);
     let cev = events(&clog);
@@ -360,15 +360,15 @@ fn retransmit_limit(v: Variant) {
 /// event sequence without DTLS; UDP has no close message, the idle timeout
 /// ends the server side.
 fn plain_udp_session(v: Variant) {
-    let demux = dtls_demux::bind(v.demux, v.any_port()).unwrap();
-    let addr = demux.local_addr().unwrap();
+    let port = ServerPort::bind(v);
+    let addr = port.local_addr();
     let slog = log();
     let mut sh = Rec::new(slog.clone());
     sh.echo = true;
     let limits = Limits::default().idle_timeout(Some(Duration::from_millis(200)));
     let server = spawn(Some(addr), move || {
         let mut r = dtls_reactor::Reactor::with_limits(sh, limits).unwrap();
-        r.listen_plain(demux).unwrap();
+        port.listen_plain(&mut r);
         r
     });
     let clog = log();
@@ -437,9 +437,8 @@ fn user_timers(v: Variant) {
             }
         }
     }
-    let demux = dtls_demux::bind(v.demux, v.any_port()).unwrap();
     let mut r = dtls_reactor::Reactor::new(Timers { fired: vec![] }).unwrap();
-    r.listen(demux, &server_cfg()).unwrap();
+    ServerPort::bind(v).listen(&mut r, &server_cfg());
     let h = r.handle();
     let guard = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(10));
@@ -508,7 +507,7 @@ fn malformed_hellos_spare_sessions(v: Variant) {
     server.stop();
 }
 
-four_ways!(
+six_ways!(
     malformed_hellos_spare_sessions,
     normal_session,
     close_from_server,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{four_ways, Variant};
+use common::{six_ways, Variant};
 use dtls_reactor::{CloseCause, ConnId, Ctx, Handler, Limits};
 use reactor_support::*;
 
@@ -413,7 +413,7 @@ fn caps_hold_under_flood(v: Variant) {
     server.stop();
 }
 
-four_ways!(
+six_ways!(
     thousand_sessions,
     retransmit_through_relay,
     caps_hold_under_flood

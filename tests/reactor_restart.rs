@@ -8,7 +8,7 @@ mod reactor_support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{four_ways, Variant};
+use common::{six_ways, Variant};
 use dtls_reactor::{CloseCause, ConnId, Connection, Limits};
 use reactor_support::*;
 
@@ -245,7 +245,7 @@ fn duplicate_hello_is_not_a_restart(v: Variant) {
     assert_eq!(ids(&slog).len(), 1);
 }
 
-four_ways!(
+six_ways!(
     client_restarts,
     forged_hello_keeps_session,
     duplicate_hello_is_not_a_restart,

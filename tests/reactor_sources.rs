@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{four_ways, Variant};
+use common::{six_ways, Variant};
 use dtls_reactor::mio::net::{TcpListener, TcpStream, UnixStream};
 use dtls_reactor::mio::Interest;
 use dtls_reactor::{ConnId, Ctx, Handler, Reactor, Readiness, SourceId, SourceToken};
@@ -144,8 +144,8 @@ impl Control {
 /// One reactor, one thread: TCP control clients and DTLS peers are served
 /// side by side (requests interleaved, connections open across each other).
 fn tcp_and_dtls_in_one_reactor(v: Variant) {
-    let demux = dtls_demux::bind(v.demux, v.any_port()).expect("bind");
-    let dtls_addr = demux.local_addr().unwrap();
+    let port = ServerPort::bind(v);
+    let dtls_addr = port.local_addr();
     let mut tcp = TcpListener::bind(v.any_port()).expect("tcp bind");
     let tcp_addr = tcp.local_addr().unwrap();
     let tcp_closed = Arc::new(AtomicUsize::new(0));
@@ -160,7 +160,7 @@ fn tcp_and_dtls_in_one_reactor(v: Variant) {
             tcp_closed: closed,
         })
         .expect("reactor");
-        r.listen(demux, &cfg).expect("listen");
+        port.listen(&mut r, &cfg);
         // Registered before run, then moved into the handler.
         let id = r
             .sources()
@@ -201,7 +201,7 @@ fn tcp_and_dtls_in_one_reactor(v: Variant) {
     assert_eq!(h.echoed, 2);
 }
 
-four_ways!(tcp_and_dtls_in_one_reactor);
+six_ways!(tcp_and_dtls_in_one_reactor);
 
 /// Drains the stream to WouldBlock.
 fn drain(s: &mut UnixStream) {

@@ -3,22 +3,34 @@
 //! it (insert, restart, remove).
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
-use dtls_demux::batch::{self, RecvBatch};
-use dtls_demux::Link;
+use dtls_demux::batch::{self, RecvBatch, Transmit};
+use dtls_demux::{Flow, Link, SharedSocket};
 use mio::{Interest, Token};
 
+use super::listener::Port;
 use super::session::{Plain, Session};
-use super::{CloseCause, ConnId, Handler, Inner, Reactor, SharedStats, LINGER_READS};
+use super::{CloseCause, ConnId, Handler, Inner, ListenerId, Reactor, SharedStats, LINGER_READS};
 use crate::config::ClientConfig;
 use crate::conn::{Connection, Role};
 use crate::error::{Error, Result};
 
+/// How an entry reaches its peer.
 pub(super) enum Io {
+    /// A demux's link (a descriptor of its own, registered under the entry's key).
     Link(Link),
+    /// A client's own connected socket (registered likewise).
     Socket(mio::net::UdpSocket),
+    /// A flow of the shared socket of listener `li`: no descriptor; the
+    /// listener's reads hand the entry its datagrams.
+    Shared {
+        li: usize,
+        socket: Arc<SharedSocket>,
+        flow: Flow,
+    },
 }
 
 impl Io {
@@ -26,6 +38,7 @@ impl Io {
         match self {
             Io::Link(l) => l.send(d),
             Io::Socket(s) => s.send(d),
+            Io::Shared { socket, flow, .. } => socket.send_to(d, *flow),
         }
     }
     /// Sends the first datagrams of `d` in one system call; how many went.
@@ -33,13 +46,23 @@ impl Io {
         match self {
             Io::Link(l) => l.send_batch(d),
             Io::Socket(s) => batch::send_batch(s, None, d),
+            Io::Shared { socket, flow, .. } => {
+                let mut msgs = [socket.transmit(*flow, &[]); batch::MAX_SEND];
+                let n = d.len().min(batch::MAX_SEND);
+                for (m, d) in msgs.iter_mut().zip(&d[..n]) {
+                    m.data = d;
+                }
+                socket.send_batch(&msgs[..n])
+            }
         }
     }
-    /// Reads a batch of datagrams (memory queue first for links).
+    /// Reads a batch of datagrams (memory queue first for links). A shared
+    /// flow has nothing of its own to read: its listener's reads feed it.
     pub(super) fn recv_batch(&self, b: &mut RecvBatch) -> io::Result<usize> {
         match self {
             Io::Link(l) => l.recv_batch(b),
             Io::Socket(s) => batch::recv_batch(s, b),
+            Io::Shared { .. } => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
     /// Lets the kernel coalesce the peer's equal-size datagrams (this socket is only
@@ -48,6 +71,8 @@ impl Io {
         let r = match self {
             Io::Link(l) => l.enable_gro(),
             Io::Socket(s) => batch::enable_gro(s),
+            // The shared socket turned it on when it was made.
+            Io::Shared { .. } => Ok(()),
         };
         if let Err(e) = r {
             log::debug!("reactor: UDP GRO not enabled: {e}");
@@ -56,7 +81,21 @@ impl Io {
     pub(super) fn has_queued(&self) -> bool {
         match self {
             Io::Link(l) => l.has_queued(),
-            Io::Socket(_) => false,
+            Io::Socket(_) | Io::Shared { .. } => false,
+        }
+    }
+    /// The shared socket's listener, for a shared flow.
+    pub(super) fn shared_listener(&self) -> Option<usize> {
+        match self {
+            Io::Shared { li, .. } => Some(*li),
+            _ => None,
+        }
+    }
+    /// The datagram `d` to this shared flow, for a gathered send.
+    pub(super) fn transmit<'a>(&self, d: &'a [u8]) -> Option<Transmit<'a>> {
+        match self {
+            Io::Shared { socket, flow, .. } => Some(socket.transmit(*flow, d)),
+            _ => None,
         }
     }
 }
@@ -84,8 +123,9 @@ pub(super) struct Entry {
 
 impl Inner {
     /// Registers `io` (readable and writable, edge-triggered, under the slab
-    /// key as token) and puts a new entry in the slab; a connection's life
-    /// starts on it ([`Inner::start`]).
+    /// key as token; a shared flow: in its socket's table under the key) and
+    /// puts a new entry in the slab; a connection's life starts on it
+    /// ([`Inner::start`]).
     pub(super) fn insert(
         &mut self,
         conn: Session,
@@ -100,6 +140,8 @@ impl Inner {
         match &mut io {
             Io::Link(l) => self.poll.registry().register(l, token, interest)?,
             Io::Socket(s) => self.poll.registry().register(s, token, interest)?,
+            // In the socket's table under the key: its reads find the entry.
+            Io::Shared { socket, flow, .. } => socket.attach(*flow, key as u64)?,
         }
         io.enable_gro();
         entry.insert(Entry {
@@ -172,15 +214,43 @@ impl Inner {
         };
         let sock = mio::net::UdpSocket::bind(local)?;
         sock.connect(addr)?;
-        let conn = match config {
-            Some(c) => {
-                let mut conn = Connection::client_to(c, None, Some(addr))?;
-                conn.put_slot(slot);
-                Session::Dtls(Box::new(conn))
+        self.start_client(conn_for(config, addr, slot)?, Io::Socket(sock), addr)
+    }
+
+    /// A client session to `addr` on the shared socket of listener `via`
+    /// (see [`Reactor::connect_via`]).
+    pub(super) fn connect_via(
+        &mut self,
+        via: ListenerId,
+        local: Option<IpAddr>,
+        addr: SocketAddr,
+        config: Option<&ClientConfig>,
+    ) -> Result<ConnId> {
+        let socket = match self.listeners.get(via.0).map(|l| &l.port) {
+            Some(Port::Shared(s)) => s.clone(),
+            _ => {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a shared socket of this reactor",
+                )))
             }
-            None => Session::Plain(Box::new(Plain::new(Role::Client, slot))),
         };
-        let id = self.insert(conn, Io::Socket(sock), addr, None)?;
+        let flow = socket.flow(local, addr)?;
+        let slot = self.stats.admission.take(false).map_err(|cap| {
+            log::debug!("reactor: connect to {addr} refused: {cap}");
+            Error::Limit(cap)
+        })?;
+        let io = Io::Shared {
+            li: via.0,
+            socket,
+            flow,
+        };
+        self.start_client(conn_for(config, addr, slot)?, io, addr)
+    }
+
+    /// A new client entry: in the slab, counted, its first flight out.
+    fn start_client(&mut self, conn: Session, io: Io, addr: SocketAddr) -> Result<ConnId> {
+        let id = self.insert(conn, io, addr, None)?;
         SharedStats::inc(&self.stats.connects);
         self.flush(id.key);
         self.dirty.push_back(id.key);
@@ -189,7 +259,7 @@ impl Inner {
 
     /// Ends the connection on entry `key` and removes the entry: the link
     /// reads what lingers (OsNet), is deregistered and leaves the listener's
-    /// peer map.
+    /// peer map; a shared flow leaves its socket's table.
     pub(super) fn remove(&mut self, key: usize) {
         self.end(key);
         let Some(mut e) = self.conns.try_remove(key) else {
@@ -214,6 +284,10 @@ impl Inner {
         let r = match &mut e.io {
             Io::Link(l) => self.poll.registry().deregister(l),
             Io::Socket(s) => self.poll.registry().deregister(s),
+            Io::Shared { socket, flow, .. } => {
+                socket.detach(*flow);
+                Ok(())
+            }
         };
         if let Err(err) = r {
             log::warn!("reactor: deregister of {} failed: {err}", e.peer);
@@ -226,6 +300,22 @@ impl Inner {
         self.gauge();
         // Dropping the entry drops the link: the demux detaches the peer.
     }
+}
+
+/// A client session to `addr`: DTLS with a configuration, plain UDP without.
+fn conn_for(
+    config: Option<&ClientConfig>,
+    addr: SocketAddr,
+    slot: crate::admission::Slot,
+) -> Result<Session> {
+    Ok(match config {
+        Some(c) => {
+            let mut conn = Connection::client_to(c, None, Some(addr))?;
+            conn.put_slot(slot);
+            Session::Dtls(Box::new(conn))
+        }
+        None => Session::Plain(Box::new(Plain::new(Role::Client, slot))),
+    })
 }
 
 impl<H: Handler> Reactor<H> {

@@ -2,11 +2,8 @@
 //! connection leaves at once, and blocked connections are retried.
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
 
 use dtls_demux::batch;
-use dtls_demux::Demux;
 
 use super::entry::Io;
 use super::{CloseCause, ConnId, Handler, Inner, Reactor, SharedStats};
@@ -98,11 +95,31 @@ impl Inner {
         }
     }
 
-    /// Flushes every connection a handler sent on since the last call.
+    /// Flushes every connection a handler sent on (or a shared socket's read
+    /// fed) since the last call; the flows of shared sockets together, in
+    /// `sendmmsg` calls addressed to many peers.
     pub(super) fn flush_unflushed(&mut self) {
+        let mut shared = std::mem::take(&mut self.gather);
         while let Some(key) = self.unflushed.pop() {
-            if self.conns.get(key).is_some_and(|e| e.unflushed) {
-                self.flush(key);
+            match self.conns.get(key) {
+                Some(e) if e.unflushed && e.io.shared_listener().is_some() => shared.push(key),
+                Some(e) if e.unflushed => self.flush(key),
+                _ => {}
+            }
+        }
+        if !shared.is_empty() {
+            self.flush_gathered(&shared);
+            shared.clear();
+        }
+        self.gather = shared;
+    }
+
+    /// Queues connection `key` for the next [`Inner::flush_unflushed`].
+    pub(super) fn mark_unflushed(&mut self, key: usize) {
+        if let Some(e) = self.conns.get_mut(key) {
+            if !e.unflushed {
+                e.unflushed = true;
+                self.unflushed.push(key);
             }
         }
     }
@@ -121,18 +138,6 @@ impl Inner {
             }
         }
     }
-
-    /// Sends a front door's reply to a peer that has no connection (through
-    /// the listener).
-    pub(super) fn send_to(&mut self, demux: &Arc<dyn Demux>, d: &[u8], peer: SocketAddr) {
-        match demux.send_to(d, peer) {
-            Ok(_) => SharedStats::inc(&self.stats.datagrams_out),
-            Err(e) => {
-                SharedStats::inc(&self.stats.send_errors);
-                log::trace!("reactor: reply to {peer} failed: {e}");
-            }
-        }
-    }
 }
 
 impl<H: Handler> Reactor<H> {
@@ -142,8 +147,11 @@ impl<H: Handler> Reactor<H> {
         for k in blocked {
             let matches = match (listener, key) {
                 (_, Some(x)) => x == k,
+                // The listener's socket sends for Router links and shared flows.
                 (Some(li), None) => self.inner.conns.get(k).is_some_and(|e| {
-                    e.listener == Some(li) && matches!(e.io, Io::Link(ref l) if l.kind() == dtls_demux::DemuxKind::Router)
+                    e.io.shared_listener() == Some(li)
+                        || (e.listener == Some(li)
+                            && matches!(e.io, Io::Link(ref l) if l.kind() == dtls_demux::DemuxKind::Router))
                 }),
                 (None, None) => false,
             };

@@ -2,7 +2,7 @@
 //! callback ([`Ctx`]).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 #[cfg(doc)]
@@ -153,6 +153,29 @@ impl Ctx<'_> {
     /// Starts a plain UDP client session to `addr` (see [`Reactor::listen_plain`]).
     pub fn connect_plain(&mut self, addr: SocketAddr) -> Result<ConnId> {
         self.inner.connect_with(addr, None)
+    }
+
+    /// Starts a client connection to `addr` on a shared socket of this
+    /// reactor (see [`Reactor::connect_via`]).
+    pub fn connect_via(
+        &mut self,
+        via: ListenerId,
+        local: Option<IpAddr>,
+        addr: SocketAddr,
+        config: &ClientConfig,
+    ) -> Result<ConnId> {
+        self.inner.connect_via(via, local, addr, Some(config))
+    }
+
+    /// Starts a plain UDP client session on a shared socket (see
+    /// [`Reactor::connect_via`]).
+    pub fn connect_plain_via(
+        &mut self,
+        via: ListenerId,
+        local: Option<IpAddr>,
+        addr: SocketAddr,
+    ) -> Result<ConnId> {
+        self.inner.connect_via(via, local, addr, None)
     }
 
     /// Stops the reactor after this turn (see [`ReactorHandle::stop`]).

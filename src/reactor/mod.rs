@@ -30,6 +30,7 @@ mod listener;
 mod read;
 mod session;
 mod settle;
+mod shared;
 mod source;
 mod stats;
 mod timeouts;
@@ -91,6 +92,8 @@ struct Inner {
     unflushed: Vec<usize>,
     /// The handler's own sources ([`Ctx::sources`]).
     sources: Sources,
+    /// Shared-flow entries of the current [`Inner::flush_unflushed`].
+    gather: Vec<usize>,
 }
 
 impl Inner {
@@ -191,6 +194,9 @@ pub struct Reactor<H: Handler> {
     tokens: Vec<(Token, Readiness)>,
     /// What `drain_listener`'s last batch held.
     received: Vec<dtls_demux::Received>,
+    /// What `drain_shared`'s last batch held, and the entries it fed.
+    flows: Vec<dtls_demux::FlowDatagram>,
+    touched: Vec<usize>,
     plain: Vec<u8>,
 }
 
@@ -251,11 +257,14 @@ impl<H: Handler> Reactor<H> {
                 lbatch: Some(RecvBatch::new(RECV_SLOTS)),
                 unflushed: Vec::new(),
                 sources: Sources::default(),
+                gather: Vec::new(),
             },
             handler,
             events: Events::with_capacity(1024),
             tokens: Vec::with_capacity(1024),
             received: Vec::with_capacity(RECV_SLOTS),
+            flows: Vec::with_capacity(RECV_SLOTS),
+            touched: Vec::with_capacity(RECV_SLOTS),
             plain: vec![0u8; RECV_BUF],
         })
     }
@@ -269,6 +278,38 @@ impl<H: Handler> Reactor<H> {
     /// Starts a client connection to `addr` (see [`Ctx::connect`]).
     pub fn connect(&mut self, addr: SocketAddr, config: &ClientConfig) -> Result<ConnId> {
         self.inner.connect(addr, config)
+    }
+
+    /// Starts a client connection to `addr` on the shared socket of `via`
+    /// ([`Reactor::add_client_socket`], or a [`Reactor::listen_shared`]
+    /// listener) instead of a socket of its own: many client sessions, one
+    /// descriptor. Sessions on one socket are told apart by their
+    /// [`Flow`](dtls_demux::Flow): the server's address, and `local`, the
+    /// local address the session sends from, which a socket bound to a
+    /// wildcard address needs (many sessions to one server from one socket:
+    /// one local address each, such as 127.0.x.y on loopback) and a socket
+    /// bound to one address ignores. `InvalidInput` when `via` is no shared
+    /// socket or the flow cannot be made, `AlreadyExists` when the flow has a
+    /// session.
+    pub fn connect_via(
+        &mut self,
+        via: ListenerId,
+        local: Option<std::net::IpAddr>,
+        addr: SocketAddr,
+        config: &ClientConfig,
+    ) -> Result<ConnId> {
+        self.inner.connect_via(via, local, addr, Some(config))
+    }
+
+    /// A plain UDP client session on a shared socket (see
+    /// [`Reactor::connect_via`], [`Reactor::listen_plain_shared`]).
+    pub fn connect_plain_via(
+        &mut self,
+        via: ListenerId,
+        local: Option<std::net::IpAddr>,
+        addr: SocketAddr,
+    ) -> Result<ConnId> {
+        self.inner.connect_via(via, local, addr, None)
     }
 
     /// A handle for other threads.
@@ -398,7 +439,7 @@ impl<H: Handler> Reactor<H> {
         }
         for li in 0..self.inner.listeners.len() {
             let l = &self.inner.listeners[li];
-            if l.pending || l.demux.has_buffered() {
+            if l.pending || l.port.has_buffered() {
                 self.drain_listener(li);
                 self.run_dirty();
             }

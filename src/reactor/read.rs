@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dtls_demux::batch::RecvBatch;
-use dtls_demux::{Demux, Incoming, Route};
+use dtls_demux::{Demux, Flow, Incoming, Route, SharedSocket};
 
 use super::entry::Io;
+use super::listener::Port;
 use super::session::{Plain, Session};
 use super::{CloseCause, Handler, Inner, ListenerId, Reactor, SharedStats, RECV_SLOTS};
 use crate::admission::Count;
@@ -24,6 +25,10 @@ impl<H: Handler> Reactor<H> {
     /// front door, datagrams of known peers were handed to their link by the
     /// demux (a link's memory queue makes its connection ready).
     pub(super) fn drain_listener(&mut self, li: usize) {
+        let demux = match &self.inner.listeners[li].port {
+            Port::Demux(d) => d.clone(),
+            Port::Shared(_) => return self.drain_shared(li),
+        };
         let mut batch = self
             .inner
             .lbatch
@@ -31,7 +36,6 @@ impl<H: Handler> Reactor<H> {
             .unwrap_or_else(|| RecvBatch::new(RECV_SLOTS));
         let mut got = std::mem::take(&mut self.received);
         let budget = self.inner.limits.datagrams_per_turn;
-        let demux = self.inner.listeners[li].demux.clone();
         let mut done = 0;
         let mut exhausted = true;
         while done < budget {
@@ -50,7 +54,7 @@ impl<H: Handler> Reactor<H> {
                                             self.inner.mark_ready(k);
                                         }
                                     }
-                                    None => self.unknown(li, &demux, peer, d),
+                                    None => self.unknown(li, Via::Demux(&demux), peer, d),
                                 }
                             }
                             Incoming::Routed {
@@ -89,26 +93,24 @@ impl<H: Handler> Reactor<H> {
         self.inner.lbatch = Some(batch);
         self.received = got;
         let l = &mut self.inner.listeners[li];
-        l.pending = exhausted || l.demux.has_buffered();
+        l.pending = exhausted || l.port.has_buffered();
     }
 
     /// A datagram from a peer without a connection on listener `li`: the
     /// front door decides; an incoming peer is put to the handler
     /// ([`Handler::on_accept`]) before its handshake starts.
-    pub(super) fn unknown(
-        &mut self,
-        li: usize,
-        demux: &Arc<dyn Demux>,
-        peer: SocketAddr,
-        data: &[u8],
-    ) {
+    pub(super) fn unknown(&mut self, li: usize, via: Via<'_>, peer: SocketAddr, data: &[u8]) {
+        if !self.inner.listeners[li].accepts {
+            log::trace!("reactor: datagram of {peer}, which has no session here, dropped");
+            return;
+        }
         let Some(door) = self.inner.listeners[li].door.as_mut() else {
-            self.unknown_plain(li, demux, peer, data);
+            self.unknown_plain(li, via, peer, data);
             return;
         };
         let incoming = match door.handle(peer, &Datagram::parse(data)) {
             Admit::Reply(r) => {
-                self.inner.send_to(demux, &r, peer);
+                via.reply(&mut self.inner, &r, peer);
                 return;
             }
             Admit::Drop(_) => return,
@@ -122,21 +124,15 @@ impl<H: Handler> Reactor<H> {
         };
         match door.accept(incoming) {
             Ok(conn) => {
-                self.open(li, demux, peer, Session::Dtls(Box::new(conn)));
+                self.open(li, via, peer, Session::Dtls(Box::new(conn)));
             }
-            Err(refusal) => self.refused(refusal, |inner, a| inner.send_to(demux, a, peer)),
+            Err(refusal) => self.refused(refusal, |inner, a| via.reply(inner, a, peer)),
         }
     }
 
     /// Plain UDP: the first datagram opens the session (within the caps, if
     /// the handler accepts) and is its first data.
-    pub(super) fn unknown_plain(
-        &mut self,
-        li: usize,
-        demux: &Arc<dyn Demux>,
-        peer: SocketAddr,
-        data: &[u8],
-    ) {
+    pub(super) fn unknown_plain(&mut self, li: usize, via: Via<'_>, peer: SocketAddr, data: &[u8]) {
         let admission = self.inner.stats.admission.clone();
         let slot = match admission.take(false) {
             Ok(s) => s,
@@ -151,7 +147,7 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         let conn = Session::Plain(Box::new(Plain::new(Role::Server, slot)));
-        if let Some(key) = self.open(li, demux, peer, conn) {
+        if let Some(key) = self.open(li, via, peer, conn) {
             if let Some(e) = self.inner.conns.get_mut(key) {
                 let _ = e.conn.feed(data);
             }
@@ -193,32 +189,30 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// A new server session of listener `li` for `peer`: attaches its link,
-    /// registers it and sends what it has queued (the first flight).
+    /// A new server session of listener `li` for `peer`: attaches its link
+    /// (or enters its flow in the shared socket's table), registers it and
+    /// sends what it has queued (the first flight).
     pub(super) fn open(
         &mut self,
         li: usize,
-        demux: &Arc<dyn Demux>,
+        via: Via<'_>,
         peer: SocketAddr,
         conn: Session,
     ) -> Option<usize> {
         let stats = self.inner.stats.clone();
-        let link = match demux.attach(peer) {
-            Ok(l) => l,
+        let io = match via.io(peer) {
+            Ok(io) => io,
             Err(e) => {
                 SharedStats::inc(&stats.io_errors);
                 log::warn!("reactor: no link could be attached for {peer}: {e}");
                 return None;
             }
         };
-        if let Err(e) = link.socket().set_nonblocking(true) {
-            SharedStats::inc(&stats.io_errors);
-            log::debug!("reactor: link of {peer}: {e}");
-            return None;
-        }
-        let key_peer = link.peer_addr();
-        let queued = link.has_queued();
-        let id = match self.inner.insert(conn, Io::Link(link), peer, Some(li)) {
+        let (key_peer, queued) = match &io {
+            Io::Link(link) => (Some(link.peer_addr()), link.has_queued()),
+            _ => (None, false),
+        };
+        let id = match self.inner.insert(conn, io, peer, Some(li)) {
             Ok(id) => id,
             Err(e) => {
                 SharedStats::inc(&stats.io_errors);
@@ -227,7 +221,9 @@ impl<H: Handler> Reactor<H> {
             }
         };
         SharedStats::inc(&stats.accepted);
-        self.inner.listeners[li].peers.insert(key_peer, id.key);
+        if let Some(p) = key_peer {
+            self.inner.listeners[li].peers.insert(p, id.key);
+        }
         if queued {
             self.inner.mark_ready(id.key);
         }
@@ -273,6 +269,44 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
+    /// One datagram from connection `key`'s peer: to the front door when it
+    /// may be the peer restarting, else into the connection, its plaintext
+    /// delivered. False when the connection takes no more (gone, closed,
+    /// closing).
+    pub(super) fn ingest(&mut self, key: usize, d: &[u8]) -> bool {
+        let Some(e) = self.inner.conns.get_mut(key) else {
+            return false;
+        };
+        if e.closed || e.forced.is_some() {
+            return false;
+        }
+        let view = e.conn.as_dtls().map(|c| {
+            let v = Datagram::parse(d);
+            (FrontDoor::wants(c, &v), v)
+        });
+        if let (Some((true, v)), Some(li)) = (&view, e.listener) {
+            // The front door's (the peer may have restarted): not fed
+            // to the established session and not counted as life of it.
+            self.restart(key, li, v);
+            return true;
+        }
+        e.last_rx = Instant::now();
+        if e.shrink_armed.is_none() && !e.conn.is_handshaking() {
+            // Shrunk while quiet: watch for the next quiet spell.
+            let at = e.last_rx;
+            self.inner.arm_shrink(key, at);
+        }
+        let Some(e) = self.inner.conns.get_mut(key) else {
+            return false;
+        };
+        let _ = match (&mut e.conn, &view) {
+            (Session::Dtls(c), Some((_, v))) => c.feed_datagram(v),
+            (other, _) => other.feed(d),
+        };
+        self.deliver(key);
+        true
+    }
+
     /// Reads a connection's socket (and memory queue) up to the budget, a batch
     /// of datagrams per system call; what the handler sends in reply goes out
     /// batched after each batch.
@@ -304,39 +338,10 @@ impl<H: Handler> Reactor<H> {
                     }
                     done += n.max(1);
                     for i in 0..n {
-                        let d = batch.get(i);
-                        let Some(e) = self.inner.conns.get_mut(key) else {
-                            exhausted = false;
-                            break 'read;
-                        };
-                        if e.closed || e.forced.is_some() {
+                        if !self.ingest(key, batch.get(i)) {
                             exhausted = false;
                             break 'read;
                         }
-                        let view = e.conn.as_dtls().map(|c| {
-                            let v = Datagram::parse(d);
-                            (FrontDoor::wants(c, &v), v)
-                        });
-                        if let (Some((true, v)), Some(li)) = (&view, e.listener) {
-                            // The front door's (the peer may have restarted): not fed
-                            // to the established session and not counted as life of it.
-                            self.restart(key, li, v);
-                            continue;
-                        }
-                        e.last_rx = Instant::now();
-                        if e.shrink_armed.is_none() && !e.conn.is_handshaking() {
-                            // Shrunk while quiet: watch for the next quiet spell.
-                            let at = e.last_rx;
-                            self.inner.arm_shrink(key, at);
-                        }
-                        let Some(e) = self.inner.conns.get_mut(key) else {
-                            break 'read;
-                        };
-                        let _ = match (&mut e.conn, &view) {
-                            (Session::Dtls(c), Some((_, v))) => c.feed_datagram(v),
-                            (other, _) => other.feed(d),
-                        };
-                        self.deliver(key);
                     }
                     self.inner.flush(key);
                     self.inner.flush_unflushed();
@@ -383,5 +388,47 @@ impl<H: Handler> Reactor<H> {
             self.inner.mark_ready(key);
         }
         self.pump(key);
+    }
+}
+
+/// Where a listener's new peer is reached: through its demux (a link to
+/// attach) or on a flow of its shared socket.
+#[derive(Clone, Copy)]
+pub(super) enum Via<'a> {
+    Demux(&'a Arc<dyn Demux>),
+    Shared(&'a Arc<SharedSocket>, Flow, usize),
+}
+
+impl Via<'_> {
+    /// Sends a front door's reply (a HelloVerifyRequest, an alert) to `peer`,
+    /// which has no connection.
+    fn reply(self, inner: &mut Inner, d: &[u8], peer: SocketAddr) {
+        let r = match self {
+            Via::Demux(demux) => demux.send_to(d, peer),
+            Via::Shared(socket, flow, _) => socket.send_to(d, flow),
+        };
+        match r {
+            Ok(_) => SharedStats::inc(&inner.stats.datagrams_out),
+            Err(e) => {
+                SharedStats::inc(&inner.stats.send_errors);
+                log::trace!("reactor: reply to {peer} failed: {e}");
+            }
+        }
+    }
+
+    /// The I/O of a new connection with `peer`.
+    fn io(self, peer: SocketAddr) -> io::Result<Io> {
+        match self {
+            Via::Demux(demux) => {
+                let link = demux.attach(peer)?;
+                link.socket().set_nonblocking(true)?;
+                Ok(Io::Link(link))
+            }
+            Via::Shared(socket, flow, li) => Ok(Io::Shared {
+                li,
+                socket: socket.clone(),
+                flow,
+            }),
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Test scaffolding of the dtls-reactor workspace, written once for both crates.
 //!
 //! - [`variant`]: [`Fam`], [`Variant`] and [`four_ways!`], the four ways every socket test
-//!   runs (IPv4 or IPv6 loopback, OsNet or Router). Used by the tests of `dtls-demux` and
-//!   of `dtls-reactor`.
+//!   runs (IPv4 or IPv6 loopback, OsNet or Router), and [`six_ways!`], which adds the
+//!   shared socket for reactor tests. Used by the tests of `dtls-demux` and of
+//!   `dtls-reactor`.
 //! - [`pki`] (feature `engine`): the test PKI of `tests/certs/` and the standard client and
 //!   server configs.
 //! - [`pair`] (feature `engine`): the in-memory pair driver, a client and a server

@@ -1,4 +1,7 @@
-//! The four ways every socket test runs: IPv4 or IPv6 loopback, OsNet or Router.
+//! The four ways every socket test runs: IPv4 or IPv6 loopback, OsNet or Router; and
+//! the six ways of reactor tests, which add the shared socket
+//! (`dtls_demux::SharedSocket`, one socket for every peer), which only the reactor
+//! serves.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -42,8 +45,11 @@ impl Fam {
 pub struct Variant {
     /// The address family: the server and its clients use its loopback address.
     pub fam: Fam,
-    /// The demux the server listens with.
+    /// The demux the server listens with (unused when `shared`).
     pub demux: DemuxKind,
+    /// The server listens on a `SharedSocket` instead of a demux (reactor tests:
+    /// [`six_ways!`](crate::six_ways)).
+    pub shared: bool,
 }
 
 impl Variant {
@@ -57,7 +63,20 @@ impl Variant {
 
     /// The variant of `fam` and `demux`.
     pub const fn of(fam: Fam, demux: DemuxKind) -> Self {
-        Variant { fam, demux }
+        Variant {
+            fam,
+            demux,
+            shared: false,
+        }
+    }
+
+    /// The variant of `fam` whose server listens on a shared socket.
+    pub const fn shared(fam: Fam) -> Self {
+        Variant {
+            fam,
+            demux: DemuxKind::OsNet,
+            shared: true,
+        }
     }
 
     /// IPv6 when `v6`, else IPv4, with `demux`.
@@ -104,6 +123,32 @@ macro_rules! four_ways {
                 fn v4_router() { super::$name(Variant::of(Fam::V4, DemuxKind::Router)) }
                 #[test]
                 fn v6_router() { super::$name(Variant::of(Fam::V6, DemuxKind::Router)) }
+            }
+        )*
+    };
+}
+
+/// [`four_ways!`](crate::four_ways) plus two tests on a shared socket, for tests of
+/// the reactor (the one front end that serves `SharedSocket`): `v4_osnet`, `v6_osnet`,
+/// `v4_router`, `v6_router`, `v4_shared`, `v6_shared`.
+#[macro_export]
+macro_rules! six_ways {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::{DemuxKind, Fam, Variant};
+                #[test]
+                fn v4_osnet() { super::$name(Variant::of(Fam::V4, DemuxKind::OsNet)) }
+                #[test]
+                fn v6_osnet() { super::$name(Variant::of(Fam::V6, DemuxKind::OsNet)) }
+                #[test]
+                fn v4_router() { super::$name(Variant::of(Fam::V4, DemuxKind::Router)) }
+                #[test]
+                fn v6_router() { super::$name(Variant::of(Fam::V6, DemuxKind::Router)) }
+                #[test]
+                fn v4_shared() { super::$name(Variant::shared(Fam::V4)) }
+                #[test]
+                fn v6_shared() { super::$name(Variant::shared(Fam::V6)) }
             }
         )*
     };

@@ -7,4 +7,4 @@ pub mod relay;
 
 pub use dtls_test_support::pair::{echo, handshake, handshake_with, peer, transfer, Dir, Pair};
 pub use dtls_test_support::pki::*;
-pub use dtls_test_support::{four_ways, Variant};
+pub use dtls_test_support::{four_ways, six_ways, Variant};

@@ -171,6 +171,51 @@ impl<H: Handler + Send + 'static> Drop for Running<H> {
     }
 }
 
+/// A fresh server socket of the variant on a free port: a demux, or a shared socket.
+pub enum ServerPort {
+    Demux(Arc<dyn dtls_demux::Demux>),
+    Shared(Arc<dtls_demux::SharedSocket>),
+}
+
+impl ServerPort {
+    /// Binds the variant's server socket on `addr`.
+    pub fn bind_at(v: Variant, addr: SocketAddr) -> Self {
+        if v.shared {
+            ServerPort::Shared(dtls_demux::SharedSocket::bind(addr).expect("bind"))
+        } else {
+            ServerPort::Demux(dtls_demux::bind(v.demux, addr).expect("bind"))
+        }
+    }
+
+    /// Binds the variant's server socket on a free loopback port.
+    pub fn bind(v: Variant) -> Self {
+        Self::bind_at(v, v.any_port())
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        match self {
+            ServerPort::Demux(d) => d.local_addr().unwrap(),
+            ServerPort::Shared(s) => s.local_addr(),
+        }
+    }
+
+    /// Serves DTLS with `cfg` on it in `r`.
+    pub fn listen<H: Handler>(self, r: &mut Reactor<H>, cfg: &ServerConfig) -> ListenerId {
+        match self {
+            ServerPort::Demux(d) => r.listen(d, cfg).expect("listen"),
+            ServerPort::Shared(s) => r.listen_shared(s, cfg).expect("listen"),
+        }
+    }
+
+    /// Serves plain UDP on it in `r`.
+    pub fn listen_plain<H: Handler>(self, r: &mut Reactor<H>) -> ListenerId {
+        match self {
+            ServerPort::Demux(d) => r.listen_plain(d).expect("listen"),
+            ServerPort::Shared(s) => r.listen_plain_shared(s).expect("listen"),
+        }
+    }
+}
+
 /// Serves DTLS on a fresh listener of the variant, on its own thread.
 pub fn serve<H: Handler + Send + 'static>(
     v: Variant,
@@ -178,12 +223,12 @@ pub fn serve<H: Handler + Send + 'static>(
     limits: Limits,
     handler: H,
 ) -> Running<H> {
-    let demux = dtls_demux::bind(v.demux, v.any_port()).expect("bind");
-    let addr = demux.local_addr().unwrap();
+    let port = ServerPort::bind(v);
+    let addr = port.local_addr();
     let cfg = cfg.clone();
     spawn(Some(addr), move || {
         let mut r = Reactor::with_limits(handler, limits).expect("reactor");
-        r.listen(demux, &cfg).expect("listen");
+        port.listen(&mut r, &cfg);
         r
     })
 }
