@@ -1,5 +1,6 @@
 //! Several reactors on one port (one per thread): OsNet listeners from
-//! `OsNet::bind_group`, Router listeners as `SO_REUSEPORT` sockets. Every
+//! `OsNet::bind_group`, Router listeners as `SO_REUSEPORT` sockets, shared
+//! sockets from `SharedSocket::bind_group`. Every
 //! session is served, by exactly one reactor, and the load is spread.
 
 mod common;
@@ -9,13 +10,20 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{four_ways, Variant};
+use common::{six_ways, Variant};
 use dtls_demux::{Demux, DemuxKind, OsNet, Router};
 use dtls_reactor::{Limits, Reactor};
 use reactor_support::*;
 
-fn group(v: Variant, n: usize) -> Vec<Arc<dyn Demux>> {
-    match v.demux {
+fn group(v: Variant, n: usize) -> Vec<ServerPort> {
+    if v.shared {
+        return dtls_demux::SharedSocket::bind_group(v.any_port(), n)
+            .unwrap()
+            .into_iter()
+            .map(ServerPort::Shared)
+            .collect();
+    }
+    let demuxes: Vec<Arc<dyn Demux>> = match v.demux {
         DemuxKind::OsNet => OsNet::bind_group(v.any_port(), n)
             .unwrap()
             .into_iter()
@@ -38,15 +46,16 @@ fn group(v: Variant, n: usize) -> Vec<Arc<dyn Demux>> {
                 })
                 .collect()
         }
-    }
+    };
+    demuxes.into_iter().map(ServerPort::Demux).collect()
 }
 
 fn two_reactors_one_port(v: Variant) {
     const SESSIONS: usize = 60;
     let cfg = common::server().build().unwrap();
     let demuxes = group(v, 2);
-    let addr = demuxes[0].local_addr().unwrap();
-    assert_eq!(demuxes[1].local_addr().unwrap(), addr);
+    let addr = demuxes[0].local_addr();
+    assert_eq!(demuxes[1].local_addr(), addr);
     let mut servers = Vec::new();
     let mut logs = Vec::new();
     for d in demuxes {
@@ -57,7 +66,7 @@ fn two_reactors_one_port(v: Variant) {
         let cfg = cfg.clone();
         servers.push(spawn(Some(addr), move || {
             let mut r = Reactor::new(h).unwrap();
-            r.listen(d, &cfg).unwrap();
+            d.listen(&mut r, &cfg);
             r
         }));
     }
@@ -99,4 +108,4 @@ fn two_reactors_one_port(v: Variant) {
     assert!(accepted.iter().all(|&a| a > 0), "load spread: {accepted:?}");
 }
 
-four_ways!(two_reactors_one_port);
+six_ways!(two_reactors_one_port);
