@@ -34,7 +34,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let cfg = args.server.config()?;
     let addr = SocketAddr::new(args.server.bind, args.server.port);
-    let listener = Arc::new(DtlsListener::bind(addr, &cfg, args.server.demux)?);
+    let listener = Arc::new(DtlsListener::bind(
+        addr,
+        &cfg,
+        args.server.demux.socket_kind()?,
+    )?);
     println!(
         "echo_seq: listening on {} ({}, DTLS {:?})",
         listener.local_addr()?,

@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let cfg = args.server.config()?;
     let addr = SocketAddr::new(args.server.bind, args.server.port);
-    let listener = DtlsListener::bind(addr, &cfg, args.server.demux)?;
+    let listener = DtlsListener::bind(addr, &cfg, args.server.demux.socket_kind()?)?;
     // Wake up now and then to check --max-clients.
     listener.set_read_timeout(Some(Duration::from_millis(200)))?;
     println!(

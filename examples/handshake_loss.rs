@@ -213,7 +213,7 @@ fn server_config() -> ServerConfig {
     common::ServerOpts {
         bind: Ipv4Addr::LOCALHOST.into(),
         port: 0,
-        demux: DemuxKind::OsNet,
+        demux: common::DemuxChoice::Kind(DemuxKind::OsNet),
         dtls: Protocol::Dtls1_2,
         cert: None,
         key: None,

@@ -4,6 +4,7 @@
 //! cargo run --release --example reactor_client -- 127.0.0.1 28000 --sessions 64 --count 1000 --size 100
 //! cargo run --release --example reactor_client -- 127.0.0.1 28000 --sessions 1000 --count 0   # handshakes only
 //! cargo run --release --example reactor_client -- 127.0.0.1 28000 --raw --sessions 64 --count 1000
+//! cargo run --release --example reactor_client -- 127.0.0.1 28000 --shared --sessions 20000 --count 1
 //! ```
 //!
 //! Each session runs its handshake; once every session is connected, each runs
@@ -13,7 +14,11 @@
 //! and exits non-zero if any session failed (an error, a wrong echo, or not
 //! done within `--timeout`). `--raw` runs the same sessions as plain UDP
 //! sessions of the same reactor (`Reactor::connect_plain`) against
-//! `reactor_echo --raw`: the baseline of the bench.
+//! `reactor_echo --raw`: the baseline of the bench. `--shared` runs every
+//! session on one socket (`Reactor::connect_via` on a wildcard
+//! `SharedSocket`), session i from 127.1.0.1 + i (IPv4 servers; each 127/8
+//! address is the loopback's): no descriptor per session, so no limit from
+//! `ulimit -n`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -56,6 +61,10 @@ struct Args {
     /// Pin the thread to this CPU.
     #[arg(long)]
     pin: Option<usize>,
+    /// All sessions on one shared socket, each from its own 127.x address
+    /// (IPv4 servers only).
+    #[arg(long)]
+    shared: bool,
 }
 
 const START: u64 = 0;
@@ -63,6 +72,10 @@ const GIVE_UP: u64 = 1;
 
 struct Sessions {
     addr: SocketAddr,
+    /// The shared socket every session runs on (`--shared`), and the next
+    /// session's index (its local address).
+    via: Option<dtls_reactor::ListenerId>,
+    next_local: usize,
     /// `None`: plain UDP sessions.
     cfg: Option<ClientConfig>,
     payload: Vec<u8>,
@@ -90,9 +103,19 @@ impl Sessions {
     fn start_more(&mut self, ctx: &mut Ctx<'_>) {
         while self.to_start > 0 && self.handshaking < self.parallel {
             self.to_start -= 1;
-            let r = match &self.cfg {
-                Some(cfg) => ctx.connect(self.addr, cfg),
-                None => ctx.connect_plain(self.addr),
+            let r = match (self.via, &self.cfg) {
+                (None, Some(cfg)) => ctx.connect(self.addr, cfg),
+                (None, None) => ctx.connect_plain(self.addr),
+                (Some(via), cfg) => {
+                    let local = Some(std::net::IpAddr::V4(common::session_local_v4(
+                        self.next_local,
+                    )));
+                    self.next_local += 1;
+                    match cfg {
+                        Some(cfg) => ctx.connect_via(via, local, self.addr, cfg),
+                        None => ctx.connect_plain_via(via, local, self.addr),
+                    }
+                }
             };
             match r {
                 Ok(_) => self.handshaking += 1,
@@ -263,8 +286,14 @@ fn main() -> ExitCode {
             }
         }
     };
+    if args.shared && !addr.is_ipv4() {
+        eprintln!("--shared: sessions leave from 127.x addresses; the server must be IPv4");
+        return ExitCode::FAILURE;
+    }
     let handler = Sessions {
         addr,
+        via: None,
+        next_local: 0,
         cfg,
         payload: vec![0x5a; args.size],
         count: args.count,
@@ -295,6 +324,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.shared {
+        let socket = match dtls_demux::SharedSocket::bind("0.0.0.0:0".parse().unwrap()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("shared socket: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match r.add_client_socket(socket) {
+            Ok(via) => r.handler_mut().via = Some(via),
+            Err(e) => {
+                eprintln!("shared socket: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     r.set_timer(Duration::ZERO, START);
     r.set_timer(Duration::from_secs(args.timeout), GIVE_UP);
     if let Err(e) = r.run() {

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example reactor_echo -- --port 28000 --threads 2
 //! cargo run --release --example reactor_echo -- --demux router --in-memory
+//! cargo run --release --example reactor_echo -- --demux shared   # one socket for every peer
 //! cargo run --release --example reactor_echo -- --raw     # plain UDP echo, same loop shape
 //! cargo run --release --example reactor_echo -- --psk device-1:30313233343536373839616263646566 --ciphers PSK-AES128-CCM8
 //! ```
@@ -13,7 +14,8 @@
 //! With `--threads N` the port is served by N reactors: OsNet listeners form one
 //! reuseport group whose BPF program spreads peers by address and port
 //! (`OsNet::bind_group`); Router listeners are N `SO_REUSEPORT` sockets (the
-//! kernel's own hash by address and port). `--raw` echoes plain UDP on the same
+//! kernel's own hash by address and port); shared sockets form a reuseport
+//! group like OsNet's (`SharedSocket::bind_group`). `--raw` echoes plain UDP on the same
 //! reactors, demux and limits (`Reactor::listen_plain`): the bench's baseline.
 //! `--pin` pins thread i to CPU i (modulo the CPUs available).
 
@@ -26,7 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use dtls_demux::{Demux, DemuxKind, OsNet, Router, RouterOptions};
+use common::DemuxChoice;
+use dtls_demux::{Demux, DemuxKind, OsNet, Router, RouterOptions, SharedSocket};
 use dtls_reactor::{CloseCause, ConnId, Ctx, Error, Handler, Limits, Reactor, TimerId};
 
 #[derive(Parser, Debug)]
@@ -95,13 +98,37 @@ fn pin(i: usize) {
     }
 }
 
-fn listeners(args: &Args, addr: SocketAddr) -> io::Result<Vec<Arc<dyn Demux>>> {
+/// What one reactor serves: a demux's listener, or a shared socket.
+enum Port {
+    Demux(Arc<dyn Demux>),
+    Shared(Arc<SharedSocket>),
+}
+
+impl Port {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Port::Demux(d) => d.local_addr(),
+            Port::Shared(s) => Ok(s.local_addr()),
+        }
+    }
+}
+
+fn listeners(args: &Args, addr: SocketAddr) -> io::Result<Vec<Port>> {
     let n = args.threads.max(1);
-    match args.server.demux {
-        DemuxKind::OsNet => Ok(OsNet::bind_group(addr, n)?
+    let kind = match args.server.demux {
+        DemuxChoice::Shared => {
+            return Ok(SharedSocket::bind_group(addr, n)?
+                .into_iter()
+                .map(Port::Shared)
+                .collect())
+        }
+        DemuxChoice::Kind(k) => k,
+    };
+    let demuxes: Vec<Arc<dyn Demux>> = match kind {
+        DemuxKind::OsNet => OsNet::bind_group(addr, n)?
             .into_iter()
             .map(|d| d as Arc<dyn Demux>)
-            .collect()),
+            .collect(),
         DemuxKind::Router => {
             let opts = RouterOptions::default().in_memory(args.in_memory);
             let mut v: Vec<Arc<dyn Demux>> = Vec::new();
@@ -111,9 +138,10 @@ fn listeners(args: &Args, addr: SocketAddr) -> io::Result<Vec<Arc<dyn Demux>>> {
                 port = s.local_addr()?.port();
                 v.push(Router::from_socket_with(s, opts)?);
             }
-            Ok(v)
+            v
         }
-    }
+    };
+    Ok(demuxes.into_iter().map(Port::Demux).collect())
 }
 
 fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -164,9 +192,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 },
                 limits,
             )?;
-            match &cfg {
-                Some(cfg) => r.listen(demux, cfg)?,
-                None => r.listen_plain(demux)?,
+            match (demux, &cfg) {
+                (Port::Demux(d), Some(cfg)) => r.listen(d, cfg)?,
+                (Port::Demux(d), None) => r.listen_plain(d)?,
+                (Port::Shared(s), Some(cfg)) => r.listen_shared(s, cfg)?,
+                (Port::Shared(s), None) => r.listen_plain_shared(s)?,
             };
             if stats > 0 {
                 r.set_timer(every, 0);

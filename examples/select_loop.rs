@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let cfg = args.server.config()?;
     let addr = SocketAddr::new(args.server.bind, args.server.port);
-    let listener = DtlsListener::bind(addr, &cfg, args.server.demux)?;
+    let listener = DtlsListener::bind(addr, &cfg, args.server.demux.socket_kind()?)?;
     listener.set_nonblocking(true)?;
     println!(
         "select_loop: listening on {} ({})",

@@ -32,9 +32,10 @@ pub struct ServerOpts {
     /// UDP port to listen on.
     #[arg(long, default_value_t = 28000)]
     pub port: u16,
-    /// How datagrams reach each peer's connection.
+    /// How datagrams reach each peer's connection: osnet, router, or shared
+    /// (one socket for every peer; reactor examples only).
     #[arg(long, default_value = "osnet")]
-    pub demux: DemuxKind,
+    pub demux: DemuxChoice,
     /// DTLS version: 1.0, 1.2 or any.
     #[arg(long, default_value = "1.2")]
     pub dtls: Protocol,
@@ -52,6 +53,75 @@ pub struct ServerOpts {
     /// OpenSSL cipher list, e.g. `PSK-AES128-CCM8:PSK-AES128-CCM`.
     #[arg(long)]
     pub ciphers: Option<String>,
+}
+
+/// `--demux`: a demux of the socket API, or the reactor's shared socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DemuxChoice {
+    /// OsNet or Router (`dtls_demux::Demux`): every front end.
+    Kind(DemuxKind),
+    /// `dtls_demux::SharedSocket`: one socket for every peer, the reactor only.
+    Shared,
+}
+
+impl std::str::FromStr for DemuxChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("shared") {
+            return Ok(DemuxChoice::Shared);
+        }
+        s.parse::<DemuxKind>()
+            .map(DemuxChoice::Kind)
+            .map_err(|e| format!("{e}, or \"shared\""))
+    }
+}
+
+impl std::fmt::Display for DemuxChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DemuxChoice::Kind(k) => k.fmt(f),
+            DemuxChoice::Shared => f.write_str("shared"),
+        }
+    }
+}
+
+impl DemuxChoice {
+    /// The demux for a socket-API server; `shared` serves only the reactor.
+    pub fn socket_kind(self) -> Result<DemuxKind, String> {
+        match self {
+            DemuxChoice::Kind(k) => Ok(k),
+            DemuxChoice::Shared => Err(
+                "--demux shared: the shared socket serves only the reactor (reactor_echo); the socket API needs osnet or router".into(),
+            ),
+        }
+    }
+}
+
+/// The local address of client session `i` on a wildcard shared socket:
+/// 127.1.0.1 onwards (every 127/8 address is the loopback's), so many sessions
+/// to one server leave from one socket.
+pub fn session_local_v4(i: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 1, 0, 1)) + i as u32)
+}
+
+/// Sets this process's soft limit of open files to `n` (what `ulimit -n n`
+/// does), to show a server needs no descriptor per peer.
+pub fn set_nofile(n: u64) -> std::io::Result<()> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        rl.rlim_cur = n.min(rl.rlim_max);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// One `--psk IDENTITY:HEXKEY`.
