@@ -9,12 +9,23 @@
 //! session, the `Connection`, the reactor entry, the demux link (kernel socket
 //! memory is not in it). `--no-shrink` keeps the buffers, for comparison.
 //!
+//! With `--demux shared` the server listens on one `SharedSocket` and the
+//! client process runs every session on one wildcard socket, session i from
+//! 127.1.0.1 + i: no descriptor per session on either side, so `--nofile
+//! 1024` (the server's `ulimit -n`) does not limit the count. Before the
+//! second measurement's sessions are added and after, the client runs an
+//! echo phase (every session in turn, one round trip each, 64 outstanding):
+//! the echo rate with 64 sessions and with all of them. The server's CPU
+//! time per handshake is read every 1,000 connections: the first and the
+//! last window are printed.
+//!
 //! `--mode engine`: N sessions in memory (client and server in this process,
 //! no sockets), the clients dropped and freed heap returned (`malloc_trim`),
 //! growth per remaining server `Connection`; this includes heap fragmentation
 //! left by the freed clients.
 //!
 //! `cargo run --release --example memory -- --sessions 10000`
+//! `cargo run --release --example memory -- --sessions 100000 --demux shared --nofile 1024`
 
 #[path = "common/mod.rs"]
 mod common;
@@ -22,8 +33,7 @@ mod common;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -48,10 +58,18 @@ struct Args {
     /// `Limits::shrink_after`; engine: no `Connection::shrink`).
     #[arg(long)]
     no_shrink: bool,
+    /// The server's soft limit of open files (`ulimit -n`), set once the
+    /// client process is started: with `--demux shared` the server needs no
+    /// descriptor per session.
+    #[arg(long)]
+    nofile: Option<u64>,
     /// Internal: run as the client process of `--mode reactor`, connecting
     /// to this address.
     #[arg(long, hide = true)]
     child_of: Option<SocketAddr>,
+    /// Internal: the client process runs every session on one shared socket.
+    #[arg(long, hide = true)]
+    child_shared: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -64,6 +82,8 @@ enum Mode {
 enum Kind {
     Osnet,
     Router,
+    /// One socket for every peer (`SharedSocket`), on both sides.
+    Shared,
 }
 
 /// Sessions established before the first measurement.
@@ -101,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     common::raise_nofile();
     if let Some(addr) = args.child_of {
-        return child(addr, args.sessions);
+        return child(addr, args.sessions, args.child_shared);
     }
     match args.mode {
         Mode::Reactor => reactor_mode(&args),
@@ -123,55 +143,128 @@ fn client_config() -> Result<ClientConfig, dtls_reactor::Error> {
         .build()
 }
 
-/// Echoes every record.
-struct Echo;
+/// Server CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the struct we own.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t);
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
 
-impl Handler for Echo {
+/// Server connections established so far and the server thread's CPU time at
+/// every `CHECK`th one: (connections, CPU ns, when).
+type Checkpoints = Arc<Mutex<Vec<(usize, u64, Instant)>>>;
+const CHECK: usize = 1000;
+
+/// The server's handler: echoes, and keeps the CPU checkpoints.
+struct ServerEcho {
+    connected: usize,
+    checks: Checkpoints,
+}
+
+impl Handler for ServerEcho {
+    fn on_connected(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId) {
+        self.connected += 1;
+        if self.connected % CHECK == 0 {
+            let c = (self.connected, thread_cpu_ns(), Instant::now());
+            self.checks.lock().unwrap().push(c);
+        }
+    }
     fn on_data(&mut self, ctx: &mut Ctx<'_>, id: ConnId, data: &[u8]) {
         let _ = ctx.send(id, data);
     }
 }
 
+/// The child's report of an echo phase: round trips, seconds, lost.
+fn parse_echoed(line: &str) -> Result<(u64, f64, u64), Box<dyn std::error::Error>> {
+    let mut it = line.split_whitespace();
+    if it.next() != Some("echoed") {
+        return Err(format!("client process: expected an echo report, got {line:?}").into());
+    }
+    let rt = it.next().ok_or("echo report")?.parse()?;
+    let secs = it.next().ok_or("echo report")?.parse()?;
+    let lost = it.next().ok_or("echo report")?.parse()?;
+    Ok((rt, secs, lost))
+}
+
 fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let n = args.sessions.max(WARM + 1);
-    let kind = match args.demux {
-        Kind::Osnet => dtls_demux::DemuxKind::OsNet,
-        Kind::Router => dtls_demux::DemuxKind::Router,
-    };
-    let demux = dtls_demux::bind(kind, "127.0.0.1:0".parse()?)?;
-    let addr = demux.local_addr()?;
+    let listen: SocketAddr = "127.0.0.1:0".parse()?;
     let limits = Limits::default()
         .max_connections(n + 16)
+        .max_handshakes(1000)
         .idle_timeout(None)
         .shrink_after((!args.no_shrink).then_some(QUIET));
-    let mut reactor = Reactor::with_limits(Echo, limits)?;
-    reactor.listen(demux, &server_config()?)?;
+    let checks: Checkpoints = Default::default();
+    let mut reactor = Reactor::with_limits(
+        ServerEcho {
+            connected: 0,
+            checks: checks.clone(),
+        },
+        limits,
+    )?;
+    let addr = match args.demux {
+        Kind::Shared => {
+            let s = dtls_demux::SharedSocket::bind(listen)?;
+            let a = s.local_addr();
+            reactor.listen_shared(s, &server_config()?)?;
+            a
+        }
+        k => {
+            let kind = if k == Kind::Router {
+                dtls_demux::DemuxKind::Router
+            } else {
+                dtls_demux::DemuxKind::OsNet
+            };
+            let demux = dtls_demux::bind(kind, listen)?;
+            let a = demux.local_addr()?;
+            reactor.listen(demux, &server_config()?)?;
+            a
+        }
+    };
     let handle = reactor.handle();
-    let server = std::thread::spawn(move || reactor.run());
+    let mut child_args = vec![
+        "--child-of".to_string(),
+        addr.to_string(),
+        "--sessions".to_string(),
+        n.to_string(),
+    ];
+    if args.demux == Kind::Shared {
+        child_args.push("--child-shared".into());
+    }
+    // The child raises its own limit back to the hard limit (it needs a
+    // socket per session unless it shares one).
     let mut child = Command::new(std::env::current_exe()?)
-        .args([
-            "--child-of",
-            &addr.to_string(),
-            "--sessions",
-            &n.to_string(),
-        ])
+        .args(&child_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
+    if let Some(limit) = args.nofile {
+        common::set_nofile(limit)?;
+    }
+    let server = std::thread::spawn(move || reactor.run());
     let mut to_child = child.stdin.take().expect("child stdin");
     let mut from_child = std::io::BufReader::new(child.stdout.take().expect("child stdout"));
     let mut line = String::new();
-    let mut expect = |what: &str, line: &mut String| -> Result<(), Box<dyn std::error::Error>> {
+    let mut read = |line: &mut String| -> Result<String, Box<dyn std::error::Error>> {
         line.clear();
         from_child.read_line(line)?;
-        if line.trim() != what {
-            return Err(format!("client process: expected {what:?}, got {:?}", line.trim()).into());
+        Ok(line.trim().to_string())
+    };
+    let expect = |got: String, what: &str| -> Result<(), Box<dyn std::error::Error>> {
+        if got != what {
+            return Err(format!("client process: expected {what:?}, got {got:?}").into());
         }
         Ok(())
     };
     let settle = |handle: &dtls_reactor::ReactorHandle, sessions: usize| {
         // Every session quiet long enough to have given its buffers back.
-        let end = Instant::now() + Duration::from_secs(60);
+        let end = Instant::now() + Duration::from_secs(120);
         let want = if args.no_shrink { 0 } else { sessions as u64 };
         while Instant::now() < end
             && (handle.stats().connections < sessions as u64 || handle.stats().shrunk < want)
@@ -181,15 +274,21 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         std::thread::sleep(QUIET * 2);
         trim();
     };
-    expect("warm", &mut line)?;
+    expect(read(&mut line)?, "warm")?;
+    settle(&handle, WARM);
+    writeln!(to_child, "echo")?;
+    let (rt0, secs0, lost0) = parse_echoed(&read(&mut line)?)?;
     settle(&handle, WARM);
     let (rss0, heap0) = (rss_bytes(), heap_in_use());
     let start = Instant::now();
     writeln!(to_child, "go")?;
-    expect("ready", &mut line)?;
+    expect(read(&mut line)?, "ready")?;
     let took = start.elapsed();
     settle(&handle, n);
     let (rss1, heap1) = (rss_bytes(), heap_in_use());
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    writeln!(to_child, "echo")?;
+    let (rt1, secs1, lost1) = parse_echoed(&read(&mut line)?)?;
     let stats = handle.stats();
     drop(to_child);
     let _ = child.wait();
@@ -199,8 +298,11 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let rss_per = rss1.saturating_sub(rss0) as f64 / added;
     let heap_per = heap1.saturating_sub(heap0) as f64 / added;
     println!(
-        "reactor ({:?}), {} sessions established in {:.1} s after a warm-up of {WARM}; {} connections open, {} buffer releases{}",
+        "reactor ({:?}{}), {} sessions established in {:.1} s after a warm-up of {WARM}; {} connections open, {} buffer releases{}; {fds} descriptors open in the server process",
         args.demux,
+        args.nofile
+            .map(|l| format!(", server ulimit -n {l}"))
+            .unwrap_or_default(),
         n - WARM,
         took.as_secs_f64(),
         stats.connections,
@@ -219,53 +321,110 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         rss_per / 1024.0,
         heap_per / 1024.0
     );
+    let rate0 = rt0 as f64 / secs0;
+    let rate1 = rt1 as f64 / secs1;
+    println!(
+        "echo, 64 round trips outstanding, every session in turn: {WARM} sessions {rate0:.0}/s ({rt0} in {secs0:.2} s, {lost0} lost); {n} sessions {rate1:.0}/s ({rt1} in {secs1:.2} s, {lost1} lost): {:.2}x",
+        rate1 / rate0
+    );
+    let checks = checks.lock().unwrap().clone();
+    let window = |k: usize| -> Option<(f64, f64)> {
+        let (c0, t0, w0) = *checks.get(k)?;
+        let (c1, t1, w1) = *checks.get(k + 1)?;
+        let hs = (c1 - c0) as f64;
+        Some((
+            (t1 - t0) as f64 / 1000.0 / hs,
+            hs / (w1 - w0).as_secs_f64(),
+        ))
+    };
+    if checks.len() >= 3 {
+        let (first_cpu, first_rate) = window(0).unwrap();
+        let last = checks.len() - 2;
+        let (last_cpu, last_rate) = window(last).unwrap();
+        println!(
+            "server CPU per handshake (its one echo and buffer release included): {first_cpu:.0} us with {}-{} open, {last_cpu:.0} us with {}-{} open ({:.2}x); handshakes/s {first_rate:.0} and {last_rate:.0}; server busy {:.0} % and {:.0} % of the time",
+            checks[0].0,
+            checks[1].0,
+            checks[last].0,
+            checks[last + 1].0,
+            last_cpu / first_cpu,
+            first_cpu * first_rate / 1e4,
+            last_cpu * last_rate / 1e4,
+        );
+    }
     Ok(())
 }
 
-/// The client process: `WARM` sessions, "warm", wait for "go", the rest,
-/// "ready", then idle until the parent closes stdin.
-fn child(addr: SocketAddr, total: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let go = Arc::new(AtomicBool::new(false));
+/// The client process: `WARM` sessions, "warm"; then on each line from the
+/// parent: "echo" (an echo phase, then "echoed ROUND_TRIPS SECONDS LOST"),
+/// "go" (the rest of the sessions, then "ready"); until the parent closes
+/// stdin.
+fn child(addr: SocketAddr, total: usize, shared: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let cmd = Arc::new(Mutex::new(None::<String>));
     let load = Load {
         addr,
         cfg: client_config()?,
+        via: None,
         total,
         started: 0,
         in_flight: 0,
         echoed: 0,
-        go: go.clone(),
+        go: false,
         said_warm: false,
+        ids: Vec::new(),
+        echo: None,
+        cmd: cmd.clone(),
     };
     let limits = Limits::default()
         .max_connections(total + 16)
+        .max_handshakes(1000)
         .idle_timeout(None)
         .shrink_after(Some(QUIET));
     let mut r = Reactor::with_limits(load, limits)?;
+    if shared {
+        let s = dtls_demux::SharedSocket::bind("0.0.0.0:0".parse()?)?;
+        let via = r.add_client_socket(s)?;
+        r.handler_mut().via = Some(via);
+    }
     r.set_timer(Duration::ZERO, 0);
     let handle = r.handle();
     let t = std::thread::spawn(move || r.run());
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    if line.trim() == "go" {
-        go.store(true, Ordering::Release);
-        line.clear();
-        // Stays connected until the parent closes stdin.
-        let _ = std::io::stdin().lock().read_line(&mut line);
+    for line in std::io::stdin().lock().lines() {
+        *cmd.lock().unwrap() = Some(line?.trim().to_string());
     }
     handle.stop()?;
     t.join().expect("client thread")?;
     Ok(())
 }
 
+/// An echo phase of the client process: every session in turn sends one
+/// datagram, at most `WINDOW` waiting for their echo, until every session
+/// echoed once and at least `ECHO_MIN` passed.
+struct EchoPhase {
+    next: usize,
+    outstanding: usize,
+    round_trips: u64,
+    lost: u64,
+    start: Instant,
+    progress: Instant,
+}
+
+const WINDOW: usize = 64;
+const ECHO_MIN: Duration = Duration::from_secs(1);
+
 struct Load {
     addr: SocketAddr,
     cfg: ClientConfig,
+    via: Option<dtls_reactor::ListenerId>,
     total: usize,
     started: usize,
     in_flight: usize,
     echoed: usize,
-    go: Arc<AtomicBool>,
+    go: bool,
     said_warm: bool,
+    ids: Vec<ConnId>,
+    echo: Option<EchoPhase>,
+    cmd: Arc<Mutex<Option<String>>>,
 }
 
 impl Load {
@@ -274,13 +433,44 @@ impl Load {
         let _ = writeln!(out, "{what}");
         let _ = out.flush();
     }
+
+    /// Keeps the echo phase's window full; reports and ends it when done.
+    fn pump_echo(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(e) = self.echo.as_mut() else {
+            return;
+        };
+        let finishing = e.next >= self.ids.len() && e.start.elapsed() >= ECHO_MIN;
+        if !finishing {
+            while e.outstanding < WINDOW && !self.ids.is_empty() {
+                let id = self.ids[e.next % self.ids.len()];
+                e.next += 1;
+                if ctx.send(id, b"echo").is_ok() {
+                    e.outstanding += 1;
+                }
+            }
+        }
+        if finishing && e.outstanding == 0 {
+            let secs = e.start.elapsed().as_secs_f64();
+            let report = format!("echoed {} {secs:.6} {}", e.round_trips, e.lost);
+            self.echo = None;
+            self.say(&report);
+        }
+    }
 }
 
 impl Handler for Load {
     fn on_connected(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        self.ids.push(id);
         let _ = ctx.send(id, b"x");
     }
-    fn on_data(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, _data: &[u8]) {
+    fn on_data(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, _data: &[u8]) {
+        if let Some(e) = self.echo.as_mut() {
+            e.outstanding = e.outstanding.saturating_sub(1);
+            e.round_trips += 1;
+            e.progress = Instant::now();
+            self.pump_echo(ctx);
+            return;
+        }
         self.in_flight -= 1;
         self.echoed += 1;
         if self.echoed == WARM && !self.said_warm {
@@ -297,21 +487,48 @@ impl Handler for Load {
         }
     }
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, _t: TimerId, _token: u64) {
-        let limit = if self.go.load(Ordering::Acquire) {
-            self.total
-        } else {
-            WARM
-        };
+        match self.cmd.lock().unwrap().take().as_deref() {
+            Some("go") => self.go = true,
+            Some("echo") => {
+                let now = Instant::now();
+                self.echo = Some(EchoPhase {
+                    next: 0,
+                    outstanding: 0,
+                    round_trips: 0,
+                    lost: 0,
+                    start: now,
+                    progress: now,
+                });
+            }
+            _ => {}
+        }
+        if let Some(e) = self.echo.as_mut() {
+            // Loopback loses nothing unless a buffer overflowed: the window
+            // refills after a second without an echo.
+            if e.outstanding > 0 && e.progress.elapsed() > Duration::from_secs(1) {
+                e.lost += e.outstanding as u64;
+                e.outstanding = 0;
+                e.progress = Instant::now();
+            }
+        }
+        self.pump_echo(ctx);
+        let limit = if self.go { self.total } else { WARM };
         while self.started < limit && self.in_flight < 64 {
-            if ctx.connect(self.addr, &self.cfg).is_err() {
+            let r = match self.via {
+                Some(via) => {
+                    let local = std::net::IpAddr::V4(common::session_local_v4(self.started));
+                    ctx.connect_via(via, Some(local), self.addr, &self.cfg)
+                }
+                None => ctx.connect(self.addr, &self.cfg),
+            };
+            if let Err(e) = r {
+                eprintln!("connect: {e}");
                 break;
             }
             self.started += 1;
             self.in_flight += 1;
         }
-        if self.echoed < self.total {
-            ctx.set_timer(Duration::from_millis(5), 0);
-        }
+        ctx.set_timer(Duration::from_millis(5), 0);
     }
 }
 
