@@ -332,10 +332,7 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let (c0, t0, w0) = *checks.get(k)?;
         let (c1, t1, w1) = *checks.get(k + 1)?;
         let hs = (c1 - c0) as f64;
-        Some((
-            (t1 - t0) as f64 / 1000.0 / hs,
-            hs / (w1 - w0).as_secs_f64(),
-        ))
+        Some(((t1 - t0) as f64 / 1000.0 / hs, hs / (w1 - w0).as_secs_f64()))
     };
     if checks.len() >= 3 {
         let (first_cpu, first_rate) = window(0).unwrap();

@@ -22,6 +22,11 @@
 //! - `reactor-osnet`, `reactor-router`: a [`Reactor`] serving DTLS over each
 //!   demux, and a client reactor with `--sessions` DTLS sessions (handshakes
 //!   done, 64 at a time, before timing).
+//! - `reactor-shared-udp`, `reactor-shared`: the same on one shared socket per
+//!   side (`SharedSocket`: `listen_plain_shared` / `listen_shared` on the server,
+//!   `connect_via` for the client's sessions, each from its own 127.x address);
+//!   `reactor-shared-udp` is `reactor-shared`'s baseline. Not through the fault
+//!   relay (skipped at `--loss` above 0).
 //!
 //! In the reactor suites one client reactor thread drives all sessions: in
 //! `oneway` it sends round-robin over the sessions as fast as the sockets take
@@ -148,6 +153,8 @@ enum Suite {
     ReactorUdp,
     ReactorOsnet,
     ReactorRouter,
+    ReactorSharedUdp,
+    ReactorShared,
 }
 
 impl Suite {
@@ -161,6 +168,8 @@ impl Suite {
             Suite::ReactorUdp => "reactor-udp",
             Suite::ReactorOsnet => "reactor-osnet",
             Suite::ReactorRouter => "reactor-router",
+            Suite::ReactorSharedUdp => "reactor-shared-udp",
+            Suite::ReactorShared => "reactor-shared",
         }
     }
     fn baseline(self) -> Suite {
@@ -168,6 +177,7 @@ impl Suite {
             Suite::Udp | Suite::UdpBatch | Suite::Dtls => Suite::Udp,
             Suite::Tcp | Suite::Tls => Suite::Tcp,
             Suite::ReactorUdp | Suite::ReactorOsnet | Suite::ReactorRouter => Suite::ReactorUdp,
+            Suite::ReactorSharedUdp | Suite::ReactorShared => Suite::ReactorSharedUdp,
         }
     }
     /// Suites that can run through the fault relay (`--loss` above 0).
@@ -185,8 +195,18 @@ impl Suite {
     fn is_reactor(self) -> bool {
         matches!(
             self,
-            Suite::ReactorUdp | Suite::ReactorOsnet | Suite::ReactorRouter
+            Suite::ReactorUdp
+                | Suite::ReactorOsnet
+                | Suite::ReactorRouter
+                | Suite::ReactorSharedUdp
+                | Suite::ReactorShared
         )
+    }
+    /// Both sides on one shared socket (`SharedSocket`): the client's
+    /// sessions each from their own 127.x address, which the fault relay
+    /// (one relay socket per session, one address) does not carry.
+    fn is_shared(self) -> bool {
+        matches!(self, Suite::ReactorSharedUdp | Suite::ReactorShared)
     }
 }
 
@@ -937,6 +957,9 @@ struct Load {
     addr: SocketAddr,
     /// `None`: plain UDP sessions.
     cfg: Option<ClientConfig>,
+    /// Every session on this shared socket, session i from 127.1.0.1 + i.
+    via: Option<dtls_reactor::ListenerId>,
+    next_local: usize,
     oneway: bool,
     payload: Vec<u8>,
     dur: Duration,
@@ -962,9 +985,19 @@ impl Load {
     fn start_more(&mut self, ctx: &mut Ctx<'_>) {
         while self.to_start > 0 && self.starting < PARALLEL {
             self.to_start -= 1;
-            let r = match &self.cfg {
-                Some(c) => ctx.connect(self.addr, c),
-                None => ctx.connect_plain(self.addr),
+            let r = match (self.via, &self.cfg) {
+                (None, Some(c)) => ctx.connect(self.addr, c),
+                (None, None) => ctx.connect_plain(self.addr),
+                (Some(via), cfg) => {
+                    let local = Some(std::net::IpAddr::V4(common::session_local_v4(
+                        self.next_local,
+                    )));
+                    self.next_local += 1;
+                    match cfg {
+                        Some(c) => ctx.connect_via(via, local, self.addr, c),
+                        None => ctx.connect_plain_via(via, local, self.addr),
+                    }
+                }
             };
             match r {
                 Ok(_) => self.starting += 1,
@@ -1116,10 +1149,13 @@ impl Handler for Load {
     }
 }
 
-/// A reactor suite: a server reactor thread (`kind`, DTLS unless `plain`) and
-/// a client reactor thread with `sessions` sessions.
+/// A reactor suite: a server reactor thread (DTLS over `kind`, plain UDP when
+/// `None`; on a shared socket when `shared`, the client's sessions then on one
+/// too) and a client reactor thread with `sessions` sessions.
+#[allow(clippy::too_many_arguments)]
 fn reactor_run(
     kind: Option<DemuxKind>,
+    shared: bool,
     mode: Mode,
     size: usize,
     sessions: usize,
@@ -1139,11 +1175,6 @@ fn reactor_run(
     let loss = path.loss;
     let server = thread::spawn(move || {
         let where_ = common::placement(c1, pinning);
-        let demux = dtls_demux::bind(
-            kind.unwrap_or(DemuxKind::OsNet),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .expect("bind");
         let mut r = Reactor::with_limits(
             Sink {
                 echo,
@@ -1157,9 +1188,22 @@ fn reactor_run(
             slimits,
         )
         .expect("reactor");
-        let l = match kind {
-            Some(_) => r.listen(demux, &server_config(loss)),
-            None => r.listen_plain(demux),
+        let l = if shared {
+            let s = dtls_demux::SharedSocket::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+            match kind {
+                Some(_) => r.listen_shared(s, &server_config(loss)),
+                None => r.listen_plain_shared(s),
+            }
+        } else {
+            let demux = dtls_demux::bind(
+                kind.unwrap_or(DemuxKind::OsNet),
+                "127.0.0.1:0".parse().unwrap(),
+            )
+            .expect("bind");
+            match kind {
+                Some(_) => r.listen(demux, &server_config(loss)),
+                None => r.listen_plain(demux),
+            }
         }
         .expect("listen");
         tx.send((r.handle(), r.local_addr(l).expect("address")))
@@ -1179,6 +1223,8 @@ fn reactor_run(
         let load = Load {
             addr,
             cfg: dtls.then(|| client_config(loss)),
+            via: None,
+            next_local: 0,
             oneway: !echo,
             payload: vec![0x42u8; size],
             dur,
@@ -1198,6 +1244,11 @@ fn reactor_run(
             failed: 0,
         };
         let mut r = Reactor::with_limits(load, limits).expect("reactor");
+        if shared {
+            let s = dtls_demux::SharedSocket::bind("0.0.0.0:0".parse().unwrap()).expect("bind");
+            let via = r.add_client_socket(s).expect("client socket");
+            r.handler_mut().via = Some(via);
+        }
         r.set_timer(Duration::ZERO, START);
         if echo {
             r.set_timer(resend_after(sessions), CHECK);
@@ -1267,13 +1318,22 @@ fn run_one(
     path: &mut LossPath,
 ) -> (Run, String) {
     match (suite, mode) {
-        (Suite::ReactorUdp | Suite::ReactorOsnet | Suite::ReactorRouter, _) => {
+        (
+            Suite::ReactorUdp
+            | Suite::ReactorOsnet
+            | Suite::ReactorRouter
+            | Suite::ReactorSharedUdp
+            | Suite::ReactorShared,
+            _,
+        ) => {
             let kind = match suite {
                 Suite::ReactorOsnet => Some(DemuxKind::OsNet),
                 Suite::ReactorRouter => Some(DemuxKind::Router),
+                Suite::ReactorShared => Some(DemuxKind::OsNet),
                 _ => None,
             };
-            reactor_run(kind, mode, size, sessions, dur, pinning, path)
+            let shared = suite.is_shared();
+            reactor_run(kind, shared, mode, size, sessions, dur, pinning, path)
         }
         (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning, path, false),
         (Suite::UdpBatch, Mode::Oneway) => oneway_udp(size, dur, pinning, path, true),
@@ -1434,6 +1494,8 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
                 Suite::ReactorUdp => CYAN,
                 Suite::ReactorOsnet => RGBColor(200, 100, 0),
                 Suite::ReactorRouter => RGBColor(120, 60, 160),
+                Suite::ReactorSharedUdp => RGBColor(0, 160, 160),
+                Suite::ReactorShared => RGBColor(160, 120, 0),
             };
             Rectangle::new(
                 [(i, min), (i + 1, (r.median() / 1000.0).max(min))],
