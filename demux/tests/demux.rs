@@ -105,16 +105,28 @@ fn peers_talk(kind: DemuxKind, fam: Fam, n: usize, rounds: usize) {
     assert_eq!(d.counters().links_open, 0);
 }
 
-fn two_peers(Variant { fam, demux: kind }: Variant) {
+fn two_peers(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     peers_talk(kind, fam, 2, 200);
 }
 
-fn two_hundred_peers(Variant { fam, demux: kind }: Variant) {
+fn two_hundred_peers(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     peers_talk(kind, fam, 200, 20);
 }
 
 /// Datagrams queued on the listener before attach reach the link, in order.
-fn queued_before_attach(Variant { fam, demux: kind }: Variant) {
+fn queued_before_attach(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     let d = server(kind, fam);
     let srv = d.local_addr().unwrap();
     let c = client(fam);
@@ -163,7 +175,11 @@ fn queued_before_attach(Variant { fam, demux: kind }: Variant) {
 
 /// One peer keeps sending while other peers are attached and detached: none of its
 /// datagrams reaches another peer's link, and all of them reach the listener.
-fn send_during_attach(Variant { fam, demux: kind }: Variant) {
+fn send_during_attach(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     let d = server(kind, fam);
     let _ = socket2::SockRef::from(d.listener()).set_recv_buffer_size(4 << 20);
     let srv = d.local_addr().unwrap();
@@ -235,7 +251,11 @@ fn send_during_attach(Variant { fam, demux: kind }: Variant) {
 /// A datagram from a host that has no link, sent to the address of another peer's link
 /// socket, is not delivered to that link (Router: the kernel drops it; OsNet: the link
 /// socket shares the listener's address, so it arrives on the listener as unknown).
-fn unknown_host_to_link_socket(Variant { fam, demux: kind }: Variant) {
+fn unknown_host_to_link_socket(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     let d = server(kind, fam);
     let srv = d.local_addr().unwrap();
     let c = client(fam);
@@ -281,7 +301,11 @@ fn unknown_host_to_link_socket(Variant { fam, demux: kind }: Variant) {
 
 /// Attach twice fails, detach is idempotent, a detached link is dead and its socket
 /// closed at once, and the peer can be attached again and gets its datagrams there.
-fn attach_detach_semantics(Variant { fam, demux: kind }: Variant) {
+fn attach_detach_semantics(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     let d = server(kind, fam);
     let srv = d.local_addr().unwrap();
     let c = client(fam);
@@ -324,7 +348,11 @@ fn attach_detach_semantics(Variant { fam, demux: kind }: Variant) {
 }
 
 /// A link is a mio source: it polls readable when its peer's datagram arrives.
-fn mio_readiness(Variant { fam, demux: kind }: Variant) {
+fn mio_readiness(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     use mio::{Events, Interest, Poll, Token};
     let d = server(kind, fam);
     let srv = d.local_addr().unwrap();
@@ -366,7 +394,11 @@ fn mio_readiness(Variant { fam, demux: kind }: Variant) {
 /// Wildcard listener: `0.0.0.0` with IPv4 peers, `[::]` dual-stack with IPv6 and IPv4
 /// peers (the latter seen as `::ffff:a.b.c.d`); replies come from the address the peer
 /// wrote to and the listener's port.
-fn wildcard_listener(Variant { fam, demux: kind }: Variant) {
+fn wildcard_listener(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     raise_nofile();
     let s = socket2::Socket::new(
         socket2::Domain::for_address(fam.any_port()),
@@ -428,7 +460,11 @@ fn wildcard_listener(Variant { fam, demux: kind }: Variant) {
 }
 
 /// Demux::send_to reaches an unknown peer from the listener's address.
-fn send_to_unknown(Variant { fam, demux: kind }: Variant) {
+fn send_to_unknown(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     let d = server(kind, fam);
     let srv = d.local_addr().unwrap();
     let c = client(fam);
@@ -462,7 +498,11 @@ fn send_all(
 /// Runs of datagrams a peer sends with `batch::send_batch` (UDP GSO where the kernel
 /// has it) reach its link whole and in order through `Link::recv_batch` with GRO on; the
 /// link's `send_batch` reaches the peer from the server's address and port.
-fn batches(Variant { fam, demux: kind }: Variant) {
+fn batches(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     use dtls_demux::batch::{send_batch, RecvBatch};
     let d = server(kind, fam);
     let srv = d.local_addr().unwrap();
@@ -521,7 +561,11 @@ fn batches(Variant { fam, demux: kind }: Variant) {
 /// `Demux::recv_batch` on the listener: an unknown peer's datagrams come back as
 /// `Unknown` with their bytes in the batch, in order; an attached peer's reach its link
 /// (Router: forwarded in batches) whole and in order.
-fn listener_batches(Variant { fam, demux: kind }: Variant) {
+fn listener_batches(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     use dtls_demux::batch::{send_batch, RecvBatch};
     let d = server(kind, fam);
     let srv = d.local_addr().unwrap();

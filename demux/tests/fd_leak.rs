@@ -25,7 +25,11 @@ fn sockets() -> usize {
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn cycles(Variant { fam, demux: kind }: Variant) {
+fn cycles(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let d = server(kind, fam);
     let srv = d.local_addr().unwrap();

@@ -94,7 +94,11 @@ fn run(d: Arc<dyn Demux>, fam: Fam) -> dtls_demux::Counters {
     c
 }
 
-fn widened_race(Variant { fam, demux: kind }: Variant) {
+fn widened_race(
+    Variant {
+        fam, demux: kind, ..
+    }: Variant,
+) {
     raise_nofile();
     match kind {
         DemuxKind::Router => {
