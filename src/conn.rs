@@ -264,6 +264,14 @@ impl Connection {
         e
     }
 
+    /// Ends the connection with an error its owner found outside OpenSSL (an
+    /// ICMP port unreachable on a client's socket): the same state, event and
+    /// [`Self::error`] as a failure inside.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn abort(&mut self, e: Error) {
+        let _ = self.fail(e);
+    }
+
     /// The error to report for calls after a failure.
     fn closed_error(&self) -> Error {
         match &self.state {

@@ -39,6 +39,7 @@ event), [`Ctx`], [`ReactorHandle`] (for other threads), [`Limits`].
 //! |---|---|---|---|
 //! | `socket` | on | `DtlsSocket`, `DtlsListener`, `DemuxKind` (the `socket` module) | `dtls-demux`, `socket2` (and through `dtls-demux`, `mio`) |
 //! | `reactor` | on | `Reactor`, `Handler`, `Ctx`, `ReactorHandle`, `Limits`, `ReactorStats`, `CloseCause`... | `dtls-demux`, `mio`, `slab`, `crossbeam-channel`, `socket2` |
+//! | `tokio` | off | `tokio::DtlsStream`, `tokio::DtlsListener` (async, over the same engine and front door) | `tokio` (`net`, `rt`, `time`, `sync`, `macros`), `dtls-demux` |
 //! | `vendored` | off | builds OpenSSL from source and links it statically (`openssl/vendored`) | `openssl-src` (needs a C compiler, perl and make) |
 //!
 //! With `default-features = false` the crate is the engine alone
@@ -68,6 +69,8 @@ mod session_store;
 #[cfg(feature = "socket")]
 pub mod socket;
 mod ssl_error;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use admission::{Admission, AdmissionLimits, AdmissionStats, DropReason};
 pub use config::{
