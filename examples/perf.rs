@@ -22,6 +22,9 @@
 //! - `reactor-osnet`, `reactor-router`: a [`Reactor`] serving DTLS over each
 //!   demux, and a client reactor with `--sessions` DTLS sessions (handshakes
 //!   done, 64 at a time, before timing).
+//! - `tokio-udp`, `tokio` (feature `tokio`): tokio's `UdpSocket`, and this
+//!   crate's `tokio::DtlsStream` / `DtlsListener`, a current-thread runtime per
+//!   side (`examples/perf_suites/tokio.rs`); `tokio-udp` is `tokio`'s baseline.
 //! - `reactor-shared-udp`, `reactor-shared`: the same on one shared socket per
 //!   side (`SharedSocket`: `listen_plain_shared` / `listen_shared` on the server,
 //!   `connect_via` for the client's sessions, each from its own 127.x address);
@@ -68,6 +71,9 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[cfg(feature = "tokio")]
+#[path = "perf_suites/tokio.rs"]
+mod perf_tokio;
 #[path = "../tests/common/relay.rs"]
 mod relay;
 
@@ -155,6 +161,10 @@ enum Suite {
     ReactorRouter,
     ReactorSharedUdp,
     ReactorShared,
+    /// tokio's `UdpSocket` (the `tokio` suite's baseline; feature `tokio`).
+    TokioUdp,
+    /// `dtls_reactor::tokio` (feature `tokio`).
+    Tokio,
 }
 
 impl Suite {
@@ -170,6 +180,8 @@ impl Suite {
             Suite::ReactorRouter => "reactor-router",
             Suite::ReactorSharedUdp => "reactor-shared-udp",
             Suite::ReactorShared => "reactor-shared",
+            Suite::TokioUdp => "tokio-udp",
+            Suite::Tokio => "tokio",
         }
     }
     fn baseline(self) -> Suite {
@@ -178,6 +190,7 @@ impl Suite {
             Suite::Tcp | Suite::Tls => Suite::Tcp,
             Suite::ReactorUdp | Suite::ReactorOsnet | Suite::ReactorRouter => Suite::ReactorUdp,
             Suite::ReactorSharedUdp | Suite::ReactorShared => Suite::ReactorSharedUdp,
+            Suite::TokioUdp | Suite::Tokio => Suite::TokioUdp,
         }
     }
     /// Suites that can run through the fault relay (`--loss` above 0).
@@ -200,6 +213,8 @@ impl Suite {
                 | Suite::ReactorRouter
                 | Suite::ReactorSharedUdp
                 | Suite::ReactorShared
+                | Suite::TokioUdp
+                | Suite::Tokio
         )
     }
     /// Both sides on one shared socket (`SharedSocket`): the client's
@@ -1308,6 +1323,52 @@ fn reactor_run(
     )
 }
 
+/// The tokio suites (`examples/perf_suites/tokio.rs`).
+#[cfg(feature = "tokio")]
+fn tokio_run(
+    suite: Suite,
+    mode: Mode,
+    size: usize,
+    sessions: usize,
+    dur: Duration,
+    pinning: bool,
+) -> (Run, String) {
+    let dtls = (suite == Suite::Tokio).then(|| (server_config(0.0), client_config(0.0)));
+    let (m, placed) = perf_tokio::run(
+        dtls,
+        mode == Mode::Echo,
+        size,
+        sessions,
+        dur,
+        pinning,
+        cpus(),
+    );
+    (
+        Run {
+            sent: m.sent,
+            received: m.received,
+            elapsed: m.elapsed.max(1e-9),
+        },
+        placed,
+    )
+}
+
+#[cfg(not(feature = "tokio"))]
+fn tokio_run(
+    suite: Suite,
+    _mode: Mode,
+    _size: usize,
+    _sessions: usize,
+    _dur: Duration,
+    _pinning: bool,
+) -> (Run, String) {
+    eprintln!(
+        "{}: built without the `tokio` feature (cargo run --features tokio --example perf)",
+        suite.name()
+    );
+    std::process::exit(2)
+}
+
 fn run_one(
     suite: Suite,
     mode: Mode,
@@ -1335,6 +1396,7 @@ fn run_one(
             let shared = suite.is_shared();
             reactor_run(kind, shared, mode, size, sessions, dur, pinning, path)
         }
+        (Suite::TokioUdp | Suite::Tokio, _) => tokio_run(suite, mode, size, sessions, dur, pinning),
         (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning, path, false),
         (Suite::UdpBatch, Mode::Oneway) => oneway_udp(size, dur, pinning, path, true),
         // One record in flight: nothing to batch; never configured (see main).
@@ -1496,6 +1558,8 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
                 Suite::ReactorRouter => RGBColor(120, 60, 160),
                 Suite::ReactorSharedUdp => RGBColor(0, 160, 160),
                 Suite::ReactorShared => RGBColor(160, 120, 0),
+                Suite::TokioUdp => RGBColor(90, 90, 90),
+                Suite::Tokio => RGBColor(0, 0, 0),
             };
             Rectangle::new(
                 [(i, min), (i + 1, (r.median() / 1000.0).max(min))],
