@@ -111,7 +111,7 @@ pub fn openssl_version() -> &'static str {
     openssl::version::version()
 }
 
-/// The README's Rust snippets, compiled and run as doctests.
-#[cfg(all(doctest, feature = "socket", feature = "reactor"))]
+/// The README's Rust snippets, compiled and run as doctests (they use every front end).
+#[cfg(all(doctest, feature = "socket", feature = "reactor", feature = "tokio"))]
 #[doc = include_str!("../README.md")]
 mod readme {}
