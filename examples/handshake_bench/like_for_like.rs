@@ -113,6 +113,8 @@ impl Setup {
 enum Kind {
     /// Bare OpenSSL, in memory (anchor setups only).
     Bare,
+    /// Bare OpenSSL, loopback UDP (anchor setups only; our engine's client).
+    BareUdp,
     /// Our engine, in memory.
     Memory,
     /// Our engine, loopback UDP (`udp.rs`).
@@ -129,6 +131,7 @@ impl Row {
     fn name(&self) -> String {
         let k = match self.kind {
             Kind::Bare => "bare-openssl memory",
+            Kind::BareUdp => "bare-openssl udp",
             Kind::Memory => "engine memory",
             Kind::Udp => "engine udp",
         };
@@ -181,21 +184,30 @@ fn run_row(row: Row, count: usize, pinning: bool) -> Sample {
             bare.run(WARM_UP);
             from_memory(bare.run(count))
         }),
+        Kind::BareUdp => {
+            let bare = Bare::new(SELF_SIGNED_CERT, SELF_SIGNED_KEY, "P-256", setup.cookie);
+            let server = udp::Server::Bare(bare.server_context());
+            from_udp(udp::run(server, setup.client(), false, count, pinning))
+        }
         Kind::Memory => on_server_cpu(pinning, move || {
             let mut engine = Engine::new(&setup.server(), setup.client());
             engine.run(WARM_UP);
             from_memory(engine.run(count))
         }),
         Kind::Udp => {
-            let (s, c) = udp::run(setup.server(), setup.client(), false, count, pinning);
-            Sample {
-                completed: s.completed,
-                failed: s.failed + c.failed,
-                us: per_us(s.cpu, s.completed),
-                engine_us: per_us(s.engine, s.completed),
-                calls: 0.0,
-            }
+            let server = udp::Server::Engine(setup.server());
+            from_udp(udp::run(server, setup.client(), false, count, pinning))
         }
+    }
+}
+
+fn from_udp((s, c): (udp::ServerSide, udp::ClientSide)) -> Sample {
+    Sample {
+        completed: s.completed,
+        failed: s.failed + c.failed,
+        us: per_us(s.cpu, s.completed),
+        engine_us: per_us(s.engine, s.completed),
+        calls: 0.0,
     }
 }
 
@@ -248,11 +260,14 @@ fn clock_cost() -> f64 {
     m.cpu.as_secs_f64() * 1e6 / m.calls as f64
 }
 
+#[derive(Clone, Copy)]
 struct Stats {
     median: f64,
     lo: f64,
     hi: f64,
     engine: f64,
+    engine_lo: f64,
+    engine_hi: f64,
     calls: f64,
     completed: u64,
     failed: u64,
@@ -260,11 +275,15 @@ struct Stats {
 
 fn stats(samples: &[Sample]) -> Stats {
     let (median, lo, hi) = median_min_max(samples.iter().map(|s| s.us).collect());
+    let (engine, engine_lo, engine_hi) =
+        median_min_max(samples.iter().map(|s| s.engine_us).collect());
     Stats {
         median,
         lo,
         hi,
-        engine: median_min_max(samples.iter().map(|s| s.engine_us).collect()).0,
+        engine,
+        engine_lo,
+        engine_hi,
         calls: median_min_max(samples.iter().map(|s| s.calls).collect()).0,
         completed: samples.iter().map(|s| s.completed).sum(),
         failed: samples.iter().map(|s| s.failed).sum(),
@@ -272,7 +291,14 @@ fn stats(samples: &[Sample]) -> Stats {
 }
 
 /// The like-for-like mode: runs every row `repeat` times and prints both tables.
-pub fn main(count: usize, repeat: usize, pinning: bool, memory_only: bool, only: Option<&str>) {
+pub fn main(
+    count: usize,
+    repeat: usize,
+    pinning: bool,
+    memory_only: bool,
+    only: Option<&str>,
+    list: bool,
+) {
     let anchor = |cookie| Setup::anchor(cookie);
     // The breakdown: each setup adds one factor to the one before.
     let mut steps = vec![("like for like (anchor's settings)", anchor(false))];
@@ -293,6 +319,10 @@ pub fn main(count: usize, repeat: usize, pinning: bool, memory_only: bool, only:
     for cookie in [false, true] {
         rows.push(Row {
             kind: Kind::Bare,
+            setup: anchor(cookie),
+        });
+        rows.push(Row {
+            kind: Kind::BareUdp,
             setup: anchor(cookie),
         });
         rows.push(Row {
@@ -321,10 +351,16 @@ pub fn main(count: usize, repeat: usize, pinning: bool, memory_only: bool, only:
         new
     });
     if memory_only {
-        rows.retain(|r| r.kind != Kind::Udp);
+        rows.retain(|r| matches!(r.kind, Kind::Bare | Kind::Memory));
     }
     if let Some(f) = only {
         rows.retain(|r| r.name().contains(f));
+    }
+    if list {
+        for r in &rows {
+            println!("{}", r.name());
+        }
+        return;
     }
 
     let clock = on_server_cpu(pinning, clock_cost);
@@ -400,30 +436,34 @@ pub fn main(count: usize, repeat: usize, pinning: bool, memory_only: bool, only:
     };
 
     println!(
-        "\n| server | cookie | server CPU us per full handshake, median (min-max) | vs bare OpenSSL, same run | inside the engine us | timed calls per handshake | completed | failed |"
+        "\n| server | transport | cookie | server CPU us per full handshake, median (min-max) | vs bare OpenSSL in memory | vs bare OpenSSL, same transport | inside OpenSSL / the engine us | timed calls per handshake | completed | failed |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for cookie in [false, true] {
         let bare = find(Kind::Bare, anchor(cookie));
-        for (kind, what) in [
-            (Kind::Bare, "bare OpenSSL, in memory"),
-            (Kind::Memory, "our engine, in memory"),
-            (Kind::Udp, "our engine, loopback UDP"),
+        let bare_udp = find(Kind::BareUdp, anchor(cookie));
+        for (kind, what, transport) in [
+            (Kind::Bare, "bare OpenSSL", "memory"),
+            (Kind::Memory, "our engine", "memory"),
+            (Kind::BareUdp, "bare OpenSSL", "loopback UDP"),
+            (Kind::Udp, "our engine", "loopback UDP"),
         ] {
             let Some(s) = find(kind, anchor(cookie)) else {
                 continue;
             };
+            let udp = matches!(kind, Kind::BareUdp | Kind::Udp);
             println!(
-                "| {what} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {what} | {transport} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 if cookie { "on" } else { "off" },
                 cell(&s),
                 ratio(&s, &bare),
-                if kind == Kind::Udp {
+                ratio(&s, if udp { &bare_udp } else { &bare }),
+                if udp {
                     format!("{:.0}", s.engine)
                 } else {
                     "(all)".into()
                 },
-                if kind == Kind::Udp {
+                if udp {
                     "-".into()
                 } else {
                     format!("{:.1}", s.calls)
@@ -439,27 +479,46 @@ pub fn main(count: usize, repeat: usize, pinning: bool, memory_only: bool, only:
     );
     println!("|---|---|---|---|---|---|---|");
     let mut prev: Option<f64> = None;
-    let mut breakdown: Vec<(&str, Kind, Setup)> = steps
-        .iter()
-        .map(|(what, setup)| (*what, Kind::Memory, *setup))
-        .collect();
-    breakdown.push(("+ system calls (loopback UDP)", Kind::Udp, default));
-    for (what, kind, setup) in breakdown {
-        let Some(s) = find(kind, setup) else {
-            prev = None;
-            continue;
-        };
-        let bare = find(Kind::Bare, anchor(setup.cookie));
+    let line = |prev: &mut Option<f64>, what: &str, transport: &str, s: &Stats, cookie: bool| {
+        let bare = find(Kind::Bare, anchor(cookie));
         println!(
-            "| {what} | {} | {} | {} | {} | {} | {} |",
-            if kind == Kind::Udp { "UDP" } else { "memory" },
-            cell(&s),
+            "| {what} | {transport} | {} | {} | {} | {} | {} |",
+            cell(s),
             prev.map_or("-".into(), |p| format!("{:+.0}", s.median - p)),
-            ratio(&s, &bare),
+            ratio(s, &bare),
             s.completed,
             s.failed
         );
-        prev = Some(s.median);
+        *prev = Some(s.median);
+    };
+    for (what, setup) in &steps {
+        match find(Kind::Memory, *setup) {
+            Some(s) => line(&mut prev, what, "memory", &s, setup.cookie),
+            None => prev = None,
+        }
+    }
+    if let Some(s) = find(Kind::Udp, default) {
+        // The engine's calls alone, then the whole loop: socket calls, waits.
+        let engine = Stats {
+            median: s.engine,
+            lo: s.engine_lo,
+            hi: s.engine_hi,
+            ..s
+        };
+        line(
+            &mut prev,
+            "+ served from a socket: the engine's calls only (own thread, woken per datagram)",
+            "UDP",
+            &engine,
+            true,
+        );
+        line(
+            &mut prev,
+            "+ the socket calls and the server loop",
+            "UDP",
+            &s,
+            true,
+        );
     }
     println!(
         "\nTarget: our engine at most 1.1x bare OpenSSL, like for like (the anchor measured 269 us \

@@ -73,6 +73,9 @@ struct Args {
     /// `valgrind --tool=callgrind`).
     #[arg(long, requires = "like_for_like")]
     memory_only: bool,
+    /// Print the names of the cases that would run (after --only) and exit.
+    #[arg(long)]
+    list: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -157,6 +160,7 @@ fn main() {
             pinning,
             args.memory_only,
             args.only.as_deref(),
+            args.list,
         );
         return;
     }
@@ -175,6 +179,12 @@ fn main() {
     if let Some(f) = &args.only {
         cases.retain(|c| c.name().contains(f.as_str()));
     }
+    if args.list {
+        for c in &cases {
+            println!("{}", c.name());
+        }
+        return;
+    }
     println!(
         "machine: {} CPUs, {}; {} handshakes per run, {} runs per case; loopback UDP, \
          ECDHE-ECDSA-AES128-GCM-SHA256, ECDSA P-256 certificate",
@@ -190,7 +200,7 @@ fn main() {
         for (case, runs) in results.iter_mut() {
             eprint!("\r{} #{}          ", case.name(), rep + 1);
             runs.push(udp::run(
-                case.server(),
+                udp::Server::Engine(case.server()),
                 case.client(),
                 case.resume,
                 args.count,

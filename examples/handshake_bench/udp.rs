@@ -14,9 +14,21 @@ use dtls_reactor::{
     Admission, Admitted, ClientConfig, Connection, Datagram, FrontDoor, Refusal, ServerConfig,
 };
 use openssl::pkey::Id;
+use openssl::ssl::{SslContext, SslStream};
 
 use crate::common;
+use crate::memory::{bare_stream, progress, Datagrams};
 use crate::thread_cpu;
+
+/// The server a run measures.
+pub enum Server {
+    /// Our engine: `FrontDoor` and `Connection`s.
+    Engine(ServerConfig),
+    /// Bare OpenSSL: one `SslStream` per peer over a queue of datagrams
+    /// (`SSL_OP_COOKIE_EXCHANGE` in the context, if any, makes OpenSSL's own
+    /// stateful cookie exchange).
+    Bare(SslContext),
+}
 
 /// What the server thread measured.
 #[derive(Default)]
@@ -61,6 +73,66 @@ fn drain_to(sock: &UdpSocket, conn: &mut Connection, to: SocketAddr) {
 }
 
 fn server_loop(
+    sock: UdpSocket,
+    server: Server,
+    stop: Arc<AtomicBool>,
+    cpu: usize,
+    pinning: bool,
+) -> ServerSide {
+    match server {
+        Server::Engine(config) => engine_loop(sock, config, stop, cpu, pinning),
+        Server::Bare(ctx) => bare_loop(sock, ctx, stop, cpu, pinning),
+    }
+}
+
+/// The bare OpenSSL server: each datagram goes to its peer's `SslStream`
+/// (a new one for a new peer) and `SSL_do_handshake` runs; what it wrote is
+/// sent back. No timers (nothing is lost on loopback).
+fn bare_loop(
+    sock: UdpSocket,
+    ctx: SslContext,
+    stop: Arc<AtomicBool>,
+    cpu: usize,
+    pinning: bool,
+) -> ServerSide {
+    let mut out = ServerSide {
+        placement: common::placement(cpu, pinning),
+        ..Default::default()
+    };
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    let mut conns: HashMap<SocketAddr, SslStream<Datagrams>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    let start = thread_cpu();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let t0 = thread_cpu();
+            let s = conns.entry(from).or_insert_with(|| bare_stream(&ctx, true));
+            s.get_mut().inbound.push_back(buf[..n].to_vec());
+            let r = progress(s.do_handshake());
+            out.engine += thread_cpu() - t0;
+            for d in s.get_mut().outbound.drain(..) {
+                let _ = sock.send_to(&d, from);
+            }
+            match r {
+                Some(true) => {
+                    out.completed += 1;
+                    out.reused += u64::from(s.ssl().session_reused());
+                    conns.remove(&from);
+                }
+                Some(false) => {}
+                None => {
+                    out.failed += 1;
+                    conns.remove(&from);
+                }
+            }
+        }
+    }
+    out.cpu = thread_cpu() - start;
+    out
+}
+
+fn engine_loop(
     sock: UdpSocket,
     config: ServerConfig,
     stop: Arc<AtomicBool>,
@@ -176,11 +248,11 @@ fn client_handshake(
     }
 }
 
-/// `count` handshakes of clients of `cconfig` with a server of `sconfig`;
+/// `count` handshakes of clients of `cconfig` (our engine) with `server`;
 /// with `resume`, one uncounted full handshake first, whose session the
 /// counted ones resume.
 pub fn run(
-    sconfig: ServerConfig,
+    server: Server,
     cconfig: ClientConfig,
     resume: bool,
     count: usize,
@@ -191,7 +263,7 @@ pub fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let (scpu, ccpu) = crate::cpus();
     let stop2 = stop.clone();
-    let server = thread::spawn(move || server_loop(sock, sconfig, stop2, scpu, pinning));
+    let server = thread::spawn(move || server_loop(sock, server, stop2, scpu, pinning));
     let client = thread::spawn(move || {
         let placement = common::placement(ccpu, pinning);
         let mut buf = vec![0u8; 65536];
