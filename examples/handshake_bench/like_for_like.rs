@@ -150,6 +150,9 @@ struct Sample {
     engine_us: f64,
     /// Memory: timed server calls per handshake.
     calls: f64,
+    /// Memory: CPU µs per handshake of the one thread (client, server,
+    /// passing datagrams).
+    pair_us: f64,
 }
 
 fn per_us(d: Duration, n: u64) -> f64 {
@@ -163,6 +166,7 @@ fn from_memory(run: memory::Run) -> Sample {
         us: per_us(run.server.cpu, run.completed),
         engine_us: per_us(run.server.cpu, run.completed),
         calls: run.server.calls as f64 / run.completed.max(1) as f64,
+        pair_us: per_us(run.pair, run.completed + run.failed),
     }
 }
 
@@ -208,6 +212,7 @@ fn from_udp((s, c): (udp::ServerSide, udp::ClientSide)) -> Sample {
         us: per_us(s.cpu, s.completed),
         engine_us: per_us(s.engine, s.completed),
         calls: 0.0,
+        pair_us: 0.0,
     }
 }
 
@@ -269,6 +274,7 @@ struct Stats {
     engine_lo: f64,
     engine_hi: f64,
     calls: f64,
+    pair: f64,
     completed: u64,
     failed: u64,
 }
@@ -285,6 +291,7 @@ fn stats(samples: &[Sample]) -> Stats {
         engine_lo,
         engine_hi,
         calls: median_min_max(samples.iter().map(|s| s.calls).collect()).0,
+        pair: median_min_max(samples.iter().map(|s| s.pair_us).collect()).0,
         completed: samples.iter().map(|s| s.completed).sum(),
         failed: samples.iter().map(|s| s.failed).sum(),
     }
@@ -436,9 +443,9 @@ pub fn main(
     };
 
     println!(
-        "\n| server | transport | cookie | server CPU us per full handshake, median (min-max) | vs bare OpenSSL in memory | vs bare OpenSSL, same transport | inside OpenSSL / the engine us | timed calls per handshake | completed | failed |"
+        "\n| server | transport | cookie | server CPU us per full handshake, median (min-max) | vs bare OpenSSL in memory | vs bare OpenSSL, same transport | inside OpenSSL / the engine us | timed calls per handshake | client + server us (memory: one thread) | completed | failed |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for cookie in [false, true] {
         let bare = find(Kind::Bare, anchor(cookie));
         let bare_udp = find(Kind::BareUdp, anchor(cookie));
@@ -453,7 +460,7 @@ pub fn main(
             };
             let udp = matches!(kind, Kind::BareUdp | Kind::Udp);
             println!(
-                "| {what} | {transport} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {what} | {transport} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 if cookie { "on" } else { "off" },
                 cell(&s),
                 ratio(&s, &bare),
@@ -468,6 +475,11 @@ pub fn main(
                 } else {
                     format!("{:.1}", s.calls)
                 },
+                if udp {
+                    "-".into()
+                } else {
+                    format!("{:.0}", s.pair)
+                },
                 s.completed,
                 s.failed
             );
@@ -475,7 +487,7 @@ pub fn main(
     }
 
     println!(
-        "\n| configuration (each row adds one factor to the row above) | transport | server CPU us, median (min-max) | delta us | vs bare OpenSSL (same cookie setting) | completed | failed |"
+        "\n| configuration (each row adds one factor to the row above) | transport | server CPU us, median (min-max) | delta us | vs bare OpenSSL in memory (same cookie setting) | completed | failed |"
     );
     println!("|---|---|---|---|---|---|---|");
     let mut prev: Option<f64> = None;

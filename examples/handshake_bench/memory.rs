@@ -52,6 +52,9 @@ pub struct Run {
     pub failed: u64,
     /// Server CPU over the completed handshakes.
     pub server: Meter,
+    /// The thread's CPU over the whole run: client, server and the passing
+    /// of datagrams.
+    pub pair: Duration,
 }
 
 /// Rounds (one client turn, one server turn) after which a handshake that is
@@ -163,6 +166,7 @@ impl Bare {
     /// `Ssl::new`, every `SSL_do_handshake` and the drop (`SSL_free`).
     pub fn run(&self, count: usize) -> Run {
         let mut run = Run::default();
+        let t0 = thread_cpu();
         for _ in 0..count {
             let mut m = Meter::default();
             if bare_handshake(&self.server, &self.client, &mut m) {
@@ -173,6 +177,7 @@ impl Bare {
                 run.failed += 1;
             }
         }
+        run.pair = thread_cpu() - t0;
         run
     }
 }
@@ -261,6 +266,7 @@ impl Engine {
     /// would), and dropping the connection.
     pub fn run(&mut self, count: usize) -> Run {
         let mut run = Run::default();
+        let t0 = thread_cpu();
         for _ in 0..count {
             self.peers += 1;
             // 127.0.0.0/8 addresses and ports, a new pair for every handshake.
@@ -276,6 +282,7 @@ impl Engine {
                 run.failed += 1;
             }
         }
+        run.pair = thread_cpu() - t0;
         run
     }
 }
