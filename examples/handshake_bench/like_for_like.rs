@@ -371,6 +371,14 @@ pub fn main(
     }
 
     let clock = on_server_cpu(pinning, clock_cost);
+    let on = |cpu: usize| {
+        if pinning {
+            format!(" on cpu{cpu}")
+        } else {
+            " (unpinned)".to_string()
+        }
+    };
+    let (server_cpu, client_cpu) = cpus();
     println!(
         "machine: {} CPUs, {}; {count} full handshakes per run, {repeat} runs per row, \
          interleaved; {CIPHER}, P-256 key exchange, ECDSA P-256 certificates; in memory: \
@@ -378,21 +386,9 @@ pub fn main(
          clock's own reading); UDP: server thread{}, client thread{}",
         thread::available_parallelism().map_or(1, |n| n.get()),
         dtls_reactor::openssl_version(),
-        if pinning {
-            format!(" on cpu{}", cpus().0)
-        } else {
-            " (unpinned)".into()
-        },
-        if pinning {
-            format!(" on cpu{}", cpus().0)
-        } else {
-            " (unpinned)".into()
-        },
-        if pinning {
-            format!(" on cpu{}", cpus().1)
-        } else {
-            " (unpinned)".into()
-        },
+        on(server_cpu),
+        on(server_cpu),
+        on(client_cpu),
     );
     let load_start = load_average();
     let (jiffies0, cpu0, wall0) = (cpu_jiffies(), process_cpu(), std::time::Instant::now());

@@ -100,7 +100,8 @@ impl Write for Datagrams {
 }
 
 /// A bare OpenSSL server and client: what a user of rust-openssl writes for
-/// the anchor's settings and nothing more.
+/// the anchor's settings and nothing more (but for the cookie callbacks,
+/// which compute our engine's cookie: see [`Bare::new`]).
 pub struct Bare {
     server: SslContext,
     client: SslContext,
