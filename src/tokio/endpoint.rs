@@ -23,8 +23,9 @@ use crate::{Admit, FrontDoor};
 
 /// Messages per `recvmmsg` of the driver.
 const RECV_SLOTS: usize = 32;
-/// Batches the driver reads per wake-up before it lets other tasks run.
-const BATCHES_PER_WAKE: usize = 16;
+/// Batches the driver reads per wake-up before it lets other tasks run: the
+/// readers, whose connections queue at most 64 datagrams each.
+const BATCHES_PER_WAKE: usize = 1;
 
 /// Locks a mutex, ignoring poisoning (every critical section leaves the data
 /// consistent: a panic in a user's task cannot corrupt a connection's queue).
