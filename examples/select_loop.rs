@@ -1,6 +1,6 @@
 //! A single-threaded DTLS echo server in the select-loop style: the
 //! listener and every connection are non-blocking and polled together with
-//! the `polling` crate; `accept()` may return `None`; each connection's DTLS
+//! the `polling` crate; `accept()` may return `None` (a datagram handled, read on) or `WouldBlock` (nothing left); each connection's DTLS
 //! deadline is tracked and acted on with `handle_timeout()`.
 //!
 //! ```text
@@ -141,9 +141,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 }
                             }
                         }
-                        // A cookie exchange, a datagram routed to a
-                        // connection, or nothing left: poll again.
-                        Ok(None) => break,
+                        // A cookie exchange or a datagram routed to a
+                        // connection: read on.
+                        Ok(None) => {}
+                        // Nothing left: poll again.
+                        Err(dtls_reactor::Error::WouldBlock) => break,
                         Err(e) => {
                             eprintln!("accept: {e}");
                             break;

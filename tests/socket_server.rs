@@ -85,10 +85,10 @@ fn select_loop(listener: &DtlsListener, want: usize, idle: Duration) -> LoopStat
                             conns.insert(k, (s, Instant::now()));
                             st.accepted += 1;
                         }
-                        Ok(None) => {
-                            st.nones += 1;
-                            break;
-                        }
+                        // A datagram handled: read on.
+                        Ok(None) => st.nones += 1,
+                        // Nothing left (edge-triggered: read until this).
+                        Err(Error::WouldBlock) => break,
                         Err(e) => panic!("accept: {e}"),
                     }
                 }

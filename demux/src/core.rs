@@ -13,6 +13,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::addr::{self, Family};
 use crate::batch::{self, RecvBatch};
 use crate::link::Link;
+use crate::wake::Wake;
 use crate::{sys, Counters, DemuxKind, Incoming, Received, Route};
 use crate::{
     LINK_QUEUE_MAX_BYTES, LINK_QUEUE_MAX_DATAGRAMS, STRAY_QUEUE_MAX_BYTES,
@@ -144,6 +145,9 @@ pub(crate) struct LinkShared {
     /// Router: the link socket's address, where the listener forwards datagrams.
     pub(crate) forward_to: OnceLock<SocketAddr>,
     pub(crate) state: Mutex<LinkState>,
+    /// Readable while the memory queue got a datagram since the last clear
+    /// (for a thread blocked on the link's socket).
+    pub(crate) wake: Wake,
 }
 
 impl LinkShared {
@@ -152,6 +156,10 @@ impl LinkShared {
         let mut q = lock(&self.queue);
         let ok = q.push(self.peer, data);
         self.queued.store(q.len(), Ordering::Release);
+        drop(q);
+        if ok {
+            self.wake.signal();
+        }
         ok
     }
 
@@ -202,6 +210,9 @@ pub(crate) struct Core {
     pub(crate) race_window_us: AtomicU64,
     /// Router only: hand datagrams over in the link's memory queue instead of forwarding.
     pub(crate) in_memory: bool,
+    /// Readable while strays arrived since the last clear, or after
+    /// `Demux::wake_listener` (for a thread blocked on the listener).
+    pub(crate) wake: Wake,
 }
 
 impl Core {
@@ -238,6 +249,7 @@ impl Core {
             next_id: AtomicU64::new(1),
             race_window_us: AtomicU64::new(0),
             in_memory: false,
+            wake: Wake::default(),
         })
     }
 
@@ -253,6 +265,7 @@ impl Core {
     pub(crate) fn push_stray(&self, peer: SocketAddr, data: &[u8]) {
         let mut q = lock(&self.strays);
         if q.push(peer, data) {
+            self.wake.signal();
             inc(&self.counters.strays);
             log::trace!(
                 "dtls-demux {}: stray datagram from {} ({} bytes) kept for the listener",
@@ -551,6 +564,7 @@ impl Core {
             detached: AtomicBool::new(false),
             forward_to: OnceLock::new(),
             state: Mutex::new(LinkState::default()),
+            wake: Wake::default(),
         });
         table.insert(key, shared.clone());
         Ok(shared)

@@ -90,6 +90,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::BorrowedFd;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -101,6 +102,7 @@ mod osnet;
 mod router;
 mod shared;
 mod sys;
+mod wake;
 
 use crate::batch::RecvBatch;
 pub use crate::link::Link;
@@ -337,6 +339,26 @@ pub trait Demux: Send + Sync + fmt::Debug {
 
     /// A snapshot of the counters.
     fn counters(&self) -> Counters;
+
+    /// A descriptor that becomes readable when [`has_buffered`](Demux::has_buffered)
+    /// turns true (a stray arrived) or [`wake_listener`](Demux::wake_listener) was
+    /// called, until [`clear_listener_wake`](Demux::clear_listener_wake): poll it
+    /// with the listener instead of re-checking on a timer. An `eventfd` made on
+    /// first call (Linux, Android); `Unsupported` elsewhere (and by default).
+    fn listener_wake_fd(&self) -> io::Result<BorrowedFd<'_>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no wake descriptor",
+        ))
+    }
+
+    /// Makes [`listener_wake_fd`](Demux::listener_wake_fd) readable: for the
+    /// owner's own hand-overs to a thread waiting on the listener.
+    fn wake_listener(&self) {}
+
+    /// Makes [`listener_wake_fd`](Demux::listener_wake_fd) unreadable again; call
+    /// it after the wake-up, before looking at what it announced.
+    fn clear_listener_wake(&self) {}
 }
 
 macro_rules! impl_demux {
@@ -381,6 +403,15 @@ macro_rules! impl_demux {
             }
             fn counters(&self) -> Counters {
                 self.core.counters()
+            }
+            fn listener_wake_fd(&self) -> io::Result<BorrowedFd<'_>> {
+                self.core.wake.fd()
+            }
+            fn wake_listener(&self) {
+                self.core.wake.signal()
+            }
+            fn clear_listener_wake(&self) {
+                self.core.wake.clear()
             }
         }
     };

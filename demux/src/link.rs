@@ -206,6 +206,22 @@ impl Link {
         self.shared.queued.load(Ordering::Acquire) > 0
     }
 
+    /// A descriptor that becomes readable when a datagram is put in the memory
+    /// queue ([`has_queued`](Link::has_queued) turns true), until
+    /// [`clear_wake`](Link::clear_wake): a thread blocked on the link polls it with
+    /// [`socket`](Link::socket), so a datagram handed over in memory wakes it at
+    /// once. An `eventfd` made on first call (one descriptor more for this link;
+    /// Linux, Android); `Unsupported` elsewhere.
+    pub fn wake_fd(&self) -> io::Result<BorrowedFd<'_>> {
+        self.shared.wake.fd()
+    }
+
+    /// Makes [`wake_fd`](Link::wake_fd) unreadable again; call it after the
+    /// wake-up, before looking at the memory queue.
+    pub fn clear_wake(&self) {
+        self.shared.wake.clear()
+    }
+
     /// The per-peer socket: set its read timeout or blocking mode, poll its descriptor.
     /// Read it through [`Link::recv`], which also drains the memory queue.
     pub fn socket(&self) -> &UdpSocket {

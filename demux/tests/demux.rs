@@ -763,6 +763,67 @@ fn router_in_memory() {
     }
 }
 
+fn readable(fd: std::os::fd::BorrowedFd<'_>, ms: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on the stack; the descriptor is borrowed.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// A thread blocked on a link is woken by a datagram put in its memory queue:
+/// the link's wake descriptor becomes readable (the socket's stays quiet), and
+/// clearing it makes it quiet again. Likewise the listener's wake descriptor
+/// for `wake_listener`.
+#[test]
+fn memory_queue_wakes_a_waiting_reader() {
+    use dtls_demux::{Router, RouterOptions};
+    for fam in [Fam::V4, Fam::V6] {
+        let d =
+            Router::bind_with(fam.any_port(), RouterOptions::default().in_memory(true)).unwrap();
+        d.listener().set_read_timeout(Some(T)).unwrap();
+        let srv = d.local_addr().unwrap();
+        let c = client(fam);
+        let l = attach(&*d, c.local_addr().unwrap());
+        let waiter = {
+            let fd = l.wake_fd().unwrap().try_clone_to_owned().unwrap();
+            std::thread::spawn(move || {
+                use std::os::fd::AsFd;
+                readable(fd.as_fd(), 10_000)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        c.send_to(b"in memory", srv).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(matches!(
+            d.recv_from(&mut buf).unwrap(),
+            Incoming::Routed {
+                route: Route::Delivered,
+                ..
+            }
+        ));
+        assert!(waiter.join().unwrap(), "the waiting thread was woken");
+        assert!(
+            !readable(std::os::fd::AsFd::as_fd(l.socket()), 0),
+            "the socket saw nothing"
+        );
+        l.clear_wake();
+        assert!(!readable(l.wake_fd().unwrap(), 0));
+        assert!(l.has_queued());
+        assert_eq!(l.recv(&mut buf).unwrap(), 9);
+
+        let lw = d.listener_wake_fd().unwrap();
+        assert!(!readable(lw, 0));
+        d.wake_listener();
+        assert!(readable(d.listener_wake_fd().unwrap(), 0));
+        d.clear_listener_wake();
+        assert!(!readable(d.listener_wake_fd().unwrap(), 0));
+    }
+}
+
 /// OsNet::from_socket on a listener that had SO_REUSEPORT before bind (its reuseport
 /// group exists already, the BPF program attaches directly) serves peers as usual.
 #[test]

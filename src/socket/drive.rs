@@ -12,7 +12,7 @@ use dtls_demux::DemuxKind;
 use super::stream::DtlsSocket;
 use super::stream::{transport_error, Op, Session, MAX_DATAGRAM, NONBLOCKING_READ_BUDGET, SCRATCH};
 use super::transport::Transport;
-use super::wait::{min_wait, wait_fd, MEMORY_QUEUE_CHECK};
+use super::wait::{min_wait, wait_fd, wait_fds, MEMORY_QUEUE_CHECK};
 use crate::{Admitted, Connection, Datagram, Error, FrontDoor, Refusal, Result};
 
 impl DtlsSocket {
@@ -245,6 +245,8 @@ impl DtlsSocket {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push_back((s, peer));
+                    // A thread blocked in accept() hears of it now.
+                    shared.demux.wake_listener();
                     log::debug!("{peer}: peer restarted; the new session waits for accept()");
                 }
                 Err(Error::PeerRestarted)
@@ -322,13 +324,27 @@ impl DtlsSocket {
                 return Err(self.timeout_error(op));
             }
             let mut wait = min_wait(left, self.next_timeout());
-            if matches!(self.transport, Transport::Link(_)) {
-                wait = min_wait(wait, Some(MEMORY_QUEUE_CHECK));
-            }
+            // A datagram the demux puts in a link's memory queue makes no
+            // descriptor readable but the link's wake descriptor; without one,
+            // look again now and then. Cleared before the queue is checked, so
+            // a datagram queued after the check still wakes the poll.
+            let wake = match &self.transport {
+                Transport::Link(l) => match l.wake_fd() {
+                    Ok(fd) => {
+                        l.clear_wake();
+                        Some(fd)
+                    }
+                    Err(_) => {
+                        wait = min_wait(wait, Some(MEMORY_QUEUE_CHECK));
+                        None
+                    }
+                },
+                Transport::Socket(_) => None,
+            };
             if wait == Some(Duration::ZERO) || self.transport.has_queued() {
                 continue;
             }
-            wait_fd(self.transport.as_fd(), false, wait)?;
+            wait_fds(self.transport.as_fd(), false, wake, wait)?;
         }
     }
 

@@ -14,7 +14,7 @@ use dtls_demux::{Demux, DemuxKind};
 
 use super::shared::Shared;
 use super::stream::DtlsSocket;
-use super::wait::{check_timeout, min_wait, wait_fd, MEMORY_QUEUE_CHECK};
+use super::wait::{check_timeout, min_wait, wait_fds, MEMORY_QUEUE_CHECK};
 use crate::{
     Admission, AdmissionStats, Admitted, Datagram, Error, FrontDoor, Refusal, Result, ServerConfig,
 };
@@ -156,8 +156,10 @@ impl DtlsListener {
     /// [`Error::PeerRestarted`]) is returned first, before any datagram is read.
     ///
     /// Blocking (the default) waits for a datagram up to the read timeout
-    /// ([`Error::ReadTimeout`] when it passes); non-blocking returns
-    /// `Ok(None)` when there is none.
+    /// ([`Error::ReadTimeout`] when it passes); non-blocking fails with
+    /// [`Error::WouldBlock`] when there is none, so `Ok(None)` always means a
+    /// datagram was handled (an edge-triggered loop reads until
+    /// `WouldBlock`).
     ///
     /// The new connection starts blocking, without timeouts (the
     /// configuration's handshake deadline still bounds its handshake); set
@@ -174,7 +176,8 @@ impl DtlsListener {
         let deadline = self.deadline();
         match self.step(deadline)? {
             Step::Conn(s, p) => Ok(Some((*s, p))),
-            Step::Consumed | Step::WouldBlock => Ok(None),
+            Step::Consumed => Ok(None),
+            Step::WouldBlock => Err(Error::WouldBlock),
         }
     }
 
@@ -249,14 +252,22 @@ impl DtlsListener {
             if left == Some(Duration::ZERO) {
                 return Err(Error::ReadTimeout);
             }
+            // Connections hand strays (OsNet) and restarted peers' new
+            // connections to the listener from their own threads, which the
+            // demux's wake descriptor announces (cleared before the check, so
+            // a hand-over after it still wakes the poll); without one, look
+            // again now and then.
+            let (wake, wait) = match self.demux.listener_wake_fd() {
+                Ok(fd) => {
+                    self.demux.clear_listener_wake();
+                    (Some(fd), left)
+                }
+                Err(_) => (None, min_wait(left, Some(MEMORY_QUEUE_CHECK))),
+            };
             if self.has_pending() {
                 continue;
             }
-            // Connections hand strays (OsNet) and restarted peers' new
-            // connections to the listener from their own threads: look again
-            // now and then.
-            let wait = min_wait(left, Some(MEMORY_QUEUE_CHECK));
-            wait_fd(self.demux.listener().as_fd(), false, wait)?;
+            wait_fds(self.demux.listener().as_fd(), false, wake, wait)?;
         }
     }
 

@@ -32,7 +32,12 @@
 //! Server-side connections may receive a datagram that the demux handed over
 //! in memory (OsNet stragglers) without their descriptor becoming readable:
 //! check [`DtlsSocket::has_pending`] before polling. Blocking calls on them
-//! re-check every [`MEMORY_QUEUE_CHECK`] while they wait.
+//! also wait on the link's wake descriptor (`dtls_demux::Link::wake_fd`, an
+//! `eventfd` on Linux, made the first time a call blocks: one descriptor more
+//! per such connection), which a datagram put in the memory queue makes
+//! readable; where there is none they re-check every [`MEMORY_QUEUE_CHECK`].
+//! A blocking `accept()` likewise waits on the demux's wake descriptor for
+//! strays and restarted peers' new connections.
 //!
 //! # Who moves datagrams to server-side connections
 //!

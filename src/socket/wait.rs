@@ -5,9 +5,12 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 /// How often a blocking call on a server-side connection, or a blocking
-/// `accept()` on an OsNet listener, re-checks the memory queues the demux
-/// fills without making the descriptor readable. Ten wake-ups a second cost
-/// microseconds of CPU; a datagram handed over that way waits at most this long.
+/// `accept()`, re-checks the memory queues the demux fills without making the
+/// descriptor readable, where the demux has no wake descriptor (off Linux, or
+/// when the descriptor limit refused one): on Linux an `eventfd` wakes the
+/// waiting thread at once (`Link::wake_fd`, `Demux::listener_wake_fd`). Ten
+/// wake-ups a second cost microseconds of CPU; a datagram handed over that way
+/// waits at most this long.
 pub const MEMORY_QUEUE_CHECK: Duration = Duration::from_millis(100);
 
 /// Waits until `fd` is readable (or writable with `write`) or `timeout`
@@ -19,11 +22,30 @@ pub(crate) fn wait_fd(
     write: bool,
     timeout: Option<Duration>,
 ) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: if write { libc::POLLOUT } else { libc::POLLIN },
-        revents: 0,
-    };
+    wait_fds(fd, write, None, timeout)
+}
+
+/// [`wait_fd`], also woken when `wake` (a demux's wake descriptor: its memory
+/// queue got a datagram) becomes readable.
+pub(crate) fn wait_fds(
+    fd: BorrowedFd<'_>,
+    write: bool,
+    wake: Option<BorrowedFd<'_>>,
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
+    let mut pfds = [
+        libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: if write { libc::POLLOUT } else { libc::POLLIN },
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.map_or(-1, |w| w.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let n = if wake.is_some() { 2 } else { 1 };
     let ms: libc::c_int = match timeout {
         None => -1,
         Some(d) => d
@@ -31,9 +53,9 @@ pub(crate) fn wait_fd(
             .div_ceil(1_000_000)
             .min(libc::c_int::MAX as u128) as libc::c_int,
     };
-    // SAFETY: `pfd` is one valid pollfd on our stack and the count is 1; the
-    // descriptor is borrowed, so it stays open for the duration of the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    // SAFETY: `pfds[..n]` are valid pollfds on our stack; the descriptors are
+    // borrowed, so they stay open for the duration of the call.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms) };
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::Interrupted {
