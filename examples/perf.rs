@@ -1000,20 +1000,13 @@ impl Load {
     fn start_more(&mut self, ctx: &mut Ctx<'_>) {
         while self.to_start > 0 && self.starting < PARALLEL {
             self.to_start -= 1;
-            let r = match (self.via, &self.cfg) {
-                (None, Some(c)) => ctx.connect(self.addr, c),
-                (None, None) => ctx.connect_plain(self.addr),
-                (Some(via), cfg) => {
-                    let local = Some(std::net::IpAddr::V4(common::session_local_v4(
-                        self.next_local,
-                    )));
-                    self.next_local += 1;
-                    match cfg {
-                        Some(c) => ctx.connect_via(via, local, self.addr, c),
-                        None => ctx.connect_plain_via(via, local, self.addr),
-                    }
-                }
-            };
+            let r = common::connect_session(
+                ctx,
+                self.via,
+                &mut self.next_local,
+                self.addr,
+                self.cfg.as_ref(),
+            );
             match r {
                 Ok(_) => self.starting += 1,
                 Err(e) => {

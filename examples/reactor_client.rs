@@ -103,20 +103,13 @@ impl Sessions {
     fn start_more(&mut self, ctx: &mut Ctx<'_>) {
         while self.to_start > 0 && self.handshaking < self.parallel {
             self.to_start -= 1;
-            let r = match (self.via, &self.cfg) {
-                (None, Some(cfg)) => ctx.connect(self.addr, cfg),
-                (None, None) => ctx.connect_plain(self.addr),
-                (Some(via), cfg) => {
-                    let local = Some(std::net::IpAddr::V4(common::session_local_v4(
-                        self.next_local,
-                    )));
-                    self.next_local += 1;
-                    match cfg {
-                        Some(cfg) => ctx.connect_via(via, local, self.addr, cfg),
-                        None => ctx.connect_plain_via(via, local, self.addr),
-                    }
-                }
-            };
+            let r = common::connect_session(
+                ctx,
+                self.via,
+                &mut self.next_local,
+                self.addr,
+                self.cfg.as_ref(),
+            );
             match r {
                 Ok(_) => self.handshaking += 1,
                 Err(e) => {

@@ -476,6 +476,38 @@ fn send_into(
     }
 }
 
+/// The end (exclusive) of the GSO run of datagrams that starts at `i` of `n`:
+/// equal sizes (`len(k)`), the last one may be shorter; never an empty one (as a
+/// segment it would vanish); at most `GSO_SEGMENTS` datagrams and `GSO_BYTES`;
+/// only datagrams `joins` lets in (same destination). `i + 1`: no run.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn gso_run_end(
+    i: usize,
+    n: usize,
+    len: impl Fn(usize) -> usize,
+    joins: impl Fn(usize) -> bool,
+) -> usize {
+    let seg = len(i);
+    let mut j = i + 1;
+    if seg == 0 {
+        return j;
+    }
+    let mut bytes = seg;
+    while j < n
+        && j - i < GSO_SEGMENTS
+        && joins(j)
+        && bytes + len(j) <= GSO_BYTES
+        && (1..=seg).contains(&len(j))
+    {
+        bytes += len(j);
+        j += 1;
+        if len(j - 1) < seg {
+            break;
+        }
+    }
+    j
+}
+
 /// Errors by which the kernel or the device says no to `UDP_SEGMENT`.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn gso_refused(e: &io::Error) -> bool {
@@ -526,24 +558,12 @@ fn send_mmsg_n<const N: usize>(
     let mut msgs = 0;
     let mut i = 0;
     while i < datagrams.len() {
-        // A run: equal sizes, the last one may be shorter; bounded in count and bytes.
+        let j = if gso {
+            gso_run_end(i, datagrams.len(), |k| datagrams[k].len(), |_| true)
+        } else {
+            i + 1
+        };
         let seg = datagrams[i].len();
-        let mut j = i + 1;
-        let mut bytes = seg;
-        if gso && seg > 0 {
-            // An empty datagram never joins a run: as a segment it would vanish.
-            while j < datagrams.len()
-                && j - i < GSO_SEGMENTS
-                && bytes + datagrams[j].len() <= GSO_BYTES
-                && (1..=seg).contains(&datagrams[j].len())
-            {
-                bytes += datagrams[j].len();
-                j += 1;
-                if datagrams[j - 1].len() < seg {
-                    break;
-                }
-            }
-        }
         let h = &mut hdrs[msgs].msg_hdr;
         if let Some(a) = dest {
             h.msg_name = a.as_ptr() as *mut libc::c_void;

@@ -104,6 +104,32 @@ pub fn session_local_v4(i: usize) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 1, 0, 1)) + i as u32)
 }
 
+/// Starts a client session to `addr` from a reactor callback: DTLS with a
+/// configuration, plain UDP without; on its own socket, or on the shared
+/// socket `via` from the next local address ([`session_local_v4`] of
+/// `*next_local`, which moves on).
+#[cfg(feature = "reactor")]
+pub fn connect_session(
+    ctx: &mut dtls_reactor::Ctx<'_>,
+    via: Option<dtls_reactor::ListenerId>,
+    next_local: &mut usize,
+    addr: std::net::SocketAddr,
+    cfg: Option<&ClientConfig>,
+) -> dtls_reactor::Result<dtls_reactor::ConnId> {
+    let Some(via) = via else {
+        return match cfg {
+            Some(c) => ctx.connect(addr, c),
+            None => ctx.connect_plain(addr),
+        };
+    };
+    let local = Some(IpAddr::V4(session_local_v4(*next_local)));
+    *next_local += 1;
+    match cfg {
+        Some(c) => ctx.connect_via(via, local, addr, c),
+        None => ctx.connect_plain_via(via, local, addr),
+    }
+}
+
 /// Sets this process's soft limit of open files to `n` (what `ulimit -n n`
 /// does), to show a server needs no descriptor per peer.
 pub fn set_nofile(n: u64) -> std::io::Result<()> {

@@ -113,17 +113,12 @@ impl Variant {
 macro_rules! four_ways {
     ($($name:ident),* $(,)?) => {
         $(
-            mod $name {
-                use $crate::{DemuxKind, Fam, Variant};
-                #[test]
-                fn v4_osnet() { super::$name(Variant::of(Fam::V4, DemuxKind::OsNet)) }
-                #[test]
-                fn v6_osnet() { super::$name(Variant::of(Fam::V6, DemuxKind::OsNet)) }
-                #[test]
-                fn v4_router() { super::$name(Variant::of(Fam::V4, DemuxKind::Router)) }
-                #[test]
-                fn v6_router() { super::$name(Variant::of(Fam::V6, DemuxKind::Router)) }
-            }
+            $crate::ways!($name;
+                v4_osnet => Variant::of(Fam::V4, DemuxKind::OsNet),
+                v6_osnet => Variant::of(Fam::V6, DemuxKind::OsNet),
+                v4_router => Variant::of(Fam::V4, DemuxKind::Router),
+                v6_router => Variant::of(Fam::V6, DemuxKind::Router),
+            );
         )*
     };
 }
@@ -135,22 +130,33 @@ macro_rules! four_ways {
 macro_rules! six_ways {
     ($($name:ident),* $(,)?) => {
         $(
-            mod $name {
-                use $crate::{DemuxKind, Fam, Variant};
-                #[test]
-                fn v4_osnet() { super::$name(Variant::of(Fam::V4, DemuxKind::OsNet)) }
-                #[test]
-                fn v6_osnet() { super::$name(Variant::of(Fam::V6, DemuxKind::OsNet)) }
-                #[test]
-                fn v4_router() { super::$name(Variant::of(Fam::V4, DemuxKind::Router)) }
-                #[test]
-                fn v6_router() { super::$name(Variant::of(Fam::V6, DemuxKind::Router)) }
-                #[test]
-                fn v4_shared() { super::$name(Variant::shared(Fam::V4)) }
-                #[test]
-                fn v6_shared() { super::$name(Variant::shared(Fam::V6)) }
-            }
+            $crate::ways!($name;
+                v4_osnet => Variant::of(Fam::V4, DemuxKind::OsNet),
+                v6_osnet => Variant::of(Fam::V6, DemuxKind::OsNet),
+                v4_router => Variant::of(Fam::V4, DemuxKind::Router),
+                v6_router => Variant::of(Fam::V6, DemuxKind::Router),
+                v4_shared => Variant::shared(Fam::V4),
+                v6_shared => Variant::shared(Fam::V6),
+            );
         )*
+    };
+}
+
+/// A module `name` with one test per `test => variant`, each calling
+/// `super::name(variant)`: what [`four_ways!`](crate::four_ways) and
+/// [`six_ways!`](crate::six_ways) expand to.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! ways {
+    ($name:ident; $($test:ident => $v:expr),* $(,)?) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use $crate::{DemuxKind, Fam, Variant};
+            $(
+                #[test]
+                fn $test() { super::$name($v) }
+            )*
+        }
     };
 }
 

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 
 use super::MAX_SEND;
 #[cfg(any(target_os = "linux", target_os = "android"))]
-use super::{gso_refused, GSO_BYTES, GSO_OK, GSO_SEGMENTS, SOL_UDP, UDP_SEGMENT};
+use super::{gso_refused, gso_run_end, GSO_OK, SOL_UDP, UDP_SEGMENT};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 use std::sync::atomic::Ordering;
 
@@ -88,23 +88,16 @@ fn send_many(fd: std::os::fd::RawFd, msgs: &[Transmit<'_>], gso: bool) -> io::Re
     while i < msgs.len() {
         let first = &msgs[i];
         let seg = first.data.len();
-        let mut j = i + 1;
-        let mut bytes = seg;
-        if gso && seg > 0 {
-            while j < msgs.len()
-                && j - i < GSO_SEGMENTS
-                && msgs[j].to == first.to
-                && msgs[j].from == first.from
-                && bytes + msgs[j].data.len() <= GSO_BYTES
-                && (1..=seg).contains(&msgs[j].data.len())
-            {
-                bytes += msgs[j].data.len();
-                j += 1;
-                if msgs[j - 1].data.len() < seg {
-                    break;
-                }
-            }
-        }
+        let j = if gso {
+            gso_run_end(
+                i,
+                msgs.len(),
+                |k| msgs[k].data.len(),
+                |k| msgs[k].to == first.to && msgs[k].from == first.from,
+            )
+        } else {
+            i + 1
+        };
         let sa = socket2::SockAddr::from(first.to);
         // SAFETY: `sa` holds `sa.len()` valid bytes of a socket address, which fit in a
         // sockaddr_storage (the largest socket address).
