@@ -259,6 +259,11 @@ fn run(args: &Args) -> Result<(Measured, String), BoxError> {
                 loop {
                     let conn = match l.accept().await {
                         Ok((c, _)) => c,
+                        Err(
+                            webrtc_util::Error::ErrClosedListener
+                            | webrtc_util::Error::ErrClosedListenerAcceptCh,
+                        ) => return,
+                        // A failed handshake: the listener goes on.
                         Err(e) => {
                             eprintln!("webrtc-dtls-bench: server handshake: {e}");
                             continue;
