@@ -25,6 +25,11 @@
 //! - `tokio-udp`, `tokio` (feature `tokio`): tokio's `UdpSocket`, and this
 //!   crate's `tokio::DtlsStream` / `DtlsListener`, a current-thread runtime per
 //!   side (`examples/perf_suites/tokio.rs`); `tokio-udp` is `tokio`'s baseline.
+//! - `webrtc-dtls`: webrtc-rs's DTLS (on tokio) against itself in the same
+//!   shape, run as a separate process (`peers/webrtc-dtls-bench`, built with
+//!   `cargo build --release --manifest-path peers/webrtc-dtls-bench/Cargo.toml`;
+//!   skipped with a note when not built; `examples/perf_suites/webrtc.rs`);
+//!   its baseline is `tokio-udp`.
 //! - `reactor-shared-udp`, `reactor-shared`: the same on one shared socket per
 //!   side (`SharedSocket`: `listen_plain_shared` / `listen_shared` on the server,
 //!   `connect_via` for the client's sessions, each from its own 127.x address);
@@ -74,6 +79,8 @@ mod common;
 #[cfg(feature = "tokio")]
 #[path = "perf_suites/tokio.rs"]
 mod perf_tokio;
+#[path = "perf_suites/webrtc.rs"]
+mod perf_webrtc;
 #[path = "../tests/common/relay.rs"]
 mod relay;
 
@@ -165,6 +172,8 @@ enum Suite {
     TokioUdp,
     /// `dtls_reactor::tokio` (feature `tokio`).
     Tokio,
+    /// webrtc-dtls against itself (the `peers/webrtc-dtls-bench` process).
+    WebrtcDtls,
 }
 
 impl Suite {
@@ -182,6 +191,7 @@ impl Suite {
             Suite::ReactorShared => "reactor-shared",
             Suite::TokioUdp => "tokio-udp",
             Suite::Tokio => "tokio",
+            Suite::WebrtcDtls => "webrtc-dtls",
         }
     }
     fn baseline(self) -> Suite {
@@ -190,7 +200,7 @@ impl Suite {
             Suite::Tcp | Suite::Tls => Suite::Tcp,
             Suite::ReactorUdp | Suite::ReactorOsnet | Suite::ReactorRouter => Suite::ReactorUdp,
             Suite::ReactorSharedUdp | Suite::ReactorShared => Suite::ReactorSharedUdp,
-            Suite::TokioUdp | Suite::Tokio => Suite::TokioUdp,
+            Suite::TokioUdp | Suite::Tokio | Suite::WebrtcDtls => Suite::TokioUdp,
         }
     }
     /// Suites that can run through the fault relay (`--loss` above 0).
@@ -215,6 +225,7 @@ impl Suite {
                 | Suite::ReactorShared
                 | Suite::TokioUdp
                 | Suite::Tokio
+                | Suite::WebrtcDtls
         )
     }
     /// Both sides on one shared socket (`SharedSocket`): the client's
@@ -1390,6 +1401,19 @@ fn run_one(
             reactor_run(kind, shared, mode, size, sessions, dur, pinning, path)
         }
         (Suite::TokioUdp | Suite::Tokio, _) => tokio_run(suite, mode, size, sessions, dur, pinning),
+        (Suite::WebrtcDtls, _) => {
+            let ((sent, received, elapsed), placed) =
+                perf_webrtc::run(mode == Mode::Echo, size, sessions, dur, pinning, cpus());
+            let elapsed = elapsed.max(1e-9);
+            (
+                Run {
+                    sent,
+                    received,
+                    elapsed,
+                },
+                placed,
+            )
+        }
         (Suite::Udp, Mode::Oneway) => oneway_udp(size, dur, pinning, path, false),
         (Suite::UdpBatch, Mode::Oneway) => oneway_udp(size, dur, pinning, path, true),
         // One record in flight: nothing to batch; never configured (see main).
@@ -1553,6 +1577,7 @@ fn chart(path: &PathBuf, rows: &[Row], modes: &[Mode]) -> Result<(), Box<dyn std
                 Suite::ReactorShared => RGBColor(160, 120, 0),
                 Suite::TokioUdp => RGBColor(90, 90, 90),
                 Suite::Tokio => RGBColor(0, 0, 0),
+                Suite::WebrtcDtls => RGBColor(220, 120, 160),
             };
             Rectangle::new(
                 [(i, min), (i + 1, (r.median() / 1000.0).max(min))],
@@ -1595,12 +1620,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut configs = Vec::new();
     // Suites not run at some loss rate above 0 (the relay carries datagrams).
     let mut skipped: Vec<&str> = Vec::new();
+    let webrtc_missing = if args.suites.contains(&Suite::WebrtcDtls) {
+        perf_webrtc::missing()
+    } else {
+        None
+    };
     for &mode in &args.modes {
         for &size in &args.sizes {
             for &loss in &args.loss {
                 for &suite in &args.suites {
                     if suite == Suite::UdpBatch && mode == Mode::Echo {
                         // One record in flight per session: nothing to batch.
+                        continue;
+                    }
+                    if suite == Suite::WebrtcDtls && webrtc_missing.is_some() {
                         continue;
                     }
                     if loss > 0.0 && !suite.is_datagram() {
@@ -1644,6 +1677,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             args.seed,
             ncpu()
         );
+    }
+    if let Some(why) = &webrtc_missing {
+        println!("note: {why}");
     }
     if !skipped.is_empty() {
         println!(
