@@ -128,12 +128,12 @@ pub struct Timers {
     /// Server side: how long a handshaking peer may send nothing before the
     /// handshake ends (default 10 s; `None` for no such limit). Every
     /// datagram of whole records the peer sends (a new flight, or a
-    /// retransmission that shows it is still there) starts it again, and a
-    /// peer that was heard after a long gap (its retransmission timer
-    /// doubles on a lossy link) is allowed twice that gap next time, up to
-    /// [`Self::handshake`]. So a peer that goes silent after its ClientHello
-    /// holds its slot at most this long, and a slow one on a lossy link
-    /// keeps its handshake going.
+    /// retransmission that shows it is still there) starts it again and
+    /// doubles it, and a peer that was heard after a long gap is allowed at
+    /// least twice that gap next time (both sides' retransmission timers
+    /// double on a lossy link), up to [`Self::handshake`]. So a peer that
+    /// goes silent after its ClientHello holds its slot at most this long,
+    /// and one that keeps answering on a lossy link keeps its handshake.
     /// Client connections ignore it: a client keeps to its retransmission
     /// schedule and the overall deadline.
     pub silence: Option<Duration>,

@@ -70,9 +70,9 @@ pub struct Connection {
     events: VecDeque<Event>,
     handshake_deadline: Option<Instant>,
     /// Server side: the silence allowed now in the handshake (the
-    /// configured limit, widened to twice the longest gap the peer has shown
-    /// between its datagrams), and when the peer was last heard (a datagram
-    /// of whole records).
+    /// configured limit, doubled with every datagram heard and at least twice
+    /// the longest gap the peer has shown), and when the peer was last heard
+    /// (a datagram of whole records).
     silence: Option<Duration>,
     last_heard: Instant,
     client: Option<(ClientConfig, Option<SessionKey>)>,
@@ -359,13 +359,18 @@ impl Connection {
             return Ok(());
         }
         if self.state == State::Handshaking {
-            // The peer is still there: its silence starts again. A peer
-            // on a lossy link answers at its retransmission timer's pace,
-            // which doubles: after a gap this long the next one may be
-            // twice as long, so the allowed silence follows.
+            // The peer is still there: its silence starts again, and it may
+            // be longer. A peer on a lossy link answers at the pace of the
+            // retransmission timers (its own, and ours, whose flights it
+            // answers), which double: every datagram heard doubles the
+            // silence allowed, and a gap the peer has shown may come again
+            // twice as long. A peer that goes quiet after the hello that made
+            // the connection keeps the configured limit; the overall
+            // handshake deadline bounds them all.
             let now = Instant::now();
             if let Some(s) = &mut self.silence {
-                *s = (*s).max(2 * now.saturating_duration_since(self.last_heard));
+                let gap = now.saturating_duration_since(self.last_heard);
+                *s = s.saturating_mul(2).max(gap.saturating_mul(2));
             }
             self.last_heard = now;
         }

@@ -1011,3 +1011,52 @@ fn datagram_facts_of_real_hellos() {
         assert!(!d.carries_cookie() && !d.is_whole(), "cut at {cut}");
     }
 }
+
+/// Issue 16's rule for the server's handshake silence: a peer quiet after the
+/// hello that made the connection keeps the configured limit; each datagram
+/// it sends afterwards (here its retransmitted hello) doubles the silence it
+/// is allowed, within the overall deadline.
+#[test]
+fn handshake_silence_doubles_with_each_datagram_heard() {
+    let silence = Duration::from_millis(400);
+    let scfg = server()
+        .handshake_silence(Some(silence))
+        .handshake_timeout(Some(Duration::from_secs(2)))
+        // Retransmissions later than every limit here: only the limits show.
+        .initial_timeout(Duration::from_secs(30))
+        .max_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut door = FrontDoor::new(&scfg, &Admission::default()).unwrap();
+    let ccfg = client().build().unwrap();
+    let mut c = Connection::client(&ccfg, None).unwrap();
+    let hello = c.poll_transmit().unwrap();
+    let Admitted::Reply(hvr) = door.admit(peer(), &Datagram::parse(&hello)) else {
+        panic!("no HelloVerifyRequest");
+    };
+    c.feed(&hvr).unwrap();
+    let hello2 = c.poll_transmit().unwrap();
+    let Admitted::Accepted(mut s) = door.admit(peer(), &Datagram::parse(&hello2)) else {
+        panic!("not admitted");
+    };
+    let t0 = Instant::now();
+    let left = |s: &Connection| s.deadline().unwrap().saturating_duration_since(t0);
+    // Only the hello that made it: the configured limit.
+    assert!(left(&s) <= silence, "{:?}", left(&s));
+    // The same hello again (the client retransmits it): heard, so doubled.
+    s.feed(&hello2).unwrap();
+    assert!(left(&s) > silence * 3 / 2, "{:?}", left(&s));
+    s.feed(&hello2).unwrap();
+    assert!(left(&s) > silence * 7 / 2, "{:?}", left(&s));
+    // The overall deadline still bounds it.
+    for _ in 0..10 {
+        s.feed(&hello2).unwrap();
+    }
+    assert!(left(&s) <= Duration::from_secs(2), "{:?}", left(&s));
+    // A peer that never speaks again is ended by the limit it reached.
+    let end = s.deadline().unwrap();
+    assert!(matches!(
+        s.handle_timeout(end),
+        Err(Error::HandshakeTimeout)
+    ));
+}
