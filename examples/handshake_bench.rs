@@ -96,6 +96,9 @@ impl Case {
             .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
             .groups(self.groups())
             .resume_sessions(self.resume)
+            // The client reads the negotiated group from OpenSSL's session
+            // after the handshake, so it keeps OpenSSL's record layer.
+            .openssl_record_layer(true)
             .build()
             .expect("client config")
     }
@@ -237,12 +240,19 @@ fn client_handshake(
         }
         if conn.is_established() {
             if group.is_none() {
-                *group = Some(match conn.ssl().peer_tmp_key().map(|k| k.id()) {
-                    Ok(Id::X25519) => "X25519".into(),
-                    Ok(Id::EC) => "P-256".into(),
-                    Ok(other) => format!("{other:?}"),
-                    Err(_) => "none (resumed)".into(),
-                });
+                *group = Some(
+                    match conn
+                        .ssl()
+                        .expect("OpenSSL's session")
+                        .peer_tmp_key()
+                        .map(|k| k.id())
+                    {
+                        Ok(Id::X25519) => "X25519".into(),
+                        Ok(Id::EC) => "P-256".into(),
+                        Ok(other) => format!("{other:?}"),
+                        Err(_) => "none (resumed)".into(),
+                    },
+                );
             }
             return Some(conn.session_reused());
         }
