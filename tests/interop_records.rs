@@ -351,11 +351,12 @@ impl LoseFinished {
             let started = Instant::now();
             while !st.load(Ordering::Relaxed) && started.elapsed() < WAIT * 6 {
                 let lose = |from: Side, d: &[u8]| {
-                    if from == side && has_protected_handshake(d) {
-                        if se.fetch_add(1, Ordering::Relaxed) + 1 == nth {
-                            l.fetch_add(1, Ordering::Relaxed);
-                            return true;
-                        }
+                    if from == side
+                        && has_protected_handshake(d)
+                        && se.fetch_add(1, Ordering::Relaxed) + 1 == nth
+                    {
+                        l.fetch_add(1, Ordering::Relaxed);
+                        return true;
                     }
                     false
                 };
