@@ -48,6 +48,11 @@ struct Args {
     /// `Limits::shrink_after`; engine: no `Connection::shrink`).
     #[arg(long)]
     no_shrink: bool,
+    /// Keep OpenSSL's record layer (and its session) after the handshake
+    /// (`ConfigBuilder::openssl_record_layer`), for comparison with the
+    /// engine's own.
+    #[arg(long)]
+    openssl_record_layer: bool,
     /// Internal: run as the client process of `--mode reactor`, connecting
     /// to this address.
     #[arg(long, hide = true)]
@@ -101,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     common::raise_nofile();
     if let Some(addr) = args.child_of {
-        return child(addr, args.sessions);
+        return child(addr, args.sessions, args.openssl_record_layer);
     }
     match args.mode {
         Mode::Reactor => reactor_mode(&args),
@@ -109,17 +114,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-fn server_config() -> Result<ServerConfig, dtls_reactor::Error> {
+fn server_config(openssl_layer: bool) -> Result<ServerConfig, dtls_reactor::Error> {
     ServerConfig::builder()
         .certificate_chain_pem(common::TEST_CERT)
         .private_key_pem(common::TEST_KEY)
+        .openssl_record_layer(openssl_layer)
         .build()
 }
 
-fn client_config() -> Result<ClientConfig, dtls_reactor::Error> {
+fn client_config(openssl_layer: bool) -> Result<ClientConfig, dtls_reactor::Error> {
     ClientConfig::builder()
         .ca_pem(common::TEST_CA)
         .server_name("localhost")
+        .openssl_record_layer(openssl_layer)
         .build()
 }
 
@@ -145,7 +152,7 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .idle_timeout(None)
         .shrink_after((!args.no_shrink).then_some(QUIET));
     let mut reactor = Reactor::with_limits(Echo, limits)?;
-    reactor.listen(demux, &server_config()?)?;
+    reactor.listen(demux, &server_config(args.openssl_record_layer)?)?;
     let handle = reactor.handle();
     let server = std::thread::spawn(move || reactor.run());
     let mut child = Command::new(std::env::current_exe()?)
@@ -155,6 +162,10 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "--sessions",
             &n.to_string(),
         ])
+        .args(
+            args.openssl_record_layer
+                .then_some("--openssl-record-layer"),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -199,8 +210,9 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let rss_per = rss1.saturating_sub(rss0) as f64 / added;
     let heap_per = heap1.saturating_sub(heap0) as f64 / added;
     println!(
-        "reactor ({:?}), {} sessions established in {:.1} s after a warm-up of {WARM}; {} connections open, {} buffer releases{}",
+        "reactor ({:?}, {} record layer), {} sessions established in {:.1} s after a warm-up of {WARM}; {} connections open, {} buffer releases{}",
         args.demux,
+        layer_name(args.openssl_record_layer),
         n - WARM,
         took.as_secs_f64(),
         stats.connections,
@@ -224,11 +236,15 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// The client process: `WARM` sessions, "warm", wait for "go", the rest,
 /// "ready", then idle until the parent closes stdin.
-fn child(addr: SocketAddr, total: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn child(
+    addr: SocketAddr,
+    total: usize,
+    openssl_layer: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let go = Arc::new(AtomicBool::new(false));
     let load = Load {
         addr,
-        cfg: client_config()?,
+        cfg: client_config(openssl_layer)?,
         total,
         started: 0,
         in_flight: 0,
@@ -315,9 +331,17 @@ impl Handler for Load {
     }
 }
 
+fn layer_name(openssl_layer: bool) -> &'static str {
+    if openssl_layer {
+        "OpenSSL's"
+    } else {
+        "the engine's"
+    }
+}
+
 fn engine_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let s = server_config()?;
-    let c = client_config()?;
+    let s = server_config(args.openssl_record_layer)?;
+    let c = client_config(args.openssl_record_layer)?;
     let mut stage = FrontDoor::new(&s, &Admission::default())?;
     // Warm up allocator and OpenSSL's lazy state with one session.
     drop(pair(&mut stage, &c, 0, true));
@@ -340,8 +364,9 @@ fn engine_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let heap_after = heap_in_use();
     let per = (after.saturating_sub(before)) as f64 / args.sessions as f64;
     println!(
-        "sessions: {} (handshakes took {:.1} s)",
+        "sessions: {} on {} record layer (handshakes took {:.1} s)",
         args.sessions,
+        layer_name(args.openssl_record_layer),
         took.as_secs_f64()
     );
     println!(
@@ -358,7 +383,42 @@ fn engine_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         heap_per / 1024.0
     );
     assert!(servers.iter().all(|s| s.is_established()));
+    assert!(servers
+        .iter()
+        .all(|s| s.engine_record_layer() != args.openssl_record_layer));
+    println!(
+        "parts: Connection value {} bytes (its boxed state and queues are on the heap)",
+        std::mem::size_of::<Connection>()
+    );
+    evp_part(args.sessions);
     Ok(())
+}
+
+/// The part of a session on the engine's record layer that is OpenSSL's:
+/// two EVP AES-128-GCM contexts with their keys set (one per direction),
+/// measured alone on as many sessions.
+fn evp_part(sessions: usize) {
+    use openssl::cipher::Cipher;
+    use openssl::cipher_ctx::CipherCtx;
+    trim();
+    let before = heap_in_use();
+    let ctxs: Vec<(CipherCtx, CipherCtx)> = (0..sessions)
+        .map(|_| {
+            let mut w = CipherCtx::new().unwrap();
+            w.encrypt_init(Some(Cipher::aes_128_gcm()), Some(&[1; 16]), None)
+                .unwrap();
+            let mut r = CipherCtx::new().unwrap();
+            r.decrypt_init(Some(Cipher::aes_128_gcm()), Some(&[2; 16]), None)
+                .unwrap();
+            (w, r)
+        })
+        .collect();
+    let per = heap_in_use().saturating_sub(before) as f64 / sessions as f64;
+    println!(
+        "parts: two EVP AES-128-GCM contexts (one per direction): {per:.0} heap bytes per session ({:.1} KiB)",
+        per / 1024.0
+    );
+    drop(ctxs);
 }
 
 fn pair(
