@@ -237,6 +237,7 @@ impl Established {
     /// the way: alerts, the peer's retransmitted Finished, refused
     /// renegotiation.
     pub(crate) fn recv(&mut self, buf: &mut [u8]) -> Got {
+        let overhead = self.min_body();
         loop {
             let Some(r) = &mut self.reading else {
                 match self.pipe.pop_inbound() {
@@ -255,6 +256,7 @@ impl Established {
                 let n = r.plain.len().min(buf.len());
                 buf[..n].copy_from_slice(&r.buf[r.plain.start..r.plain.start + n]);
                 r.plain.start += n;
+                self.release_read();
                 return Got::Data { n, first: false };
             }
             let rest = &r.buf[r.next..];
@@ -269,6 +271,35 @@ impl Established {
             let start = r.next;
             let end = (start + RECORD_HEADER + len).min(r.buf.len());
             r.next = end;
+            // Application data that fits goes straight to the caller.
+            let direct = rest[0] == CONTENT_APPLICATION_DATA
+                && (end - start - RECORD_HEADER)
+                    .checked_sub(overhead)
+                    .is_some_and(|n| n <= buf.len());
+            if direct {
+                match self.layer.open_into(&mut r.buf[start..end], buf) {
+                    Opened::Plain { len, .. } => {
+                        self.last_flight = Vec::new();
+                        if len == 0 {
+                            continue;
+                        }
+                        self.release_read();
+                        return Got::Data {
+                            n: len,
+                            first: true,
+                        };
+                    }
+                    Opened::Overflow => return self.fatal(RECORD_OVERFLOW, R_DATA_LENGTH_TOO_LONG),
+                    Opened::OldEpoch => {
+                        log::trace!("record of the handshake's epoch ignored");
+                        continue;
+                    }
+                    Opened::Discard(why) => {
+                        log::trace!("record discarded: {why}");
+                        continue;
+                    }
+                }
+            }
             let opened = self.layer.open(&mut r.buf[start..end]);
             match opened {
                 Opened::Plain { ty, at, len } => {
@@ -283,6 +314,7 @@ impl Established {
                             let n = len.min(buf.len());
                             buf[..n].copy_from_slice(&r.buf[at..at + n]);
                             r.plain.start += n;
+                            self.release_read();
                             return Got::Data { n, first: true };
                         }
                         CONTENT_ALERT => {
@@ -346,6 +378,18 @@ impl Established {
                     log::trace!("record discarded: {why}");
                 }
                 Opened::Overflow => return self.fatal(RECORD_OVERFLOW, R_DATA_LENGTH_TOO_LONG),
+            }
+        }
+    }
+
+    /// Gives the datagram being read back to the pool once nothing of it is
+    /// left, so an idle session holds no datagram buffer.
+    fn release_read(&mut self) {
+        if let Some(r) = &self.reading {
+            if r.plain.is_empty() && r.next >= r.buf.len() {
+                if let Some(r) = self.reading.take() {
+                    self.pipe.recycle(r.buf);
+                }
             }
         }
     }

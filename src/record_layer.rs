@@ -397,6 +397,18 @@ impl RecordLayer {
     /// replay window, length, authentication; an authentic record moves the
     /// window.
     pub(crate) fn open(&mut self, rec: &mut [u8]) -> Opened {
+        self.open_to(rec, None)
+    }
+
+    /// [`Self::open`], the plaintext written to the start of `out` instead
+    /// of in place (`out` holds at least the record's plaintext: the body
+    /// less the AEAD's overhead). Saves a copy when the caller's buffer is
+    /// the destination.
+    pub(crate) fn open_into(&mut self, rec: &mut [u8], out: &mut [u8]) -> Opened {
+        self.open_to(rec, Some(out))
+    }
+
+    fn open_to(&mut self, rec: &mut [u8], out: Option<&mut [u8]>) -> Opened {
         let aead = self.aead;
         let ty = rec[0];
         let version = [rec[1], rec[2]];
@@ -431,19 +443,33 @@ impl RecordLayer {
         } else {
             self.read.nonce(aead, es)
         };
-        let ok = (|| {
-            let ctx = &mut self.read.ctx;
-            let (data, tag) = rec[at..].split_at_mut(len);
+        let ctx = &mut self.read.ctx;
+        let mut run = |out: Option<&mut [u8]>| -> Result<(), ErrorStack> {
             ctx.decrypt_init(None, None, Some(&nonce))?;
-            ctx.set_tag(tag)?;
+            ctx.set_tag(&rec[at + len..])?;
             if aead.is_ccm() {
                 ctx.set_data_len(len)?;
             }
             ctx.cipher_update(&aad(es, ty, version, len), None)?;
-            ctx.cipher_update_inplace(data, len)?;
-            ctx.cipher_final(&mut [])
-        })();
-        if ok.is_err() {
+            match out {
+                Some(o) => ctx.cipher_update(&rec[at..at + len], Some(&mut o[..len]))?,
+                None => ctx.cipher_update_inplace(&mut rec[at..at + len], len)?,
+            };
+            ctx.cipher_final(&mut [])?;
+            Ok(())
+        };
+        let failed = match out {
+            Some(o) => {
+                let failed = run(Some(&mut *o)).is_err();
+                if failed {
+                    // No unauthenticated plaintext left in the caller's buffer.
+                    o[..len].fill(0);
+                }
+                failed
+            }
+            None => run(None).is_err(),
+        };
+        if failed {
             return Opened::Discard("failed authentication");
         }
         if len > MAX_PLAINTEXT {

@@ -76,9 +76,15 @@ fn twin(c: &Connection) -> Box<Established> {
 /// Every plaintext `recv` gives now, then how it stopped (`None`: nothing
 /// more; `Some`: the error).
 fn drain(c: &mut Connection) -> (Vec<Vec<u8>>, Option<String>) {
+    drain_with(c, 2048)
+}
+
+/// [`drain`] with a buffer of `size` bytes (records longer than it are read
+/// in parts).
+fn drain_with(c: &mut Connection, size: usize) -> (Vec<Vec<u8>>, Option<String>) {
     let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
-    for _ in 0..200 {
+    let mut buf = vec![0u8; size];
+    for _ in 0..2000 {
         match c.recv(&mut buf) {
             Ok(Some(n)) => got.push(buf[..n].to_vec()),
             Ok(None) => return (got, None),
@@ -291,6 +297,7 @@ proptest! {
         suite in 0..SUITES.len(),
         receiver_is_client in any::<bool>(),
         ops in proptest::collection::vec(op(RECORDS), 1..120),
+        buf_size in prop_oneof![Just(2048usize), Just(100), Just(7)],
     ) {
         let (client, server) = pair(SUITES[suite], true);
         let (mut sender, mut theirs) = if receiver_is_client {
@@ -311,8 +318,8 @@ proptest! {
             let a = theirs.feed(&d).map_err(|e| describe(&e));
             let b = ours.feed(&d).map_err(|e| describe(&e));
             prop_assert_eq!(&a, &b, "feed, op {} {:?}", k, o);
-            let (ga, ea) = drain(&mut theirs);
-            let (gb, eb) = drain(&mut ours);
+            let (ga, ea) = drain_with(&mut theirs, buf_size);
+            let (gb, eb) = drain_with(&mut ours, buf_size);
             prop_assert_eq!(&ga, &gb, "deliveries, op {} {:?}", k, o);
             prop_assert_eq!(&ea, &eb, "errors, op {} {:?}", k, o);
             prop_assert_eq!(theirs.stats().dropped, ours.stats().dropped, "dropped, op {}", k);
