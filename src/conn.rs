@@ -66,8 +66,9 @@ pub struct Connection {
     /// Sessions of this connection's configuration move to the engine's
     /// record layer once established (when their suite allows).
     own_records: bool,
-    /// While handshaking (`own_records`): the datagrams of the last flight
-    /// OpenSSL wrote, kept for the engine's record layer.
+    /// When the handshake completes (`own_records`): the datagrams of the
+    /// flight OpenSSL wrote in the completing call, for the engine's record
+    /// layer.
     last_flight: Vec<Vec<u8>>,
     role: Role,
     peer: Option<SocketAddr>,
@@ -334,12 +335,15 @@ impl Connection {
         stream.get_mut().begin_flight();
         let r = stream.do_handshake();
         stream.get_mut().end_flight();
-        let out = &stream.get_ref().outbound;
-        if self.own_records && out.len() > from {
-            self.last_flight = out.range(from..).cloned().collect();
-        }
         let r = match r {
             Ok(()) => {
+                // The flight written by the call that completed the
+                // handshake is this side's last (empty when the peer's
+                // flight was the last): kept for the engine's record layer.
+                let out = &stream.get_ref().outbound;
+                if self.own_records && out.len() > from {
+                    self.last_flight = out.range(from..).cloned().collect();
+                }
                 if let Some((cfg, Some(key))) = &self.client {
                     if let Some(der) = stream.ssl().session().and_then(|s| s.to_der().ok()) {
                         cfg.store_session(key, der);

@@ -48,8 +48,9 @@ const MAX_RESENDS: u32 = 12;
 /// record layer reports as OpenSSL would.
 const R_DATA_LENGTH_TOO_LONG: i32 = 146;
 const R_INVALID_ALERT: i32 = 205;
-const R_UNEXPECTED_MESSAGE: i32 = 244;
+const R_UNEXPECTED_RECORD: i32 = 245;
 const R_NO_RENEGOTIATION: i32 = 339;
+const R_SHUTDOWN_WHILE_IN_INIT: i32 = 407;
 const R_TOO_MANY_WARN_ALERTS: i32 = 409;
 
 /// What the public API reads from a session, copied when OpenSSL's `SSL`
@@ -123,6 +124,9 @@ pub(crate) struct Established {
     /// `ConnStats::retransmissions`).
     pub(crate) resends: u32,
     reading: Option<Reading>,
+    /// A handshake message other than a Finished arrived (renegotiation):
+    /// as in OpenSSL, the next application record ends the session.
+    in_handshake: bool,
 }
 
 impl Established {
@@ -162,6 +166,7 @@ impl Established {
             last_flight,
             resends: 0,
             reading: None,
+            in_handshake: false,
         })))
     }
 
@@ -201,8 +206,12 @@ impl Established {
         self.seal_datagram(CONTENT_APPLICATION_DATA, plain)
     }
 
-    /// Queues close_notify.
+    /// Queues close_notify; not after a handshake message put the session
+    /// back into a handshake (OpenSSL refuses to shut down then).
     pub(crate) fn close(&mut self) -> Result<(), Error> {
+        if self.in_handshake {
+            return Err(local_error(R_SHUTDOWN_WHILE_IN_INIT));
+        }
         self.seal_datagram(CONTENT_ALERT, &[ALERT_WARNING, CLOSE_NOTIFY])
     }
 
@@ -278,6 +287,9 @@ impl Established {
                     .is_some_and(|n| n <= buf.len());
             if direct {
                 match self.layer.open_into(&mut r.buf[start..end], buf) {
+                    Opened::Plain { .. } if self.in_handshake => {
+                        return self.fatal(UNEXPECTED_MESSAGE, R_UNEXPECTED_RECORD);
+                    }
                     Opened::Plain { len, .. } => {
                         self.last_flight = Vec::new();
                         if len == 0 {
@@ -305,6 +317,9 @@ impl Established {
                 Opened::Plain { ty, at, len } => {
                     let at = start + at;
                     match ty {
+                        CONTENT_APPLICATION_DATA if self.in_handshake => {
+                            return self.fatal(UNEXPECTED_MESSAGE, R_UNEXPECTED_RECORD);
+                        }
                         CONTENT_APPLICATION_DATA => {
                             self.last_flight = Vec::new();
                             if len == 0 {
@@ -344,26 +359,25 @@ impl Established {
                             };
                         }
                         CONTENT_HANDSHAKE if len >= HANDSHAKE_HEADER => match r.buf[at] {
-                            FINISHED => {
+                            FINISHED if !self.in_handshake => {
                                 if let Some(g) = self.resend_last_flight() {
                                     return g;
                                 }
                             }
-                            CLIENT_HELLO if self.role == Role::Server => {
-                                log::debug!("renegotiation refused");
-                                let _ = self.seal_datagram(
-                                    CONTENT_ALERT,
-                                    &[ALERT_WARNING, NO_RENEGOTIATION],
-                                );
+                            // Any other message (a ClientHello or a
+                            // HelloRequest: renegotiation) puts OpenSSL
+                            // 3.0's DTLS back into its handshake, where the
+                            // peer's next application record ends the session
+                            // (unexpected_message, "unexpected record"):
+                            // renegotiation refused. The same here.
+                            other => {
+                                if (other == CLIENT_HELLO && self.role == Role::Server)
+                                    || (other == HELLO_REQUEST && self.role == Role::Client)
+                                {
+                                    log::debug!("renegotiation refused");
+                                }
+                                self.in_handshake = true;
                             }
-                            HELLO_REQUEST if self.role == Role::Client => {
-                                log::debug!("renegotiation refused");
-                                let _ = self.seal_datagram(
-                                    CONTENT_ALERT,
-                                    &[ALERT_WARNING, NO_RENEGOTIATION],
-                                );
-                            }
-                            _ => return self.fatal(UNEXPECTED_MESSAGE, R_UNEXPECTED_MESSAGE),
                         },
                         // A short handshake record, a change_cipher_spec:
                         // nothing to act on (OpenSSL drops them too).
@@ -412,14 +426,20 @@ impl Established {
     }
 
     /// The record state of a session OpenSSL still carries, copied
-    /// (nothing taken from `pipe`): what [`Self::take_over`] would make.
+    /// (nothing taken from `pipe`): what [`Self::take_over`] would make
+    /// with this last flight.
     #[cfg(test)]
-    pub(crate) fn twin(ssl: &SslRef, pipe: &Pipe, role: Role) -> Box<Established> {
+    pub(crate) fn twin(
+        ssl: &SslRef,
+        pipe: &Pipe,
+        role: Role,
+        last_flight: Vec<Vec<u8>>,
+    ) -> Box<Established> {
         let mut copy = Pipe::new(pipe.cap, pipe.mtu as u32);
         copy.written = pipe.written;
         copy.stash = pipe.stash.clone();
         copy.app_records_read = 0;
-        match Self::take_over(ssl, &mut copy, role, Vec::new()) {
+        match Self::take_over(ssl, &mut copy, role, last_flight) {
             Some(Ok(e)) => e,
             other => panic!("no twin: {:?}", other.map(|r| r.err())),
         }
