@@ -1,7 +1,9 @@
 //! The sans-IO DTLS connection: datagrams in, datagrams out, a deadline.
 //!
 //! A [`Connection`] owns one OpenSSL session whose BIO is an in-memory
-//! [`Pipe`] of whole datagrams. The owner feeds it every datagram that arrives
+//! [`Pipe`] of whole datagrams; once a DTLS 1.2 handshake with an AEAD suite
+//! completes, the engine's record layer (`src/established.rs`) takes the
+//! session over and OpenSSL's is freed. The owner feeds it every datagram that arrives
 //! from the peer ([`Connection::feed`]), sends every datagram it produces
 //! ([`Connection::poll_transmit`]), and calls [`Connection::handle_timeout`]
 //! when [`Connection::deadline`] passes. Plaintext goes in and out one

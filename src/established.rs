@@ -127,6 +127,21 @@ pub(crate) struct Established {
     /// A handshake message other than a Finished arrived (renegotiation):
     /// as in OpenSSL, the next application record ends the session.
     in_handshake: bool,
+    /// Warning alerts received since the last record with content.
+    warnings: u8,
+    /// The warning alert that ends the session ([`warnings_allowed`]).
+    warnings_allowed: u8,
+}
+
+/// OpenSSL's `MAX_WARN_ALERT_COUNT`: the fifth warning alert in a row ends
+/// a session. OpenSSL 3.0 and 3.1 end an established DTLS session on the
+/// first (measured with 3.0.19; 3.6.3 allows four).
+fn warnings_allowed() -> u8 {
+    if openssl::version::number() >= 0x3020_0000 {
+        5
+    } else {
+        1
+    }
 }
 
 impl Established {
@@ -167,6 +182,8 @@ impl Established {
             resends: 0,
             reading: None,
             in_handshake: false,
+            warnings: 0,
+            warnings_allowed: warnings_allowed(),
         })))
     }
 
@@ -295,6 +312,7 @@ impl Established {
                         if len == 0 {
                             continue;
                         }
+                        self.warnings = 0;
                         self.release_read();
                         return Got::Data {
                             n: len,
@@ -316,6 +334,9 @@ impl Established {
             match opened {
                 Opened::Plain { ty, at, len } => {
                     let at = start + at;
+                    if ty != CONTENT_ALERT && len > 0 {
+                        self.warnings = 0;
+                    }
                     match ty {
                         CONTENT_APPLICATION_DATA if self.in_handshake => {
                             return self.fatal(UNEXPECTED_MESSAGE, R_UNEXPECTED_RECORD);
@@ -344,19 +365,23 @@ impl Established {
                                 log::debug!("fatal alert {desc} received");
                                 return Got::Failed(alert_error(desc));
                             }
-                            // OpenSSL 3.0's DTLS ends an established session
-                            // on a warning alert: no_renegotiation with a
-                            // fatal handshake_failure (the peer refused what
-                            // this side must have asked for), any other with
-                            // unexpected_message ("too many warn alerts",
-                            // from the first). The same here, so a session
-                            // ends alike on either record layer.
+                            // Warning alerts as OpenSSL's DTLS treats them on
+                            // an established session: no_renegotiation ends
+                            // it with a fatal handshake_failure (the peer
+                            // refused what this side must have asked for);
+                            // any other is ignored, up to the fifth in a row
+                            // (unexpected_message, "too many warn alerts");
+                            // OpenSSL 3.0 and 3.1 end the session on the
+                            // first. The same here, so a session ends alike
+                            // on either record layer.
                             log::debug!("warning alert {desc} received");
-                            return if desc == NO_RENEGOTIATION {
-                                self.fatal(HANDSHAKE_FAILURE, R_NO_RENEGOTIATION)
-                            } else {
-                                self.fatal(UNEXPECTED_MESSAGE, R_TOO_MANY_WARN_ALERTS)
-                            };
+                            if desc == NO_RENEGOTIATION {
+                                return self.fatal(HANDSHAKE_FAILURE, R_NO_RENEGOTIATION);
+                            }
+                            self.warnings += 1;
+                            if self.warnings >= self.warnings_allowed {
+                                return self.fatal(UNEXPECTED_MESSAGE, R_TOO_MANY_WARN_ALERTS);
+                            }
                         }
                         CONTENT_HANDSHAKE if len >= HANDSHAKE_HEADER => match r.buf[at] {
                             FINISHED if !self.in_handshake => {
