@@ -34,6 +34,7 @@ const CLOSE_NOTIFY: u8 = 0;
 const UNEXPECTED_MESSAGE: u8 = 10;
 const RECORD_OVERFLOW: u8 = 22;
 const HANDSHAKE_FAILURE: u8 = 40;
+const ILLEGAL_PARAMETER: u8 = 47;
 const DECODE_ERROR: u8 = 50;
 const NO_RENEGOTIATION: u8 = 100;
 const HELLO_REQUEST: u8 = 0;
@@ -49,6 +50,7 @@ const MAX_RESENDS: u32 = 12;
 const R_DATA_LENGTH_TOO_LONG: i32 = 146;
 const R_INVALID_ALERT: i32 = 205;
 const R_UNEXPECTED_RECORD: i32 = 245;
+const R_UNKNOWN_ALERT_TYPE: i32 = 246;
 const R_NO_RENEGOTIATION: i32 = 339;
 const R_SHUTDOWN_WHILE_IN_INIT: i32 = 407;
 const R_TOO_MANY_WARN_ALERTS: i32 = 409;
@@ -129,19 +131,20 @@ pub(crate) struct Established {
     in_handshake: bool,
     /// Warning alerts received since the last record with content.
     warnings: u8,
-    /// The warning alert that ends the session ([`warnings_allowed`]).
-    warnings_allowed: u8,
+    /// Whether warnings are counted against [`MAX_WARNINGS`] (OpenSSL 3.2
+    /// and later) or end the session ([`counts_warnings`]).
+    count_warnings: bool,
 }
 
 /// OpenSSL's `MAX_WARN_ALERT_COUNT`: the fifth warning alert in a row ends
-/// a session. OpenSSL 3.0 and 3.1 end an established DTLS session on the
-/// first (measured with 3.0.19; 3.6.3 allows four).
-fn warnings_allowed() -> u8 {
-    if openssl::version::number() >= 0x3020_0000 {
-        5
-    } else {
-        1
-    }
+/// a session.
+const MAX_WARNINGS: u8 = 5;
+
+/// Whether the OpenSSL in use counts warning alerts on an established DTLS
+/// session (3.2 and later: measured with 3.6.3) instead of ending it on the
+/// first one other than close_notify (3.0 and 3.1: measured with 3.0.19).
+fn counts_warnings() -> bool {
+    openssl::version::number() >= 0x3020_0000
 }
 
 impl Established {
@@ -183,7 +186,7 @@ impl Established {
             reading: None,
             in_handshake: false,
             warnings: 0,
-            warnings_allowed: warnings_allowed(),
+            count_warnings: counts_warnings(),
         })))
     }
 
@@ -358,28 +361,39 @@ impl Established {
                                 return self.fatal(DECODE_ERROR, R_INVALID_ALERT);
                             }
                             let (level, desc) = (r.buf[at], r.buf[at + 1]);
-                            if desc == CLOSE_NOTIFY {
-                                return Got::CloseNotify;
-                            }
                             if level == ALERT_FATAL {
                                 log::debug!("fatal alert {desc} received");
                                 return Got::Failed(alert_error(desc));
                             }
+                            if level != ALERT_WARNING {
+                                return self.fatal(ILLEGAL_PARAMETER, R_UNKNOWN_ALERT_TYPE);
+                            }
                             // Warning alerts as OpenSSL's DTLS treats them on
-                            // an established session: no_renegotiation ends
-                            // it with a fatal handshake_failure (the peer
-                            // refused what this side must have asked for);
-                            // any other is ignored, up to the fifth in a row
+                            // an established session, so that a session ends
+                            // alike on either record layer. OpenSSL 3.2 and
+                            // later count every warning, close_notify too,
+                            // and end the session at the fifth in a row
                             // (unexpected_message, "too many warn alerts");
-                            // OpenSSL 3.0 and 3.1 end the session on the
-                            // first. The same here, so a session ends alike
-                            // on either record layer.
+                            // close_notify closes; no_renegotiation ends the
+                            // session with a fatal handshake_failure (the
+                            // peer refused what this side must have asked
+                            // for); any other is ignored. OpenSSL 3.0 and 3.1
+                            // close on close_notify and end the session on
+                            // any other warning.
                             log::debug!("warning alert {desc} received");
+                            if self.count_warnings {
+                                self.warnings += 1;
+                                if self.warnings >= MAX_WARNINGS {
+                                    return self.fatal(UNEXPECTED_MESSAGE, R_TOO_MANY_WARN_ALERTS);
+                                }
+                            }
+                            if desc == CLOSE_NOTIFY {
+                                return Got::CloseNotify;
+                            }
                             if desc == NO_RENEGOTIATION {
                                 return self.fatal(HANDSHAKE_FAILURE, R_NO_RENEGOTIATION);
                             }
-                            self.warnings += 1;
-                            if self.warnings >= self.warnings_allowed {
+                            if !self.count_warnings {
                                 return self.fatal(UNEXPECTED_MESSAGE, R_TOO_MANY_WARN_ALERTS);
                             }
                         }
