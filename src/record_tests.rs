@@ -283,7 +283,7 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
         1 => (0..n, 1usize..40).prop_map(|(i, c)| Op::Shorten(i, c)),
         1 => (0..n, prop_oneof![Just(0u16), Just(2), Just(0xffff)]).prop_map(|(i, e)| Op::Epoch(i, e)),
         1 => (0..n, 0..n).prop_map(|(i, j)| Op::Both(i, j)),
-        1 => prop_oneof![Just((1u8, 0u8)), Just((1, 90)), Just((1, 100)), Just((2, 40)), Just((2, 20))]
+        1 => prop_oneof![Just((1u8, 0u8)), Just((1, 90)), Just((1, 100)), Just((2, 40)), Just((2, 20)), Just((2, 0)), Just((3, 10))]
             .prop_map(|(l, d)| Op::Alert(l, d)),
         // Runs of warnings (OpenSSL's limit is counted in a row).
         1 => (1usize..7).prop_map(Op::Warnings),
