@@ -63,6 +63,11 @@ struct Args {
     /// descriptor per session.
     #[arg(long)]
     nofile: Option<u64>,
+    /// Keep OpenSSL's record layer (and its session) after the handshake
+    /// (`ConfigBuilder::openssl_record_layer`), for comparison with the
+    /// engine's own.
+    #[arg(long)]
+    openssl_record_layer: bool,
     /// Internal: run as the client process of `--mode reactor`, connecting
     /// to this address.
     #[arg(long, hide = true)]
@@ -121,7 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     common::raise_nofile();
     if let Some(addr) = args.child_of {
-        return child(addr, args.sessions, args.child_shared);
+        return child(addr, args.sessions, args.child_shared, args.openssl_record_layer);
     }
     match args.mode {
         Mode::Reactor => reactor_mode(&args),
@@ -129,17 +134,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-fn server_config() -> Result<ServerConfig, dtls_reactor::Error> {
+fn server_config(openssl_layer: bool) -> Result<ServerConfig, dtls_reactor::Error> {
     ServerConfig::builder()
         .certificate_chain_pem(common::TEST_CERT)
         .private_key_pem(common::TEST_KEY)
+        .openssl_record_layer(openssl_layer)
         .build()
 }
 
-fn client_config() -> Result<ClientConfig, dtls_reactor::Error> {
+fn client_config(openssl_layer: bool) -> Result<ClientConfig, dtls_reactor::Error> {
     ClientConfig::builder()
         .ca_pem(common::TEST_CA)
         .server_name("localhost")
+        .openssl_record_layer(openssl_layer)
         .build()
 }
 
@@ -212,7 +219,7 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Kind::Shared => {
             let s = dtls_demux::SharedSocket::bind(listen)?;
             let a = s.local_addr();
-            reactor.listen_shared(s, &server_config()?)?;
+            reactor.listen_shared(s, &server_config(args.openssl_record_layer)?)?;
             a
         }
         k => {
@@ -223,7 +230,7 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             };
             let demux = dtls_demux::bind(kind, listen)?;
             let a = demux.local_addr()?;
-            reactor.listen(demux, &server_config()?)?;
+            reactor.listen(demux, &server_config(args.openssl_record_layer)?)?;
             a
         }
     };
@@ -236,6 +243,9 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     ];
     if args.demux == Kind::Shared {
         child_args.push("--child-shared".into());
+    }
+    if args.openssl_record_layer {
+        child_args.push("--openssl-record-layer".into());
     }
     // The child raises its own limit back to the hard limit (it needs a
     // socket per session unless it shares one).
@@ -302,8 +312,9 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let rss_per = rss1.saturating_sub(rss0) as f64 / added;
     let heap_per = heap1.saturating_sub(heap0) as f64 / added;
     println!(
-        "reactor ({:?}{}), {} sessions established in {:.1} s after a warm-up of {WARM}; {} connections open, {} buffer releases{}; {fds} descriptors open in the server process",
+        "reactor ({:?}, {} record layer{}), {} sessions established in {:.1} s after a warm-up of {WARM}; {} connections open, {} buffer releases{}; {fds} descriptors open in the server process",
         args.demux,
+        layer_name(args.openssl_record_layer),
         args.nofile
             .map(|l| format!(", server ulimit -n {l}"))
             .unwrap_or_default(),
@@ -366,11 +377,16 @@ fn reactor_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 /// N; then "echoed ROUND_TRIPS SECONDS LOST"),
 /// "go" (the rest of the sessions, then "ready"); until the parent closes
 /// stdin.
-fn child(addr: SocketAddr, total: usize, shared: bool) -> Result<(), Box<dyn std::error::Error>> {
+fn child(
+    addr: SocketAddr,
+    total: usize,
+    shared: bool,
+    openssl_layer: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let cmd = Arc::new(Mutex::new(None::<String>));
     let load = Load {
         addr,
-        cfg: client_config()?,
+        cfg: client_config(openssl_layer)?,
         via: None,
         total,
         started: 0,
@@ -547,9 +563,17 @@ impl Handler for Load {
     }
 }
 
+fn layer_name(openssl_layer: bool) -> &'static str {
+    if openssl_layer {
+        "OpenSSL's"
+    } else {
+        "the engine's"
+    }
+}
+
 fn engine_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let s = server_config()?;
-    let c = client_config()?;
+    let s = server_config(args.openssl_record_layer)?;
+    let c = client_config(args.openssl_record_layer)?;
     let mut stage = FrontDoor::new(&s, &Admission::default())?;
     // Warm up allocator and OpenSSL's lazy state with one session.
     drop(pair(&mut stage, &c, 0, true));
@@ -572,8 +596,9 @@ fn engine_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let heap_after = heap_in_use();
     let per = (after.saturating_sub(before)) as f64 / args.sessions as f64;
     println!(
-        "sessions: {} (handshakes took {:.1} s)",
+        "sessions: {} on {} record layer (handshakes took {:.1} s)",
         args.sessions,
+        layer_name(args.openssl_record_layer),
         took.as_secs_f64()
     );
     println!(
@@ -590,7 +615,42 @@ fn engine_mode(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         heap_per / 1024.0
     );
     assert!(servers.iter().all(|s| s.is_established()));
+    assert!(servers
+        .iter()
+        .all(|s| s.engine_record_layer() != args.openssl_record_layer));
+    println!(
+        "parts: Connection value {} bytes (its boxed state and queues are on the heap)",
+        std::mem::size_of::<Connection>()
+    );
+    evp_part(args.sessions);
     Ok(())
+}
+
+/// The part of a session on the engine's record layer that is OpenSSL's:
+/// two EVP AES-128-GCM contexts with their keys set (one per direction),
+/// measured alone on as many sessions.
+fn evp_part(sessions: usize) {
+    use openssl::cipher::Cipher;
+    use openssl::cipher_ctx::CipherCtx;
+    trim();
+    let before = heap_in_use();
+    let ctxs: Vec<(CipherCtx, CipherCtx)> = (0..sessions)
+        .map(|_| {
+            let mut w = CipherCtx::new().unwrap();
+            w.encrypt_init(Some(Cipher::aes_128_gcm()), Some(&[1; 16]), None)
+                .unwrap();
+            let mut r = CipherCtx::new().unwrap();
+            r.decrypt_init(Some(Cipher::aes_128_gcm()), Some(&[2; 16]), None)
+                .unwrap();
+            (w, r)
+        })
+        .collect();
+    let per = heap_in_use().saturating_sub(before) as f64 / sessions as f64;
+    println!(
+        "parts: two EVP AES-128-GCM contexts (one per direction): {per:.0} heap bytes per session ({:.1} KiB)",
+        per / 1024.0
+    );
+    drop(ctxs);
 }
 
 fn pair(

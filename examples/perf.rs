@@ -154,6 +154,19 @@ struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// DTLS sessions keep OpenSSL's record layer after the handshake
+    /// (`ConfigBuilder::openssl_record_layer`) instead of moving to the
+    /// engine's.
+    #[arg(long)]
+    openssl_record_layer: bool,
+}
+
+/// `--openssl-record-layer`, for the configurations.
+static OPENSSL_RECORD_LAYER: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn openssl_layer() -> bool {
+    OPENSSL_RECORD_LAYER.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -422,7 +435,8 @@ fn server_config(loss: f64) -> ServerConfig {
     let b = ServerConfig::builder()
         .certificate_chain_pem(common::TEST_CERT)
         .private_key_pem(common::TEST_KEY)
-        .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256");
+        .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+        .openssl_record_layer(openssl_layer());
     timers_for(b, loss).build().expect("server config")
 }
 
@@ -430,7 +444,8 @@ fn client_config(loss: f64) -> ClientConfig {
     let b = ClientConfig::builder()
         .ca_pem(common::TEST_CA)
         .server_name("localhost")
-        .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256");
+        .ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+        .openssl_record_layer(openssl_layer());
     timers_for(b, loss).build().expect("client config")
 }
 
@@ -1613,6 +1628,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     common::raise_nofile();
+    OPENSSL_RECORD_LAYER.store(
+        args.openssl_record_layer,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    println!(
+        "DTLS records: {} record layer",
+        if args.openssl_record_layer {
+            "OpenSSL's"
+        } else {
+            "the engine's"
+        }
+    );
     ncpu();
     let dur = Duration::from_secs_f64(args.seconds);
     let pinning = !args.no_pin;

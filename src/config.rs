@@ -192,6 +192,7 @@ pub struct ConfigBuilder<R> {
     timers: Timers,
     recv_queue: usize,
     renegotiation: bool,
+    openssl_record_layer: bool,
     cookie: Option<CookieKeys>,
     require_cookie: bool,
     server_name: Option<String>,
@@ -234,6 +235,7 @@ impl<R> ConfigBuilder<R> {
             timers: Timers::default(),
             recv_queue: 64,
             renegotiation: false,
+            openssl_record_layer: false,
             cookie: None,
             require_cookie: true,
             server_name: None,
@@ -351,6 +353,19 @@ impl<R> ConfigBuilder<R> {
     /// Allow renegotiation (off by default).
     pub fn renegotiation(mut self, on: bool) -> Self {
         self.renegotiation = on;
+        self
+    }
+
+    /// Keep OpenSSL's record layer for every session after the handshake
+    /// (off by default). By default a DTLS 1.2 session with an AEAD suite
+    /// (AES-GCM, ChaCha20-Poly1305, AES-CCM, AES-CCM-8) moves to the engine's
+    /// own record layer once established and OpenSSL's session object is
+    /// freed (a few KiB per session instead of tens); DTLS 1.0, CBC suites
+    /// and sessions that allow [`Self::renegotiation`] always keep OpenSSL's.
+    /// Either way records are sealed and opened by OpenSSL's EVP AEADs; this
+    /// switch is for comparison and as a fallback.
+    pub fn openssl_record_layer(mut self, on: bool) -> Self {
+        self.openssl_record_layer = on;
         self
     }
 
@@ -564,6 +579,9 @@ impl<R> ConfigBuilder<R> {
             timers: self.timers,
             recv_queue: self.recv_queue,
             protocol: self.protocol,
+            own_records: !self.openssl_record_layer
+                && !self.renegotiation
+                && self.protocol != Protocol::Dtls1_0,
         }
     }
 }
@@ -703,6 +721,9 @@ pub(crate) struct Shared {
     pub(crate) timers: Timers,
     pub(crate) recv_queue: usize,
     pub(crate) protocol: Protocol,
+    /// Sessions move to the engine's record layer once established (when
+    /// their suite allows).
+    pub(crate) own_records: bool,
 }
 
 impl Shared {

@@ -1,7 +1,9 @@
 //! The sans-IO DTLS connection: datagrams in, datagrams out, a deadline.
 //!
 //! A [`Connection`] owns one OpenSSL session whose BIO is an in-memory
-//! [`Pipe`] of whole datagrams. The owner feeds it every datagram that arrives
+//! [`Pipe`] of whole datagrams; once a DTLS 1.2 handshake with an AEAD suite
+//! completes, the engine's record layer (`src/established.rs`) takes the
+//! session over and OpenSSL's is freed. The owner feeds it every datagram that arrives
 //! from the peer ([`Connection::feed`]), sends every datagram it produces
 //! ([`Connection::poll_transmit`]), and calls [`Connection::handle_timeout`]
 //! when [`Connection::deadline`] passes. Plaintext goes in and out one
@@ -15,15 +17,15 @@ use std::time::{Duration, Instant};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::ssl::{ErrorCode, ShutdownResult, SslRef, SslStream};
+use openssl::ssl::{ErrorCode, ShutdownResult, SslStream};
 use openssl::symm::Cipher;
 
 use crate::admission::Slot;
-use crate::config::{ClientConfig, ServerConfig, Timers};
+use crate::config::{ClientConfig, ServerConfig, Shared, Timers};
 pub use crate::conn_state::{CloseReason, ConnStats, Event, State};
 use crate::error::{Error, Result};
+use crate::established::{Established, Got};
 use crate::ffi;
-use crate::peer_cert::PeerCertificate;
 use crate::pipe::Pipe;
 use crate::record::Datagram;
 pub use crate::role::Role;
@@ -62,7 +64,14 @@ use crate::ssl_error::{
 /// assert_eq!(&buf[..n], b"hello");
 /// ```
 pub struct Connection {
-    stream: SslStream<Pipe>,
+    pub(crate) tls: Tls,
+    /// Sessions of this connection's configuration move to the engine's
+    /// record layer once established (when their suite allows).
+    own_records: bool,
+    /// When the handshake completes (`own_records`): the datagrams of the
+    /// flight OpenSSL wrote in the completing call, for the engine's record
+    /// layer.
+    last_flight: Vec<Vec<u8>>,
     role: Role,
     peer: Option<SocketAddr>,
     state: State,
@@ -79,10 +88,10 @@ pub struct Connection {
     close_sent: bool,
     close_received: bool,
     /// OpenSSL's record buffers were freed by [`Connection::shrink`].
-    buffers_released: bool,
-    stats: ConnStats,
+    pub(crate) buffers_released: bool,
+    pub(crate) stats: ConnStats,
     /// Application records delivered by `recv` (each counted once).
-    app_records_delivered: u64,
+    pub(crate) app_records_delivered: u64,
     /// `stats().discarded` when last logged.
     discards_logged: u64,
     /// The cipher (its address) and the smallest authentic protected record
@@ -93,6 +102,15 @@ pub struct Connection {
     /// The client random of the ClientHello that opened a server connection:
     /// a late copy of that datagram is not a restart.
     hello_random: Option<[u8; 32]>,
+}
+
+/// Who carries a connection's records.
+pub(crate) enum Tls {
+    /// OpenSSL: during the handshake, and for the whole session when the
+    /// engine's record layer does not take it over.
+    Ssl(SslStream<Pipe>),
+    /// The engine's record layer; OpenSSL's session is freed.
+    Own(Box<Established>),
 }
 
 impl fmt::Debug for Connection {
@@ -108,14 +126,35 @@ impl fmt::Debug for Connection {
 
 impl Connection {
     fn with_stream(
-        stream: SslStream<Pipe>,
+        mut stream: SslStream<Pipe>,
+        role: Role,
+        peer: Option<SocketAddr>,
+        shared: &Shared,
+    ) -> Self {
+        if shared.own_records {
+            stream.get_mut().stash = Some(Vec::new());
+        }
+        Self::with_tls(
+            Tls::Ssl(stream),
+            role,
+            peer,
+            shared.timers,
+            shared.own_records,
+        )
+    }
+
+    fn with_tls(
+        tls: Tls,
         role: Role,
         peer: Option<SocketAddr>,
         timers: Timers,
+        own_records: bool,
     ) -> Self {
         let hs = timers.handshake;
         Connection {
-            stream,
+            tls,
+            own_records,
+            last_flight: Vec::new(),
             role,
             peer,
             state: State::Handshaking,
@@ -139,6 +178,16 @@ impl Connection {
             slot: None,
             hello_random: None,
         }
+    }
+
+    /// An established connection on the engine's record layer made from
+    /// another's record state (the differential tests feed both the same
+    /// records).
+    #[cfg(test)]
+    pub(crate) fn established_twin(e: Box<Established>, role: Role) -> Self {
+        let mut c = Self::with_tls(Tls::Own(e), role, None, Timers::default(), true);
+        c.state = State::Established;
+        c
     }
 
     /// Gives the connection its admission slot and opening client random
@@ -200,7 +249,7 @@ impl Connection {
             .map_err(|e| Error::config_ssl("mtu", e))?;
         let stream =
             SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(ssl_new_error)?;
-        let mut c = Self::with_stream(stream, Role::Client, None, shared.timers);
+        let mut c = Self::with_stream(stream, Role::Client, None, shared);
         c.client = Some((config.clone(), key));
         c.drive()?;
         Ok(c)
@@ -221,7 +270,7 @@ impl Connection {
             .map_err(|e| Error::config_ssl("mtu", e))?;
         let stream =
             SslStream::new(ssl, Pipe::new(shared.recv_queue, shared.mtu)).map_err(ssl_new_error)?;
-        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers);
+        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared);
         let _ = c.feed(first);
         Ok(c)
     }
@@ -235,7 +284,7 @@ impl Connection {
         stream: SslStream<Pipe>,
     ) -> Self {
         let shared = &config.inner.shared;
-        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared.timers);
+        let mut c = Self::with_stream(stream, Role::Server, Some(peer), shared);
         let _ = c.drive();
         c
     }
@@ -289,19 +338,38 @@ impl Connection {
         if self.state != State::Handshaking {
             return Ok(());
         }
-        self.stream.get_mut().begin_flight();
-        let r = self.stream.do_handshake();
-        self.stream.get_mut().end_flight();
+        let Tls::Ssl(stream) = &mut self.tls else {
+            return Ok(());
+        };
+        let from = stream.get_ref().outbound.len();
+        stream.get_mut().begin_flight();
+        let r = stream.do_handshake();
+        stream.get_mut().end_flight();
+        let r = match r {
+            Ok(()) => {
+                // The flight written by the call that completed the
+                // handshake is this side's last (empty when the peer's
+                // flight was the last): kept for the engine's record layer.
+                let out = &stream.get_ref().outbound;
+                if self.own_records && out.len() > from {
+                    self.last_flight = out.range(from..).cloned().collect();
+                }
+                if let Some((cfg, Some(key))) = &self.client {
+                    if let Some(der) = stream.ssl().session().and_then(|s| s.to_der().ok()) {
+                        cfg.store_session(key, der);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) => Err(map_ssl_error(e, stream.ssl())),
+        };
         match r {
             Ok(()) => {
                 self.state = State::Established;
                 self.events.push_back(Event::Connected);
                 self.settle_slot();
-                if let Some((cfg, Some(key))) = &self.client {
-                    if let Some(der) = self.stream.ssl().session().and_then(|s| s.to_der().ok()) {
-                        cfg.store_session(key, der);
-                    }
-                }
+                self.take_over();
                 log::debug!(
                     "connection {:?}: established, {} {}",
                     self.peer,
@@ -310,11 +378,54 @@ impl Connection {
                 );
                 Ok(())
             }
-            Err(e) if would_block(&e) => Ok(()),
-            Err(e) => {
-                let err = map_ssl_error(e, self.stream.ssl());
-                Err(self.fail(err))
+            Err(err) => Err(self.fail(err)),
+        }
+    }
+
+    /// Moves an established session to the engine's record layer and frees
+    /// OpenSSL's, when the configuration and the suite allow.
+    fn take_over(&mut self) {
+        let flight = std::mem::take(&mut self.last_flight);
+        let Tls::Ssl(stream) = &mut self.tls else {
+            return;
+        };
+        if !self.own_records {
+            return;
+        }
+        let mut pipe = std::mem::replace(stream.get_mut(), Pipe::new(1, 0));
+        match Established::take_over(stream.ssl(), &mut pipe, self.role, flight) {
+            Some(Ok(e)) => {
+                log::debug!(
+                    "connection {:?}: records carried by the engine, OpenSSL's session freed",
+                    self.peer
+                );
+                self.tls = Tls::Own(e);
             }
+            other => {
+                if let Some(Err(e)) = other {
+                    log::debug!(
+                        "connection {:?}: record layer not taken over: {e}",
+                        self.peer
+                    );
+                }
+                pipe.stash = None;
+                *stream.get_mut() = pipe;
+            }
+        }
+    }
+
+    /// The datagram queues.
+    pub(crate) fn pipe(&self) -> &Pipe {
+        match &self.tls {
+            Tls::Ssl(s) => s.get_ref(),
+            Tls::Own(e) => &e.pipe,
+        }
+    }
+
+    pub(crate) fn pipe_mut(&mut self) -> &mut Pipe {
+        match &mut self.tls {
+            Tls::Ssl(s) => s.get_mut(),
+            Tls::Own(e) => &mut e.pipe,
         }
     }
 
@@ -374,7 +485,7 @@ impl Connection {
             }
             self.last_heard = now;
         }
-        if !self.stream.get_mut().push_inbound(d) {
+        if !self.pipe_mut().push_inbound(d) {
             self.stats.dropped += 1;
             log::trace!(
                 "connection {:?}: receive queue full, datagram dropped",
@@ -393,7 +504,11 @@ impl Connection {
     /// datagram from the peer's address could end the session: such records
     /// are dropped here before OpenSSL sees them. 0 before a cipher is known.
     fn min_protected_body(&mut self) -> usize {
-        let Some(c) = self.stream.ssl().current_cipher() else {
+        let ssl = match &self.tls {
+            Tls::Ssl(s) => s.ssl(),
+            Tls::Own(e) => return e.min_body(),
+        };
+        let Some(c) = ssl.current_cipher() else {
             return 0;
         };
         let key = c as *const openssl::ssl::SslCipherRef as usize;
@@ -434,7 +549,7 @@ impl Connection {
 
     /// The next datagram to send to the peer, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        let d = self.stream.get_mut().pop_outbound();
+        let d = self.pipe_mut().pop_outbound();
         if d.is_some() {
             self.stats.datagrams_out += 1;
         }
@@ -444,14 +559,14 @@ impl Connection {
     /// The next datagram to send, without taking it (send it, then call
     /// [`Self::pop_transmit`]; a send that would block can retry it later).
     pub fn peek_transmit(&self) -> Option<&[u8]> {
-        self.stream.get_ref().outbound.front().map(Vec::as_slice)
+        self.pipe().outbound.front().map(Vec::as_slice)
     }
 
     /// All datagrams waiting to be sent, oldest first, without taking them: send
     /// as many as the socket takes in one go (`sendmmsg`), then
     /// [`Self::pop_transmits`] that many.
     pub fn transmits(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        self.stream.get_ref().outbound.iter().map(Vec::as_slice)
+        self.pipe().outbound.iter().map(Vec::as_slice)
     }
 
     /// Discards the first `n` datagrams [`Self::transmits`] showed (all of them
@@ -464,7 +579,7 @@ impl Connection {
 
     /// Discards the datagram [`Self::peek_transmit`] showed, reusing its buffer.
     pub fn pop_transmit(&mut self) {
-        let pipe = self.stream.get_mut();
+        let pipe = self.pipe_mut();
         if let Some(v) = pipe.outbound.pop_front() {
             pipe.recycle(v);
             self.stats.datagrams_out += 1;
@@ -473,7 +588,7 @@ impl Connection {
 
     /// Whether datagrams wait to be sent.
     pub fn has_transmit(&self) -> bool {
-        !self.stream.get_ref().outbound.is_empty()
+        !self.pipe().outbound.is_empty()
     }
 
     /// Time left until [`Self::handle_timeout`] must be called: the earliest
@@ -484,7 +599,10 @@ impl Connection {
             return None;
         }
         let now = Instant::now();
-        let rt = ffi::get_timeout(self.stream.ssl());
+        let rt = match &self.tls {
+            Tls::Ssl(s) => ffi::get_timeout(s.ssl()),
+            Tls::Own(_) => None,
+        };
         let hs = self
             .handshake_limit()
             .map(|(at, _)| at.saturating_duration_since(now));
@@ -533,9 +651,12 @@ impl Connection {
             }
         }
         self.restore_buffers()?;
-        self.stream.get_mut().begin_flight();
-        let r = ffi::handle_timeout(self.stream.ssl());
-        self.stream.get_mut().end_flight();
+        let Tls::Ssl(stream) = &mut self.tls else {
+            return Ok(false);
+        };
+        stream.get_mut().begin_flight();
+        let r = ffi::handle_timeout(stream.ssl());
+        stream.get_mut().end_flight();
         match r {
             r if r > 0 => {
                 self.stats.retransmissions += 1;
@@ -581,13 +702,17 @@ impl Connection {
             return Ok(None);
         }
         self.restore_buffers()?;
+        let stream = match &mut self.tls {
+            Tls::Ssl(s) => s,
+            Tls::Own(_) => return self.recv_own(buf),
+        };
         // The rest of a record read in part is not a new record.
-        let continues = self.stream.ssl().pending() > 0;
+        let continues = stream.ssl().pending() > 0;
         // Reading may answer a retransmitted flight of the peer's with this
         // side's last flight: packed like any flight.
-        self.stream.get_mut().begin_flight();
-        let r = self.stream.ssl_read(buf);
-        self.stream.get_mut().end_flight();
+        stream.get_mut().begin_flight();
+        let r = stream.ssl_read(buf);
+        stream.get_mut().end_flight();
         match r {
             Ok(n) => {
                 if !continues {
@@ -596,16 +721,7 @@ impl Connection {
                 Ok(Some(n))
             }
             Err(e) if would_block(&e) => {
-                let discarded = self.stats().discarded;
-                if discarded > self.discards_logged {
-                    log::trace!(
-                        "connection {:?}: OpenSSL discarded {} application record(s) \
-                         (forged, corrupted, replayed or wrong epoch)",
-                        self.peer,
-                        discarded - self.discards_logged
-                    );
-                    self.discards_logged = discarded;
-                }
+                self.log_discards();
                 Ok(None)
             }
             Err(e) => match e.code() {
@@ -613,7 +729,7 @@ impl Connection {
                     self.close_received = true;
                     if !self.close_sent {
                         self.close_sent = true;
-                        let _ = self.stream.shutdown();
+                        let _ = stream.shutdown();
                     }
                     if !matches!(self.state, State::Closed(_)) {
                         self.state = State::Closed(CloseReason::PeerClosed);
@@ -624,10 +740,57 @@ impl Connection {
                     Err(Error::ClosedByPeer)
                 }
                 _ => {
-                    let err = map_ssl_error(e, self.stream.ssl());
+                    let err = map_ssl_error(e, stream.ssl());
                     Err(self.fail(err))
                 }
             },
+        }
+    }
+
+    /// [`Self::recv`] on the engine's record layer.
+    fn recv_own(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        let Tls::Own(e) = &mut self.tls else {
+            return Ok(None);
+        };
+        match e.recv(buf) {
+            Got::Data { n, first } => {
+                if first {
+                    self.app_records_delivered += 1;
+                }
+                Ok(Some(n))
+            }
+            Got::Nothing => {
+                self.log_discards();
+                Ok(None)
+            }
+            Got::CloseNotify => {
+                self.close_received = true;
+                if !self.close_sent {
+                    self.close_sent = true;
+                    let _ = e.close();
+                }
+                if !matches!(self.state, State::Closed(_)) {
+                    self.state = State::Closed(CloseReason::PeerClosed);
+                    self.events
+                        .push_back(Event::Closed(CloseReason::PeerClosed));
+                }
+                log::debug!("connection {:?}: close_notify received", self.peer);
+                Err(Error::ClosedByPeer)
+            }
+            Got::Failed(err) => Err(self.fail(err)),
+        }
+    }
+
+    fn log_discards(&mut self) {
+        let discarded = self.stats().discarded;
+        if discarded > self.discards_logged {
+            log::trace!(
+                "connection {:?}: {} application record(s) discarded \
+                 (forged, corrupted, replayed or wrong epoch)",
+                self.peer,
+                discarded - self.discards_logged
+            );
+            self.discards_logged = discarded;
         }
     }
 
@@ -657,13 +820,13 @@ impl Connection {
             return Ok(0);
         }
         self.restore_buffers()?;
-        match self.stream.ssl_write(plaintext) {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                let err = map_ssl_error(e, self.stream.ssl());
-                Err(self.fail(err))
-            }
-        }
+        let r = match &mut self.tls {
+            Tls::Own(e) => e.send(plaintext).map(|()| plaintext.len()),
+            Tls::Ssl(stream) => stream
+                .ssl_write(plaintext)
+                .map_err(|e| map_ssl_error(e, stream.ssl())),
+        };
+        r.map_err(|e| self.fail(e))
     }
 
     /// Starts the close: queues close_notify for the peer. After it nothing
@@ -678,10 +841,17 @@ impl Connection {
             log::debug!("connection {:?}: close_notify not sent: {e}", self.peer);
             return;
         }
-        match self.stream.shutdown() {
-            Ok(ShutdownResult::Received) => self.close_received = true,
-            Ok(ShutdownResult::Sent) => {}
-            Err(e) => log::debug!("connection {:?}: close_notify not sent: {e}", self.peer),
+        match &mut self.tls {
+            Tls::Ssl(stream) => match stream.shutdown() {
+                Ok(ShutdownResult::Received) => self.close_received = true,
+                Ok(ShutdownResult::Sent) => {}
+                Err(e) => log::debug!("connection {:?}: close_notify not sent: {e}", self.peer),
+            },
+            Tls::Own(e) => {
+                if let Err(e) = e.close() {
+                    log::debug!("connection {:?}: close_notify not sent: {e}", self.peer);
+                }
+            }
         }
         if !matches!(self.state, State::Closed(_)) {
             self.state = State::Closed(CloseReason::Local);
@@ -738,164 +908,5 @@ impl Connection {
     /// The peer's address, for server connections.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
-    }
-
-    /// The peer's certificate, once the handshake has seen one.
-    pub fn peer_certificate(&self) -> Option<PeerCertificate> {
-        self.stream
-            .ssl()
-            .peer_certificate()
-            .map(|x509| PeerCertificate { x509 })
-    }
-
-    /// The chain the peer sent (on a client, leaf first; on a server, without the leaf).
-    pub fn peer_certificate_chain(&self) -> Vec<PeerCertificate> {
-        self.stream
-            .ssl()
-            .peer_cert_chain()
-            .map(|s| {
-                s.iter()
-                    .map(|c| PeerCertificate { x509: c.to_owned() })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The negotiated cipher suite's OpenSSL name.
-    pub fn cipher(&self) -> Option<String> {
-        self.stream
-            .ssl()
-            .current_cipher()
-            .map(|c| c.name().to_string())
-    }
-
-    /// The negotiated protocol: `"DTLSv1.2"` or `"DTLSv1"`.
-    pub fn version(&self) -> &'static str {
-        self.stream.ssl().version_str()
-    }
-
-    /// Whether the session was resumed rather than fully negotiated.
-    pub fn session_reused(&self) -> bool {
-        self.stream.ssl().session_reused()
-    }
-
-    /// Largest plaintext datagram one record can carry with the configured MTU.
-    pub fn data_mtu(&self) -> usize {
-        ffi::data_mtu(self.stream.ssl())
-    }
-
-    /// Decrypted plaintext bytes OpenSSL holds from the current record.
-    pub fn pending(&self) -> usize {
-        self.stream.ssl().pending()
-    }
-
-    /// Whether there is anything [`Self::recv`] can return without new input:
-    /// queued datagrams or plaintext held by OpenSSL.
-    pub fn has_pending(&self) -> bool {
-        !self.stream.get_ref().inbound.is_empty() || ffi::has_pending(self.stream.ssl())
-    }
-
-    /// RFC 5705 keying material exporter.
-    pub fn export_keying_material(
-        &self,
-        out: &mut [u8],
-        label: &str,
-        context: Option<&[u8]>,
-    ) -> Result<()> {
-        if self.state != State::Established {
-            return Err(Error::NotConnected);
-        }
-        self.stream
-            .ssl()
-            .export_keying_material(out, label, context)
-            .map_err(|e| Error::Ssl {
-                code: ErrorCode::SSL.as_raw(),
-                stack: Some(e),
-            })
-    }
-
-    /// The ALPN protocol both sides agreed on, if any.
-    pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.stream.ssl().selected_alpn_protocol()
-    }
-
-    /// The server name (SNI) the client asked for: on a server, what the
-    /// client sent; on a client, what it sent (none for an IP address).
-    pub fn server_name(&self) -> Option<&str> {
-        self.stream
-            .ssl()
-            .servername(openssl::ssl::NameType::HOST_NAME)
-    }
-
-    /// The negotiated SRTP protection profile's name, if any.
-    pub fn srtp_profile(&self) -> Option<String> {
-        self.stream
-            .ssl()
-            .selected_srtp_profile()
-            .map(|p| p.name().to_string())
-    }
-
-    /// The connection's counters.
-    pub fn stats(&self) -> ConnStats {
-        let mut s = self.stats;
-        s.discarded = self
-            .stream
-            .get_ref()
-            .app_records_read
-            .saturating_sub(self.app_records_delivered);
-        s
-    }
-
-    /// Gives memory back on a connection that went quiet: the spare datagram
-    /// buffers and, once established with nothing pending, OpenSSL's record
-    /// read and write buffers (about 20 KiB with the default MTU). The next
-    /// call that needs them (`recv`, `send`, `close`, `handle_timeout`)
-    /// allocates them again, so calling this on a busy connection costs an
-    /// allocation per datagram.
-    ///
-    /// OpenSSL's handshake buffer (16 KiB) stays: DTLS keeps it for the life of
-    /// the connection in case the peer retransmits its last flight.
-    pub fn shrink(&mut self) {
-        if self.state == State::Established
-            && !self.buffers_released
-            && !self.has_pending()
-            && ffi::free_buffers(self.stream.ssl())
-        {
-            self.buffers_released = true;
-        }
-        let pipe = self.stream.get_mut();
-        pipe.pool = Vec::new();
-        if pipe.inbound.is_empty() {
-            pipe.inbound = VecDeque::new();
-        }
-        if pipe.outbound.is_empty() {
-            pipe.outbound = VecDeque::new();
-        }
-    }
-
-    /// Re-allocates the record buffers [`Self::shrink`] freed; OpenSSL 3.0's
-    /// DTLS write path would otherwise use a freed (null) buffer.
-    fn restore_buffers(&mut self) -> Result<()> {
-        if self.buffers_released {
-            if !ffi::alloc_buffers(self.stream.ssl()) {
-                return Err(Error::Ssl {
-                    code: ErrorCode::SSL.as_raw(),
-                    stack: Some(ErrorStack::get()),
-                });
-            }
-            self.buffers_released = false;
-        }
-        Ok(())
-    }
-
-    /// Whether [`Self::shrink`] released OpenSSL's record buffers (they come
-    /// back with the next read or write).
-    pub fn buffers_released(&self) -> bool {
-        self.buffers_released
-    }
-
-    /// The rust-openssl session, for queries this type does not offer.
-    pub fn ssl(&self) -> &SslRef {
-        self.stream.ssl()
     }
 }

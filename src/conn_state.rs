@@ -50,17 +50,20 @@ pub struct ConnStats {
     pub datagrams_in: u64,
     /// Datagrams produced for sending.
     pub datagrams_out: u64,
-    /// Datagrams dropped before OpenSSL: empty, not a sequence of whole DTLS
+    /// Datagrams dropped before the record layer (OpenSSL's or the
+    /// engine's) sees them: empty, not a sequence of whole DTLS
     /// records (unknown content type, not DTLS, length past the end), with a
     /// protected record shorter than any the negotiated cipher produces, or
     /// the receive queue was full.
     pub dropped: u64,
-    /// Application-data records OpenSSL read and threw away: failed
+    /// Application-data records the record layer read and threw away: failed
     /// authentication (forged or corrupted), replayed or too old, or of an
     /// epoch not in use. Exact whenever [`Connection::recv`](crate::Connection::recv) has just returned
-    /// `Ok(None)`; in between it may include records OpenSSL still holds.
+    /// `Ok(None)`; in between it may include records the record layer still holds.
     /// (A zero-length application record, which carries nothing, counts too.)
     pub discarded: u64,
-    /// Retransmission timeouts that resent a flight.
+    /// Retransmission timeouts that resent a flight, and (on the engine's
+    /// record layer) the last handshake flight sent again for a peer that
+    /// retransmitted its Finished.
     pub retransmissions: u64,
 }

@@ -295,3 +295,86 @@ pub(crate) fn ctx_add_chain_cert(
         ok
     }
 }
+
+/// `EVP_PKEY_TLS1_PRF` (`NID_tls1_prf`) from `<openssl/evp.h>`.
+const EVP_PKEY_TLS1_PRF: c_int = 1021;
+/// `EVP_PKEY_CTRL_TLS_MD`, `EVP_PKEY_CTRL_TLS_SECRET`, `EVP_PKEY_CTRL_TLS_SEED`
+/// from `<openssl/kdf.h>` (the controls behind `EVP_PKEY_CTX_set_tls1_prf_md`
+/// and friends, which are macros in OpenSSL 1.1.1 and functions in 3.x).
+const EVP_PKEY_CTRL_TLS_MD: c_int = openssl_sys::EVP_PKEY_ALG_CTRL;
+const EVP_PKEY_CTRL_TLS_SECRET: c_int = openssl_sys::EVP_PKEY_ALG_CTRL + 1;
+const EVP_PKEY_CTRL_TLS_SEED: c_int = openssl_sys::EVP_PKEY_ALG_CTRL + 2;
+
+/// The TLS 1.2 PRF (RFC 5246 section 5) with `md`, through OpenSSL's KDF:
+/// fills `out` with `PRF(secret, label, seed)`, where `label_seed` is the
+/// label followed by the seed.
+pub(crate) fn tls1_prf(
+    md: openssl::hash::MessageDigest,
+    secret: &[u8],
+    label_seed: &[u8],
+    out: &mut [u8],
+) -> Result<(), openssl::error::ErrorStack> {
+    use openssl::pkey::Id;
+    use openssl::pkey_ctx::PkeyCtx;
+    let mut ctx = PkeyCtx::new_id(Id::from_raw(EVP_PKEY_TLS1_PRF))?;
+    ctx.derive_init()?;
+    let ctrl = |cmd: c_int, len: usize, p: *mut c_void| -> Result<(), openssl::error::ErrorStack> {
+        let len = c_int::try_from(len).map_err(|_| openssl::error::ErrorStack::get())?;
+        // SAFETY: live EVP_PKEY_CTX of the TLS1-PRF method in derive mode;
+        // each of these controls reads `len` bytes at `p` (or, for the
+        // digest, takes a static EVP_MD) and copies what it keeps.
+        let r = unsafe { openssl_sys::EVP_PKEY_CTX_ctrl(ctx.as_ptr(), -1, -1, cmd, len, p) };
+        if r > 0 {
+            Ok(())
+        } else {
+            Err(openssl::error::ErrorStack::get())
+        }
+    };
+    ctrl(EVP_PKEY_CTRL_TLS_MD, 0, md.as_ptr() as *mut c_void)?;
+    ctrl(
+        EVP_PKEY_CTRL_TLS_SECRET,
+        secret.len(),
+        secret.as_ptr() as *mut c_void,
+    )?;
+    ctrl(
+        EVP_PKEY_CTRL_TLS_SEED,
+        label_seed.len(),
+        label_seed.as_ptr() as *mut c_void,
+    )?;
+    let n = ctx.derive(Some(out))?;
+    if n != out.len() {
+        return Err(openssl::error::ErrorStack::get());
+    }
+    Ok(())
+}
+
+/// `ERR_LIB_SSL` from `<openssl/err.h>`.
+const ERR_LIB_SSL: c_int = 20;
+
+extern "C" {
+    fn ERR_new();
+    fn ERR_set_error(lib: c_int, reason: c_int, fmt: *const std::os::raw::c_char, ...);
+}
+
+/// Queues an SSL-library error with `reason` on this thread's error queue
+/// (what `ERR_raise(ERR_LIB_SSL, reason)` does), for `ErrorStack::get`.
+pub(crate) fn push_ssl_error(reason: c_int) {
+    // SAFETY: ERR_new starts a new error record on this thread's queue;
+    // ERR_set_error fills it. A null format means no additional data, so no
+    // variadic argument is read.
+    unsafe {
+        ERR_new();
+        ERR_set_error(ERR_LIB_SSL, reason, std::ptr::null());
+    }
+}
+
+extern "C" {
+    fn OPENSSL_cleanse(ptr: *mut c_void, len: usize);
+}
+
+/// Overwrites `buf` with zeros in a way the compiler does not remove
+/// (`OPENSSL_cleanse`), for key material about to be freed.
+pub(crate) fn cleanse(buf: &mut [u8]) {
+    // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes.
+    unsafe { OPENSSL_cleanse(buf.as_mut_ptr().cast(), buf.len()) }
+}

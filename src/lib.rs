@@ -52,10 +52,12 @@ event), [`Ctx`], [`ReactorHandle`] (for other threads), [`Limits`].
 mod admission;
 mod config;
 mod conn;
+mod conn_info;
 mod conn_state;
 mod cookie;
 mod cookie_keys;
 mod error;
+mod established;
 mod ffi;
 mod front_door;
 mod key_ring;
@@ -64,6 +66,10 @@ mod pipe;
 #[cfg(feature = "reactor")]
 mod reactor;
 mod record;
+mod record_layer;
+#[cfg(test)]
+mod record_tests;
+mod replay;
 mod role;
 mod session_store;
 #[cfg(feature = "socket")]

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
-use crate::record::Datagram;
+use crate::record::{Datagram, CONTENT_APPLICATION_DATA, RECORD_HEADER};
 
 /// Reusable buffers kept per pipe, so steady traffic does not allocate.
 const POOL_MAX: usize = 16;
@@ -25,9 +25,26 @@ pub struct Pipe {
     /// of the flight; its records are packed into as few datagrams as the
     /// MTU allows.
     pub(crate) pack_from: Option<usize>,
-    /// Application-data records in the datagrams OpenSSL has read.
+    /// Application-data records in the datagrams OpenSSL (or, after a
+    /// takeover, the engine's record layer) has read.
     pub(crate) app_records_read: u64,
+    /// The highest (epoch, sequence number) of the records OpenSSL wrote:
+    /// where the engine's record layer continues.
+    pub(crate) written: Option<(u16, u64)>,
+    /// While a handshake that the engine may take over runs: copies of the
+    /// protected (epoch above 0) handshake, alert and change_cipher_spec
+    /// records OpenSSL read (at most [`STASH_MAX`] of at most
+    /// [`STASH_RECORD_MAX`] bytes), so that the records OpenSSL accepted
+    /// can be marked in the engine's replay window.
+    pub(crate) stash: Option<Vec<Vec<u8>>>,
 }
+
+/// Protected handshake records kept per handshake for the replay window
+/// (the peer's Finished, perhaps a retransmission of it).
+const STASH_MAX: usize = 4;
+/// A Finished record is 12 + 12 bytes of message plus at most 24 of AEAD
+/// overhead; anything much longer is not one.
+const STASH_RECORD_MAX: usize = 256;
 
 impl Pipe {
     pub(crate) fn new(cap: usize, mtu: u32) -> Self {
@@ -40,6 +57,8 @@ impl Pipe {
             mtu: mtu as usize,
             pack_from: None,
             app_records_read: 0,
+            written: None,
+            stash: None,
         }
     }
 
@@ -68,6 +87,19 @@ impl Pipe {
         true
     }
 
+    /// The next received datagram for the engine's record layer, counted
+    /// as OpenSSL's reads are.
+    pub(crate) fn pop_inbound(&mut self) -> Option<Vec<u8>> {
+        let (d, app) = self.inbound.pop_front()?;
+        self.app_records_read += u64::from(app);
+        Some(d)
+    }
+
+    /// Queues one datagram for sending (a record the engine sealed).
+    pub(crate) fn push_outbound(&mut self, d: Vec<u8>) {
+        self.outbound.push_back(d);
+    }
+
     pub(crate) fn pop_outbound(&mut self) -> Option<Vec<u8>> {
         self.outbound.pop_front()
     }
@@ -76,6 +108,8 @@ impl Pipe {
     /// one pipe).
     pub(crate) fn reset(&mut self) {
         self.app_records_read = 0;
+        self.written = None;
+        self.stash = None;
         while let Some((v, _)) = self.inbound.pop_front() {
             self.recycle(v);
         }
@@ -90,6 +124,9 @@ impl Read for Pipe {
         match self.inbound.pop_front() {
             Some((d, app)) => {
                 self.app_records_read += u64::from(app);
+                if let Some(stash) = &mut self.stash {
+                    stash_protected(stash, &d);
+                }
                 let n = d.len().min(buf.len());
                 buf[..n].copy_from_slice(&d[..n]);
                 self.recycle(d);
@@ -121,8 +158,35 @@ impl Pipe {
     }
 }
 
+/// Keeps copies of the protected non-application records of `d` (whole
+/// records: the connection checked it when it was fed).
+fn stash_protected(stash: &mut Vec<Vec<u8>>, mut d: &[u8]) {
+    while d.len() >= RECORD_HEADER {
+        let end = RECORD_HEADER + usize::from(u16::from_be_bytes([d[11], d[12]]));
+        let Some(rec) = d.get(..end) else { return };
+        let epoch = u16::from_be_bytes([d[3], d[4]]);
+        if epoch > 0
+            && rec[0] != CONTENT_APPLICATION_DATA
+            && rec.len() <= STASH_RECORD_MAX
+            && stash.len() < STASH_MAX
+        {
+            stash.push(rec.to_vec());
+        }
+        d = &d[end..];
+    }
+}
+
 impl Write for Pipe {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // One or more whole records.
+        let mut rest = buf;
+        while let Some(es) = crate::record_layer::header_epoch_seq(rest) {
+            if self.written.is_none_or(|w| es > w) {
+                self.written = Some(es);
+            }
+            let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+            rest = rest.get(RECORD_HEADER + len..).unwrap_or_default();
+        }
         if let Some(from) = self.pack_from {
             if self.outbound.len() > from {
                 if let Some(last) = self.outbound.back_mut() {

@@ -46,7 +46,22 @@ pub(crate) fn map_ssl_error(e: openssl::ssl::Error, ssl: &SslRef) -> Error {
         };
     }
     match stack {
-        Some(s) => {
+        Some(s) => map_stack(code, s),
+        None => match e.into_io_error() {
+            Ok(io) => Error::Io(io),
+            Err(e) => Error::Ssl {
+                code: e.code().as_raw(),
+                stack: None,
+            },
+        },
+    }
+}
+
+/// The part of [`map_ssl_error`] that reads OpenSSL's error stack:
+/// verification and version reasons, else [`Error::Ssl`].
+fn map_stack(code: ErrorCode, s: ErrorStack) -> Error {
+    {
+        {
             if let Some(reason) = reason_in(&s, R_VERIFY) {
                 return Error::Verification {
                     reason,
@@ -61,14 +76,16 @@ pub(crate) fn map_ssl_error(e: openssl::ssl::Error, ssl: &SslRef) -> Error {
                 stack: Some(s),
             }
         }
-        None => match e.into_io_error() {
-            Ok(io) => Error::Io(io),
-            Err(e) => Error::Ssl {
-                code: e.code().as_raw(),
-                stack: None,
-            },
-        },
     }
+}
+
+/// The error OpenSSL reports for a fatal alert `description` received from
+/// the peer (reason `SSL_AD_REASON_OFFSET` + description, e.g. "sslv3 alert
+/// handshake failure"), for sessions the engine's record layer carries: the
+/// same [`Error`] as when OpenSSL's record layer received it.
+pub(crate) fn alert_error(description: u8) -> Error {
+    crate::ffi::push_ssl_error(1000 + i32::from(description));
+    map_stack(ErrorCode::SSL, ErrorStack::get())
 }
 
 /// OpenSSL wants more input. Besides WANT_READ, OpenSSL 3 sometimes reports

@@ -881,8 +881,31 @@ fn trust_from_a_hashed_ca_directory() {
 }
 
 #[test]
-fn shrink_keeps_the_session_working() {
+fn shrink_on_the_engine_record_layer() {
     let mut p = handshake(&server().build().unwrap(), &client().build().unwrap());
+    established(&p);
+    assert!(p.server().engine_record_layer() && p.client.engine_record_layer());
+    p.server().shrink();
+    p.client.shrink();
+    assert!(
+        !p.server().buffers_released(),
+        "no OpenSSL buffers to release"
+    );
+    echo(&mut p);
+    p.server().shrink();
+    assert_eq!(
+        transfer(p.server.as_mut().unwrap(), &mut p.client, b"after"),
+        b"after"
+    );
+}
+
+/// The buffer release dance of sessions on OpenSSL's record layer.
+#[test]
+fn shrink_keeps_the_session_working() {
+    let mut p = handshake(
+        &server().openssl_record_layer(true).build().unwrap(),
+        &client().openssl_record_layer(true).build().unwrap(),
+    );
     established(&p);
     echo(&mut p);
     p.server().shrink();

@@ -434,7 +434,7 @@ fn configure_context_reaches_the_ssl_context_builder() {
 
 fn client_random_hex(c: &Connection) -> String {
     let mut r = [0u8; 32];
-    let n = c.ssl().client_random(&mut r);
+    let n = c.ssl().expect("OpenSSL's session").client_random(&mut r);
     r[..n].iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -459,7 +459,13 @@ fn key_log_lines_in_nss_format() {
         .key_log(move |line| l2.lock().unwrap().push(line.to_string()))
         .build()
         .unwrap();
-    let c = client().key_log_file(&dir).build().unwrap();
+    // OpenSSL's record layer keeps the client's SSL, whose random the
+    // lines are checked against after the handshake.
+    let c = client()
+        .key_log_file(&dir)
+        .openssl_record_layer(true)
+        .build()
+        .unwrap();
     let p = handshake(&s, &c);
     established(&p);
     let cr = client_random_hex(&p.client);

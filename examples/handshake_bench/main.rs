@@ -118,6 +118,9 @@ impl Case {
             .ciphers(CIPHER)
             .groups(self.groups())
             .resume_sessions(self.resume)
+            // The client reads the negotiated group from OpenSSL's session
+            // after the handshake, so it keeps OpenSSL's record layer.
+            .openssl_record_layer(true)
             .build()
             .expect("client config")
     }

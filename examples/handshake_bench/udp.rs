@@ -228,7 +228,8 @@ fn client_handshake(
         }
         if conn.is_established() {
             if group.is_none() {
-                *group = Some(match conn.ssl().peer_tmp_key().map(|k| k.id()) {
+                let ssl = conn.ssl().expect("the client keeps OpenSSL's session");
+                *group = Some(match ssl.peer_tmp_key().map(|k| k.id()) {
                     Ok(Id::X25519) => "X25519".into(),
                     Ok(Id::EC) => "P-256".into(),
                     Ok(other) => format!("{other:?}"),
