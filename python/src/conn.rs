@@ -1,0 +1,406 @@
+//! `Conn`: one `DtlsSocket` (client, or a server's accepted connection) and
+//! `Plain`, the plain transport `unwrap()` hands back.
+//!
+//! Every call that may wait on the network releases the GIL. The socket sits
+//! behind a mutex taken only with the GIL released, so a thread blocked in
+//! `recv` never holds the GIL while another waits for the socket.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dtls_reactor::{DtlsSocket, Transport};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::cert::cert_dict;
+use crate::config::PyConfig;
+use crate::errors::{Failure, Res};
+
+/// Takes a duplicate of a Python socket's descriptor.
+pub(crate) fn dup_socket(fd: RawFd) -> Res<UdpSocket> {
+    if fd < 0 {
+        return Err(Failure::Os(std::io::Error::from_raw_os_error(libc::EBADF)));
+    }
+    // SAFETY: `fd` is the descriptor of a Python socket object the caller
+    // holds for the duration of this call; it is only borrowed to duplicate it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    Ok(UdpSocket::from(borrowed.try_clone_to_owned()?))
+}
+
+pub(crate) fn timeout_of(secs: Option<f64>) -> PyResult<Option<Duration>> {
+    match secs {
+        None => Ok(None),
+        Some(s) => Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .map(Some)
+            .ok_or_else(|| PyValueError::new_err("timeout must be a positive number or None")),
+    }
+}
+
+pub(crate) fn addr_tuple(py: Python<'_>, a: SocketAddr) -> PyResult<PyObject> {
+    Ok(match a {
+        SocketAddr::V4(v4) => (v4.ip().to_string(), v4.port()).into_pyobject(py)?.into_any().unbind(),
+        SocketAddr::V6(v6) => (v6.ip().to_string(), v6.port(), v6.flowinfo(), v6.scope_id())
+            .into_pyobject(py)?
+            .into_any()
+            .unbind(),
+    })
+}
+
+fn closed() -> Failure {
+    Failure::Os(std::io::Error::from_raw_os_error(libc::EBADF))
+}
+
+/// One DTLS session over UDP (see the module docs).
+#[pyclass(module = "dtls._native", frozen)]
+pub(crate) struct Conn {
+    inner: Arc<Mutex<Option<DtlsSocket>>>,
+    fd: RawFd,
+    server_side: bool,
+}
+
+fn lock(m: &Mutex<Option<DtlsSocket>>) -> MutexGuard<'_, Option<DtlsSocket>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Conn {
+    pub(crate) fn new(s: DtlsSocket, server_side: bool) -> Conn {
+        Conn {
+            fd: s.as_raw_fd(),
+            inner: Arc::new(Mutex::new(Some(s))),
+            server_side,
+        }
+    }
+
+    /// Runs `f` on the socket with the GIL released.
+    fn net<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut DtlsSocket) -> dtls_reactor::Result<T> + Send,
+    ) -> PyResult<T> {
+        let inner = &self.inner;
+        py.allow_threads(|| match lock(inner).as_mut() {
+            Some(s) => f(s).map_err(Failure::from),
+            None => Err(closed()),
+        })
+        .map_err(PyErr::from)
+    }
+
+    /// Runs `f` (a call that never waits on the network) on the socket. The
+    /// GIL is released while the lock is taken: a thread blocked in `recv`
+    /// holds it, and may need the GIL to log.
+    fn local<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut DtlsSocket) -> T + Send) -> PyResult<T> {
+        let inner = &self.inner;
+        py.allow_threads(|| match lock(inner).as_mut() {
+            Some(s) => Ok(f(s)),
+            None => Err(closed()),
+        })
+        .map_err(PyErr::from)
+    }
+}
+
+#[pymethods]
+impl Conn {
+    /// Wraps (a duplicate of) a UDP socket's descriptor for the client side.
+    #[staticmethod]
+    #[pyo3(signature = (fd, config, server_name=None))]
+    fn wrap_client(fd: RawFd, config: &PyConfig, server_name: Option<&str>) -> PyResult<Conn> {
+        let cfg = config
+            .client()
+            .ok_or_else(|| PyValueError::new_err("a client configuration is needed"))?;
+        let sock = dup_socket(fd)?;
+        let s = DtlsSocket::wrap_client(sock, cfg, server_name).map_err(Failure::from)?;
+        Ok(Conn::new(s, false))
+    }
+
+    /// Wraps the server side of a session again over an unwrapped transport.
+    #[staticmethod]
+    fn wrap_server(plain: &Plain, config: &PyConfig) -> PyResult<Conn> {
+        let cfg = config
+            .server()
+            .ok_or_else(|| PyValueError::new_err("a server configuration is needed"))?;
+        let t = plain.take()?;
+        let s = DtlsSocket::wrap_server(t, cfg).map_err(Failure::from)?;
+        Ok(Conn::new(s, true))
+    }
+
+    /// Connects an unconnected client socket and runs the handshake
+    /// (non-blocking: raises WANT_READ after the ClientHello).
+    fn connect(&self, py: Python<'_>, host: String, port: u16) -> PyResult<()> {
+        self.net(py, move |s| s.connect_peer((host.as_str(), port)))
+    }
+
+    /// Runs the handshake to its end.
+    fn handshake(&self, py: Python<'_>) -> PyResult<()> {
+        self.net(py, |s| s.handshake())
+    }
+
+    /// One datagram of plaintext, at most `n` bytes.
+    fn recv<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let mut buf = vec![0u8; n];
+        let got = self.net(py, |s| s.recv(&mut buf))?;
+        Ok(PyBytes::new(py, &buf[..got]))
+    }
+
+    /// Sends one datagram of plaintext; returns its length.
+    fn send(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<usize> {
+        self.net(py, move |s| s.send(&data))
+    }
+
+    /// Sends close_notify and waits for the peer's.
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        self.net(py, |s| s.shutdown())
+    }
+
+    /// Closes the session and returns the plain transport; the socket is
+    /// unusable afterwards. When the exchange fails the error is raised and
+    /// the session stays.
+    fn unwrap(&self, py: Python<'_>) -> PyResult<Plain> {
+        let inner = &self.inner;
+        let r = py.allow_threads(|| -> Res<Transport> {
+            let mut g = lock(inner);
+            let s = g.take().ok_or_else(closed)?;
+            match s.unwrap() {
+                Ok(t) => Ok(t),
+                Err(e) => {
+                    let (err, s) = e.into_parts();
+                    *g = Some(s);
+                    Err(Failure::from(err))
+                }
+            }
+        })?;
+        Ok(Plain::new(r))
+    }
+
+    /// Drops the session without any exchange.
+    fn close(&self, py: Python<'_>) {
+        let inner = &self.inner;
+        py.allow_threads(|| drop(lock(inner).take()));
+    }
+
+    /// Whether `close` or `unwrap` ended this object.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> bool {
+        let inner = &self.inner;
+        py.allow_threads(|| lock(inner).is_none())
+    }
+
+    #[getter]
+    fn server_side(&self) -> bool {
+        self.server_side
+    }
+
+    fn fileno(&self, py: Python<'_>) -> RawFd {
+        if self.closed(py) {
+            -1
+        } else {
+            self.fd
+        }
+    }
+
+    /// Read and write timeout of blocking calls (None: none).
+    #[pyo3(signature = (secs))]
+    fn set_timeout(&self, py: Python<'_>, secs: Option<f64>) -> PyResult<()> {
+        let t = timeout_of(secs)?;
+        self.local(py, |s| {
+            s.set_read_timeout(t)
+                .and_then(|_| s.set_write_timeout(t))
+                .map_err(Failure::from)
+        })?
+        .map_err(PyErr::from)
+    }
+
+    fn set_nonblocking(&self, py: Python<'_>, on: bool) -> PyResult<()> {
+        self.local(py, |s| s.set_nonblocking(on).map_err(Failure::from))?
+            .map_err(PyErr::from)
+    }
+
+    /// Plaintext bytes readable without new input.
+    fn pending(&self, py: Python<'_>) -> PyResult<usize> {
+        self.local(py, |s| s.pending())
+    }
+
+    /// Whether a call can progress without the descriptor becoming readable.
+    fn has_pending(&self, py: Python<'_>) -> PyResult<bool> {
+        self.local(py, |s| s.has_pending())
+    }
+
+    /// Seconds until the DTLS timer needs `handle_timeout`, or None.
+    fn next_timeout(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        self.local(py, |s| s.next_timeout().map(|d| d.as_secs_f64()))
+    }
+
+    /// Retransmits when the DTLS timer expired (True) or does nothing.
+    fn handle_timeout(&self, py: Python<'_>) -> PyResult<bool> {
+        self.net(py, |s| s.handle_timeout())
+    }
+
+    fn is_established(&self, py: Python<'_>) -> PyResult<bool> {
+        self.local(py, |s| s.is_established())
+    }
+
+    /// The peer's certificate in DER, if one was presented.
+    fn peer_certificate_der<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let der = self.local(py, |s| s.peer_certificate().map(|c| c.to_der()))?;
+        Ok(der.map(|d| PyBytes::new(py, &d)))
+    }
+
+    /// The peer's certificate decoded as `ssl.SSLSocket.getpeercert()` does.
+    fn peer_certificate_dict<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let c = self.local(py, |s| s.peer_certificate())?;
+        c.map(|c| cert_dict(py, c.x509())).transpose()
+    }
+
+    /// Whether OpenSSL verified the peer's certificate against the CAs.
+    fn peer_verified(&self, py: Python<'_>) -> PyResult<bool> {
+        self.local(py, |s| {
+            s.peer_certificate().is_some()
+                && s.connection().is_some_and(|c| {
+                    c.ssl().verify_result() == openssl::x509::X509VerifyResult::OK
+                })
+        })
+    }
+
+    /// The chain the peer sent, leaf first: DER or dicts.
+    #[pyo3(signature = (binary_form=false))]
+    fn peer_certificate_chain<'py>(
+        &self,
+        py: Python<'py>,
+        binary_form: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let chain = self.local(py, |s| s.peer_certificate_chain())?;
+        let out = PyList::empty(py);
+        for c in chain {
+            if binary_form {
+                out.append(PyBytes::new(py, &c.to_der()))?;
+            } else {
+                out.append(cert_dict(py, c.x509())?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `(name, protocol, secret bits)` once established, else None.
+    fn cipher(&self, py: Python<'_>) -> PyResult<Option<(String, String, i32)>> {
+        self.local(py, |s| {
+            let name = s.cipher()?;
+            let version = s.version()?.to_string();
+            let bits = s
+                .connection()
+                .and_then(|c| c.ssl().current_cipher())
+                .map(|c| c.bits().secret)
+                .unwrap_or(0);
+            Some((name, version, bits))
+        })
+    }
+
+    /// The negotiated protocol ("DTLSv1.2", "DTLSv1"), once established.
+    fn version(&self, py: Python<'_>) -> PyResult<Option<&'static str>> {
+        self.local(py, |s| s.version())
+    }
+
+    fn getsockname(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let a = self.local(py, |s| s.local_addr())?.map_err(Failure::from)?;
+        addr_tuple(py, a)
+    }
+
+    fn getpeername(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let a = self.local(py, |s| s.peer_addr())?.map_err(Failure::from)?;
+        addr_tuple(py, a)
+    }
+
+    /// Largest plaintext datagram one send can carry.
+    fn data_mtu(&self, py: Python<'_>) -> PyResult<usize> {
+        self.local(py, |s| s.data_mtu())
+    }
+}
+
+/// The plain UDP transport of an unwrapped session: a client's connected
+/// socket or a server connection's demux link (which, with Router, sends
+/// through the listening socket).
+#[pyclass(module = "dtls._native", frozen)]
+pub(crate) struct Plain {
+    inner: Mutex<Option<Transport>>,
+    fd: RawFd,
+}
+
+impl Plain {
+    fn new(t: Transport) -> Plain {
+        Plain {
+            fd: t.as_raw_fd(),
+            inner: Mutex::new(Some(t)),
+        }
+    }
+
+    fn take(&self) -> Res<Transport> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(closed)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Transport) -> std::io::Result<T>) -> PyResult<T> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let t = g.as_ref().ok_or_else(closed)?;
+        f(t).map_err(|e| PyErr::from(Failure::from(e)))
+    }
+}
+
+#[pymethods]
+impl Plain {
+    /// True for a server connection's link (else a client's socket).
+    #[getter]
+    fn is_link(&self) -> PyResult<bool> {
+        self.with(|t| Ok(matches!(t, Transport::Link(_))))
+    }
+
+    fn fileno(&self) -> RawFd {
+        self.fd
+    }
+
+    fn send(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<usize> {
+        py.allow_threads(|| self.with(|t| t.send(&data)))
+    }
+
+    fn recv<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let mut buf = vec![0u8; n];
+        let got = py.allow_threads(|| self.with(|t| t.recv(&mut buf)))?;
+        Ok(PyBytes::new(py, &buf[..got]))
+    }
+
+    #[pyo3(signature = (secs))]
+    fn set_timeout(&self, secs: Option<f64>) -> PyResult<()> {
+        match secs {
+            Some(s) if s == 0.0 => self.with(|t| t.set_nonblocking(true)),
+            _ => {
+                let d = timeout_of(secs)?;
+                self.with(|t| {
+                    t.set_nonblocking(false)?;
+                    t.set_read_timeout(d)?;
+                    t.set_write_timeout(d)
+                })
+            }
+        }
+    }
+
+    fn getsockname(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let a = self.with(|t| t.local_addr())?;
+        addr_tuple(py, a)
+    }
+
+    fn getpeername(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let a = self.with(|t| t.peer_addr())?;
+        addr_tuple(py, a)
+    }
+
+    /// Drops the transport (a link detaches from its listener).
+    fn close(&self) {
+        drop(self.inner.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+

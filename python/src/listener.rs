@@ -1,0 +1,102 @@
+//! `Listener`: a `DtlsListener` over a Python socket's bound port.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use dtls_reactor::{DemuxKind, DtlsListener, Error};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::config::PyConfig;
+use crate::conn::{addr_tuple, dup_socket, timeout_of, Conn};
+use crate::errors::Failure;
+
+fn kind_of(router: bool) -> DemuxKind {
+    if router {
+        DemuxKind::Router
+    } else {
+        DemuxKind::OsNet
+    }
+}
+
+/// A DTLS server's listening port (see `dtls_reactor::DtlsListener`).
+#[pyclass(module = "dtls._native", frozen)]
+pub(crate) struct Listener {
+    inner: Arc<DtlsListener>,
+}
+
+#[pymethods]
+impl Listener {
+    /// Listens on (a duplicate of) a bound UDP socket's descriptor. With
+    /// osnet the socket needs SO_REUSEPORT set before it was bound.
+    #[staticmethod]
+    fn from_fd(fd: RawFd, config: &PyConfig, router: bool) -> PyResult<Listener> {
+        let cfg = config
+            .server()
+            .ok_or_else(|| PyValueError::new_err("a server configuration is needed"))?;
+        let sock = dup_socket(fd)?;
+        let l = DtlsListener::from_socket(sock, cfg, kind_of(router)).map_err(Failure::from)?;
+        Ok(Listener { inner: Arc::new(l) })
+    }
+
+    /// Binds a new socket at `host`, `port`.
+    #[staticmethod]
+    fn bind(host: &str, port: u16, config: &PyConfig, router: bool) -> PyResult<Listener> {
+        let cfg = config
+            .server()
+            .ok_or_else(|| PyValueError::new_err("a server configuration is needed"))?;
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|_| PyValueError::new_err(format!("not an IP address: {host}")))?;
+        let l = DtlsListener::bind(SocketAddr::new(ip, port), cfg, kind_of(router))
+            .map_err(Failure::from)?;
+        Ok(Listener { inner: Arc::new(l) })
+    }
+
+    /// Reads one datagram: `(Conn, address)` for a new peer that passed the
+    /// cookie exchange, else None. Blocking up to the timeout (raises
+    /// ERR_READ_TIMEOUT); non-blocking returns None when nothing is there.
+    fn accept(&self, py: Python<'_>) -> PyResult<Option<(Conn, PyObject)>> {
+        let l = &self.inner;
+        let r = py
+            .allow_threads(|| l.accept())
+            .map_err(|e: Error| PyErr::from(Failure::from(e)))?;
+        match r {
+            None => Ok(None),
+            Some((s, peer)) => Ok(Some((Conn::new(s, true), addr_tuple(py, peer)?))),
+        }
+    }
+
+    #[pyo3(signature = (secs))]
+    fn set_timeout(&self, secs: Option<f64>) -> PyResult<()> {
+        let t = timeout_of(secs)?;
+        self.inner.set_read_timeout(t).map_err(Failure::from)?;
+        Ok(())
+    }
+
+    fn set_nonblocking(&self, on: bool) -> PyResult<()> {
+        self.inner.set_nonblocking(on).map_err(Failure::from)?;
+        Ok(())
+    }
+
+    /// Whether `accept` can progress without the descriptor becoming readable.
+    fn has_pending(&self) -> bool {
+        self.inner.has_pending()
+    }
+
+    fn fileno(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+
+    fn getsockname(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let a = self.inner.local_addr().map_err(Failure::from)?;
+        addr_tuple(py, a)
+    }
+
+    /// `(accepted, routed)`: connections handed out, datagrams forwarded to one.
+    fn stats(&self) -> (u64, u64) {
+        let s = self.inner.stats();
+        (s.accepted, s.routed)
+    }
+}
