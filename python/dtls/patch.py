@@ -266,10 +266,7 @@ class SSLSocket:
 
     def unwrap(self):
         """Runs the close_notify exchange; returns the plain socket."""
-        s = self._sslobj.unwrap()
-        self._sock = None
-        self._closed = True
-        return s
+        return self._sslobj.unwrap()
 
     def shutdown(self, how=socket.SHUT_RDWR):
         """Sends close_notify and waits briefly for the peer's (no wait
@@ -284,7 +281,7 @@ class SSLSocket:
                 raise
 
     def close(self):
-        if self._closed and self._sock is None:
+        if self._closed:
             return
         self._closed = True
         if self._io_refs <= 0:
