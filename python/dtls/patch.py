@@ -72,6 +72,9 @@ class SSLSocket:
             cb_user_config_ssl=kwargs.pop("cb_user_config_ssl", None),
             **{k: v for k, v in kwargs.items() if k in _EXTRA}
         )
+        # None when the socket was a server link unwrapped earlier: the
+        # session owns the link now.
+        self._sock = self._sslobj._sock
         self._listening = False
         self._closed = False
         self._io_refs = 0

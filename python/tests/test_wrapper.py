@@ -1,0 +1,159 @@
+"""dtls.wrapper: one server object for many peers (recvfrom/sendto)."""
+
+import ssl
+import threading
+import time
+
+import pytest
+
+from dtls import wrapper
+from conftest import WAIT, cert
+
+
+class WrapperServer:
+    """wrap_server in a thread, upper-casing every datagram back."""
+
+    def __init__(self, variant, **kwargs):
+        sock = variant.udp()
+        kwargs.setdefault("certfile", cert("server.pem"))
+        kwargs.setdefault("keyfile", cert("server.key"))
+        self.server = wrapper.wrap_server(sock, **kwargs)
+        self.server.bind((variant.host, 0))
+        self.server.settimeout(0.05)
+        self.addr = (variant.host, self.server.getsockname()[1])
+        self.stop = threading.Event()
+        self.received = []
+        self.error = None
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        try:
+            while not self.stop.is_set():
+                got = self.server.recvfrom(4096)
+                if got is None:
+                    continue
+                data, addr = got
+                self.received.append((data, addr))
+                self.server.sendto(data.upper(), addr)
+        except BaseException as e:
+            self.error = e
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+        self.server.close()
+        if self.error is not None:
+            raise self.error
+
+
+def client(variant, **kwargs):
+    kwargs.setdefault("cert_reqs", ssl.CERT_REQUIRED)
+    kwargs.setdefault("ca_certs", cert("ca.pem"))
+    c = wrapper.wrap_client(variant.udp(), **kwargs)
+    c.settimeout(WAIT)
+    return c
+
+
+def test_echo_many_clients(variant):
+    srv = WrapperServer(variant)
+    n, rounds = 20, 5
+    results, errors = {}, []
+
+    def run(i):
+        try:
+            c = client(variant)
+            c.connect(srv.addr)
+            out = []
+            for j in range(rounds):
+                c.send(b"peer %d msg %d" % (i, j))
+                out.append(c.recv(100))
+            c.unwrap()
+            c.close()
+            results[i] = out
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT * 2)
+    srv.close()
+    assert not errors, errors
+    assert len(results) == n
+    for i, out in results.items():
+        assert out == [b"PEER %d MSG %d" % (i, j) for j in range(rounds)]
+    assert len(srv.received) == n * rounds
+
+
+def test_sendto_unknown_peer_is_zero(variant):
+    srv = WrapperServer(variant)
+    assert srv.server.sendto(b"x", (variant.host, 9)) == 0
+    srv.close()
+
+
+def test_unanswered_hello_stalls_nobody(variant):
+    srv = WrapperServer(variant)
+    # A client that sends its ClientHello and then goes silent.
+    stuck = ssl.wrap_socket(variant.udp())
+    stuck.setblocking(False)
+    with pytest.raises(ssl.SSLWantReadError):
+        stuck.connect(srv.addr)
+    c = client(variant)
+    c.connect(srv.addr)
+    for j in range(3):
+        c.send(b"m%d" % j)
+        assert c.recv(100) == b"M%d" % j
+    c.unwrap()
+    c.close()
+    stuck.close()
+    srv.close()
+
+
+def test_client_timeout_drops_idle_peer(variant):
+    srv = WrapperServer(variant, client_timeout=0.3)
+    c = client(variant)
+    c.connect(srv.addr)
+    c.send(b"a")
+    assert c.recv(10) == b"A"
+    assert len(srv.server.peers()) == 1
+    end = time.monotonic() + WAIT
+    while srv.server.peers() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert srv.server.peers() == []
+    # The server sent close_notify when it dropped the peer.
+    assert c.recv(10) == b""
+    c.close()
+    srv.close()
+
+
+def test_wrapper_version_and_curve_options(variant):
+    srv = WrapperServer(variant, ssl_version=ssl.PROTOCOL_DTLSv1)
+    c = client(variant, ssl_version=ssl.PROTOCOL_DTLSv1_2)
+    with pytest.raises(ssl.SSLError) as e:
+        c.connect(srv.addr)
+    assert "version" in (str(e.value) + str(e.value.errqueue)).lower()
+    c.close()
+    srv.close()
+    srv = WrapperServer(variant, server_key_exchange_curve="secp384r1")
+    c = client(variant, curves=["secp384r1", "prime256v1"])
+    c.connect(srv.addr)
+    c.send(b"ok")
+    assert c.recv(10) == b"OK"
+    c.unwrap()
+    c.close()
+    srv.close()
+
+
+def test_unsupported_options_raise():
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with pytest.raises(NotImplementedError):
+        wrapper.wrap_client(s, ssl_logging=True)
+    with pytest.raises(NotImplementedError):
+        wrapper.wrap_server(s, certfile=cert("server.pem"), keyfile=cert("server.key"),
+                            server_cert_options=ssl.SSL_BUILD_CHAIN_FLAG_CHECK)
+    s.close()
