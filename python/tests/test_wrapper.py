@@ -94,22 +94,75 @@ def test_sendto_unknown_peer_is_zero(variant):
     srv.close()
 
 
-def test_unanswered_hello_stalls_nobody(variant):
+class HalfRelay(threading.Thread):
+    """A UDP relay that forwards the client's first ``forward`` datagrams to
+    the server (and every reply back), then drops the client's: a peer whose
+    handshake passed the cookie exchange and then went silent."""
+
+    def __init__(self, variant, server_addr, forward=2):
+        super().__init__(daemon=True)
+        self.front = variant.udp()
+        self.front.bind((variant.host, 0))
+        self.back = variant.udp()
+        self.back.connect(server_addr)
+        self.addr = (variant.host, self.front.getsockname()[1])
+        self.forward = forward
+        self.stop = threading.Event()
+        self.start()
+
+    def run(self):
+        import select
+
+        client = None
+        while not self.stop.is_set():
+            r, _, _ = select.select([self.front, self.back], [], [], 0.05)
+            if self.front in r:
+                data, client = self.front.recvfrom(65536)
+                if self.forward > 0:
+                    self.forward -= 1
+                    self.back.send(data)
+            if self.back in r and client is not None:
+                self.front.sendto(self.back.recv(65536), client)
+
+    def close(self):
+        self.stop.set()
+        self.join(WAIT)
+        self.front.close()
+        self.back.close()
+
+
+def test_unanswered_handshake_stalls_nobody(variant):
     srv = WrapperServer(variant)
-    # A client that sends its ClientHello and then goes silent.
-    stuck = ssl.wrap_socket(variant.udp())
-    stuck.setblocking(False)
-    with pytest.raises(ssl.SSLWantReadError):
-        stuck.connect(srv.addr)
+    relay = HalfRelay(variant, srv.addr)
+    stuck = client(variant)
+    stuck.settimeout(0.5)
+    errors = []
+    t = threading.Thread(target=lambda: _expect_failure(stuck, relay.addr, errors))
+    t.start()
+    end = time.monotonic() + WAIT
+    while relay.forward > 0 and time.monotonic() < end:
+        time.sleep(0.01)
+    assert relay.forward == 0  # hello and hello with cookie reached the server
     c = client(variant)
     c.connect(srv.addr)
     for j in range(3):
         c.send(b"m%d" % j)
         assert c.recv(100) == b"M%d" % j
+    assert len(srv.server.peers()) == 2  # the half-open one is still there
     c.unwrap()
     c.close()
+    t.join(WAIT)
+    assert errors == [ssl.ERR_HANDSHAKE_TIMEOUT]
     stuck.close()
+    relay.close()
     srv.close()
+
+
+def _expect_failure(sock, addr, errors):
+    try:
+        sock.connect(addr)
+    except ssl.SSLError as e:
+        errors.append(e.args[0])
 
 
 def test_client_timeout_drops_idle_peer(variant):
