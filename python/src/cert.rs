@@ -80,7 +80,10 @@ pub(crate) fn cert_dict<'py>(py: Python<'py>, x: &X509) -> PyResult<Bound<'py, P
 
 /// `dtls.x509.decode_cert`: a DER (or PEM) certificate as `getpeercert()`'s dict.
 #[pyfunction]
-pub(crate) fn decode_cert<'py>(py: Python<'py>, data: &Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn decode_cert<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyBytes>,
+) -> PyResult<Bound<'py, PyDict>> {
     let b = data.as_bytes();
     let x = X509::from_der(b)
         .or_else(|_| X509::from_pem(b))
@@ -91,7 +94,10 @@ pub(crate) fn decode_cert<'py>(py: Python<'py>, data: &Bound<'py, PyBytes>) -> P
 /// A PEM certificate's DER bytes (`ssl.PEM_cert_to_DER_cert` without the ssl module).
 #[pyfunction]
 pub(crate) fn pem_to_der<'py>(py: Python<'py>, pem: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let x = X509::from_pem(pem).map_err(|e| PyValueError::new_err(format!("not a PEM certificate: {e}")))?;
-    let der = x.to_der().map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let x = X509::from_pem(pem)
+        .map_err(|e| PyValueError::new_err(format!("not a PEM certificate: {e}")))?;
+    let der = x
+        .to_der()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(PyBytes::new(py, &der))
 }

@@ -91,7 +91,12 @@ fn duration(secs: f64, what: &str) -> Res<Duration> {
     Duration::try_from_secs_f64(secs)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| ssl(1, format!("{what}: {secs} is not a positive number of seconds")))
+        .ok_or_else(|| {
+            ssl(
+                1,
+                format!("{what}: {secs} is not a positive number of seconds"),
+            )
+        })
 }
 
 /// Builds a configuration. `verify`: 0 `CERT_NONE`, 1 `CERT_OPTIONAL`,
@@ -117,7 +122,11 @@ pub(crate) fn make_config(
     // PyDTLS: the key defaults to the certificate file; a key alone is an error.
     let keyfile = keyfile.or_else(|| certfile.clone());
     if certfile.is_none() && keyfile.is_some() {
-        return Err(ssl(ERR_BOTH_KEY_CERT_FILES, "Both the key & certificate files must be specified").into());
+        return Err(ssl(
+            ERR_BOTH_KEY_CERT_FILES,
+            "Both the key & certificate files must be specified",
+        )
+        .into());
     }
     if server_side && certfile.is_none() {
         return Err(ssl(
@@ -130,7 +139,13 @@ pub(crate) fn make_config(
         0 => Verify::None,
         1 => Verify::Optional,
         2 => Verify::Required,
-        v => return Err(ssl(1, format!("cert_reqs: {v} is not CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED")).into()),
+        v => {
+            return Err(ssl(
+                1,
+                format!("cert_reqs: {v} is not CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED"),
+            )
+            .into())
+        }
     };
     let protocol: Protocol = protocol.parse().map_err(crate::errors::Failure::from)?;
     let handshake_timeout = handshake_timeout

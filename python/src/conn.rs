@@ -43,7 +43,10 @@ pub(crate) fn timeout_of(secs: Option<f64>) -> PyResult<Option<Duration>> {
 
 pub(crate) fn addr_tuple(py: Python<'_>, a: SocketAddr) -> PyResult<PyObject> {
     Ok(match a {
-        SocketAddr::V4(v4) => (v4.ip().to_string(), v4.port()).into_pyobject(py)?.into_any().unbind(),
+        SocketAddr::V4(v4) => (v4.ip().to_string(), v4.port())
+            .into_pyobject(py)?
+            .into_any()
+            .unbind(),
         SocketAddr::V6(v6) => (v6.ip().to_string(), v6.port(), v6.flowinfo(), v6.scope_id())
             .into_pyobject(py)?
             .into_any()
@@ -93,7 +96,11 @@ impl Conn {
     /// Runs `f` (a call that never waits on the network) on the socket. The
     /// GIL is released while the lock is taken: a thread blocked in `recv`
     /// holds it, and may need the GIL to log.
-    fn local<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut DtlsSocket) -> T + Send) -> PyResult<T> {
+    fn local<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut DtlsSocket) -> T + Send,
+    ) -> PyResult<T> {
         let inner = &self.inner;
         py.allow_threads(|| match lock(inner).as_mut() {
             Some(s) => Ok(f(s)),
@@ -259,9 +266,8 @@ impl Conn {
     fn peer_verified(&self, py: Python<'_>) -> PyResult<bool> {
         self.local(py, |s| {
             s.peer_certificate().is_some()
-                && s.connection().is_some_and(|c| {
-                    c.ssl().verify_result() == openssl::x509::X509VerifyResult::OK
-                })
+                && s.connection()
+                    .is_some_and(|c| c.ssl().verify_result() == openssl::x509::X509VerifyResult::OK)
         })
     }
 
@@ -376,7 +382,7 @@ impl Plain {
     #[pyo3(signature = (secs))]
     fn set_timeout(&self, secs: Option<f64>) -> PyResult<()> {
         match secs {
-            Some(s) if s == 0.0 => self.with(|t| t.set_nonblocking(true)),
+            Some(0.0) => self.with(|t| t.set_nonblocking(true)),
             _ => {
                 let d = timeout_of(secs)?;
                 self.with(|t| {
@@ -403,4 +409,3 @@ impl Plain {
         drop(self.inner.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }
-

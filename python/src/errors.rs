@@ -30,17 +30,17 @@ pub(crate) enum Failure {
     Ssl {
         code: i32,
         message: String,
-        queue: Vec<(u64, String)>,
+        queue: Vec<(std::ffi::c_ulong, String)>,
     },
     Os(io::Error),
 }
 
-fn queue_of(stack: Option<&ErrorStack>) -> Vec<(u64, String)> {
+fn queue_of(stack: Option<&ErrorStack>) -> Vec<(std::ffi::c_ulong, String)> {
     stack
         .map(|s| {
             s.errors()
                 .iter()
-                .map(|e| (e.code() as u64, e.to_string()))
+                .map(|e| (e.code(), e.to_string()))
                 .collect()
         })
         .unwrap_or_default()
@@ -63,10 +63,7 @@ impl From<Error> for Failure {
             queue: queue_of(stack),
         };
         match &e {
-            Error::WouldBlock => ssl(
-                SSL_ERROR_WANT_READ,
-                "The operation did not complete (read)",
-            ),
+            Error::WouldBlock => ssl(SSL_ERROR_WANT_READ, "The operation did not complete (read)"),
             Error::ClosedByPeer => ssl(
                 SSL_ERROR_ZERO_RETURN,
                 "TLS/SSL connection has been closed (EOF)",
@@ -92,10 +89,9 @@ impl From<Error> for Failure {
             Error::Ssl { code, stack } => with(*code, stack.as_ref()),
             Error::Closed | Error::PeerRestarted => with(SSL_ERROR_ZERO_RETURN, None),
             Error::NotConnected => Failure::Os(io::Error::from_raw_os_error(libc::ENOTCONN)),
-            Error::TooLarge { .. } => Failure::Os(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                message.clone(),
-            )),
+            Error::TooLarge { .. } => {
+                Failure::Os(io::Error::new(io::ErrorKind::InvalidInput, message.clone()))
+            }
             Error::Io(_) => match e {
                 Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock => ssl(
                     SSL_ERROR_WANT_WRITE,

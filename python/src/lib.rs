@@ -2,13 +2,13 @@
 //! API, in `python/dtls/`), over dtls-reactor's socket API. Python code
 //! never calls OpenSSL: every TLS operation happens here, in the crate.
 //!
-//! - [`config`]: `make_config`, a `ClientConfig` / `ServerConfig` from
+//! - `config`: `make_config`, a `ClientConfig` / `ServerConfig` from
 //!   `ssl.wrap_socket`'s arguments.
-//! - [`conn`]: `Conn` (a `DtlsSocket`) and `Plain` (what `unwrap` returns).
-//! - [`listener`]: `Listener` (a `DtlsListener`, osnet or router demux).
-//! - [`cert`]: certificates as `getpeercert()`'s dict.
-//! - [`errors`]: the crate's errors as PyDTLS's `SSLError` codes.
-//! - [`logging`]: `log` records into Python's `logging` (`dtls.*` loggers).
+//! - `conn`: `Conn` (a `DtlsSocket`) and `Plain` (what `unwrap` returns).
+//! - `listener`: `Listener` (a `DtlsListener`, osnet or router demux).
+//! - `cert`: certificates as `getpeercert()`'s dict.
+//! - `errors`: the crate's errors as PyDTLS's `SSLError` codes.
+//! - `logging`: `log` records into Python's `logging` (`dtls.*` loggers).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use pyo3::prelude::*;

@@ -69,6 +69,10 @@ pub(crate) fn install() {
 /// per-datagram trace lines.
 #[pyfunction]
 pub(crate) fn set_log_level(level: i32) {
-    let l = if level < 10 { Level::Trace } else { Level::Debug };
+    let l = if level < 10 {
+        Level::Trace
+    } else {
+        Level::Debug
+    };
     MAX.store(l as usize, Ordering::Relaxed);
 }
