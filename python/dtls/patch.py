@@ -309,7 +309,7 @@ class SSLSocket:
         writing = "w" in mode
         reading = "r" in mode or not writing
         rawmode = ("r" if reading else "") + ("w" if writing else "")
-        raw = socket.SocketIO(self, rawmode)
+        raw = socket.SocketIO(_FileAdapter(self), rawmode)
         self._io_refs += 1
         if buffering is None:
             buffering = -1
@@ -334,6 +334,32 @@ class SSLSocket:
     def _checkClosed(self):
         if self._closed:
             raise OSError(errno.EBADF, "closed")
+
+
+class _FileAdapter:
+    """What ``socket.SocketIO`` calls, for makefile(): a write larger than
+    one datagram's plaintext goes out in datagrams of at most the session's
+    data MTU (a buffered writer sends the rest in the next calls)."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def recv_into(self, buffer, nbytes=0):
+        return self._sock.recv_into(buffer, nbytes)
+
+    def send(self, data):
+        conn = self._sock._sslobj._conn
+        limit = conn.data_mtu() if conn is not None else len(data)
+        return self._sock.send(memoryview(data)[:limit])
+
+    def fileno(self):
+        return self._sock.fileno()
+
+    def gettimeout(self):
+        return self._sock.gettimeout()
+
+    def _decref_socketios(self):
+        self._sock._decref_socketios()
 
 
 _EXTRA = ("curves", "sigalgs", "mtu", "handshake_timeout", "server_hostname")
