@@ -16,6 +16,7 @@ established connections, so keep calling it).
 import datetime
 import errno
 import logging
+import os
 import socket
 
 from . import _native
@@ -201,8 +202,6 @@ class _LinkSocket(socket.socket):
 
 
 def _dup(fd):
-    import os
-
     return os.dup(fd)
 
 
@@ -269,7 +268,7 @@ class SSLConnection:
             if isinstance(sock, _LinkSocket):
                 # A session unwrapped earlier, wrapped again for the same peer.
                 self._conn = _native.Conn.wrap_server(sock._take_plain(), self._config)
-                sock.detach()
+                os.close(sock.detach())  # the session owns the link
                 self._sock = None
                 self._apply_timeout(self._conn)
             elif not _is_bound(sock) and not self._use_router:
