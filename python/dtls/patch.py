@@ -219,9 +219,11 @@ class SSLSocket:
     # -- modes and timers -------------------------------------------------
 
     def settimeout(self, value):
+        # Only the session's mode: the descriptor is shared with the native
+        # socket, which keeps it non-blocking and waits with poll(2); the
+        # Python socket object is left alone. unwrap() hands the mode on to
+        # the plain socket it returns.
         self._sslobj.settimeout(value)
-        if self._sock is not None:
-            self._sock.settimeout(value)
 
     def gettimeout(self):
         return self._sslobj.gettimeout()

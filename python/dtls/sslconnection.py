@@ -498,9 +498,13 @@ class SSLConnection:
             s = _LinkSocket(plain, family)
             s.settimeout(self._timeout)
             return s
+        # The native side restored its own settings on the descriptor
+        # (SO_RCVTIMEO, O_NONBLOCK): clear them, then give the Python socket
+        # this connection's mode.
+        plain.set_timeout(None)
         plain.close()
         sock = self._sock
-        sock.settimeout(sock.gettimeout())
+        sock.settimeout(self._timeout)
         return sock
 
     def close(self):

@@ -35,15 +35,6 @@ impl PyConfig {
     }
 }
 
-#[pymethods]
-impl PyConfig {
-    /// True for a server configuration.
-    #[getter]
-    fn server_side(&self) -> bool {
-        matches!(self.side, Side::Server(_))
-    }
-}
-
 /// Settings common to both sides, as the Python layer passes them.
 struct Common {
     certfile: Option<PathBuf>,

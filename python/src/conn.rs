@@ -63,7 +63,6 @@ fn closed() -> Failure {
 pub(crate) struct Conn {
     inner: Arc<Mutex<Option<DtlsSocket>>>,
     fd: RawFd,
-    server_side: bool,
 }
 
 fn lock(m: &Mutex<Option<DtlsSocket>>) -> MutexGuard<'_, Option<DtlsSocket>> {
@@ -71,11 +70,10 @@ fn lock(m: &Mutex<Option<DtlsSocket>>) -> MutexGuard<'_, Option<DtlsSocket>> {
 }
 
 impl Conn {
-    pub(crate) fn new(s: DtlsSocket, server_side: bool) -> Conn {
+    pub(crate) fn new(s: DtlsSocket) -> Conn {
         Conn {
             fd: s.as_raw_fd(),
             inner: Arc::new(Mutex::new(Some(s))),
-            server_side,
         }
     }
 
@@ -121,7 +119,7 @@ impl Conn {
             .ok_or_else(|| PyValueError::new_err("a client configuration is needed"))?;
         let sock = dup_socket(fd)?;
         let s = DtlsSocket::wrap_client(sock, cfg, server_name).map_err(Failure::from)?;
-        Ok(Conn::new(s, false))
+        Ok(Conn::new(s))
     }
 
     /// Wraps the server side of a session again over an unwrapped transport.
@@ -132,13 +130,7 @@ impl Conn {
             .ok_or_else(|| PyValueError::new_err("a server configuration is needed"))?;
         let t = plain.take()?;
         let s = DtlsSocket::wrap_server(t, cfg).map_err(Failure::from)?;
-        Ok(Conn::new(s, true))
-    }
-
-    /// Connects an unconnected client socket and runs the handshake
-    /// (non-blocking: raises WANT_READ after the ClientHello).
-    fn connect(&self, py: Python<'_>, host: String, port: u16) -> PyResult<()> {
-        self.net(py, move |s| s.connect_peer((host.as_str(), port)))
+        Ok(Conn::new(s))
     }
 
     /// Runs the handshake to its end.
@@ -194,11 +186,6 @@ impl Conn {
     fn closed(&self, py: Python<'_>) -> bool {
         let inner = &self.inner;
         py.allow_threads(|| lock(inner).is_none())
-    }
-
-    #[getter]
-    fn server_side(&self) -> bool {
-        self.server_side
     }
 
     fn fileno(&self, py: Python<'_>) -> RawFd {

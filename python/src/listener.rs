@@ -1,6 +1,5 @@
 //! `Listener`: a `DtlsListener` over a Python socket's bound port.
 
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
@@ -40,20 +39,6 @@ impl Listener {
         Ok(Listener { inner: Arc::new(l) })
     }
 
-    /// Binds a new socket at `host`, `port`.
-    #[staticmethod]
-    fn bind(host: &str, port: u16, config: &PyConfig, router: bool) -> PyResult<Listener> {
-        let cfg = config
-            .server()
-            .ok_or_else(|| PyValueError::new_err("a server configuration is needed"))?;
-        let ip: std::net::IpAddr = host
-            .parse()
-            .map_err(|_| PyValueError::new_err(format!("not an IP address: {host}")))?;
-        let l = DtlsListener::bind(SocketAddr::new(ip, port), cfg, kind_of(router))
-            .map_err(Failure::from)?;
-        Ok(Listener { inner: Arc::new(l) })
-    }
-
     /// Reads one datagram: `(Conn, address)` for a new peer that passed the
     /// cookie exchange, else None. Blocking up to the timeout (raises
     /// ERR_READ_TIMEOUT); non-blocking returns None when nothing is there.
@@ -64,7 +49,7 @@ impl Listener {
             .map_err(|e: Error| PyErr::from(Failure::from(e)))?;
         match r {
             None => Ok(None),
-            Some((s, peer)) => Ok(Some((Conn::new(s, true), addr_tuple(py, peer)?))),
+            Some((s, peer)) => Ok(Some((Conn::new(s), addr_tuple(py, peer)?))),
         }
     }
 
@@ -92,11 +77,5 @@ impl Listener {
     fn getsockname(&self, py: Python<'_>) -> PyResult<PyObject> {
         let a = self.inner.local_addr().map_err(Failure::from)?;
         addr_tuple(py, a)
-    }
-
-    /// `(accepted, routed)`: connections handed out, datagrams forwarded to one.
-    fn stats(&self) -> (u64, u64) {
-        let s = self.inner.stats();
-        (s.accepted, s.routed)
     }
 }

@@ -334,3 +334,36 @@ def test_asyncore_server(variant):
     for d in list(socket_map.values()):
         d.close()
     srv.close()
+
+
+def test_blocking_sockets_without_timeout(variant):
+    """settimeout(None) / setblocking(True) on wrapped sockets: calls block
+    until done (the shared descriptor stays usable by the native side)."""
+    srv = variant.server(timeout=None)
+    srv.setblocking(True)
+    server = Server(srv, _echo_blocking)
+    c = variant.client(timeout=None)
+    c.setblocking(True)
+    c.connect((variant.host, srv.getsockname()[1]))
+    c.send(b"blocking")
+    assert c.recv(100) == b"blocking"
+    plain = c.unwrap()
+    assert plain.gettimeout() is None
+    server.result()
+    plain.close()
+    srv.close()
+
+
+def _echo_blocking(listener):
+    while True:
+        got = listener.accept()  # blocks for a datagram, no timeout
+        if got is not None:
+            break
+    conn = got[0]
+    stop = pump(listener)
+    try:
+        conn.setblocking(True)
+        conn.send(conn.recv(100))
+        assert conn.recv(100) == b""
+    finally:
+        stop()
