@@ -51,9 +51,11 @@ def wrap_client(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
                 ssl_logging=False, handshake_timeout=None):
     """A client ``DtlsSocket``. ``client_cert_options`` other than
     ``SSL_BUILD_CHAIN_FLAG_NONE`` (the chain is sent as the file holds it)
-    and ``ssl_logging=True`` raise ``NotImplementedError``."""
+    raise ``NotImplementedError``. ``ssl_logging=True`` turns on the
+    per-datagram records of the ``dtls`` loggers (process-wide, see
+    ``dtls.set_trace_logging``)."""
     _unsupported("client_cert_options", client_cert_options, SSL_BUILD_CHAIN_FLAG_NONE)
-    _unsupported("ssl_logging", ssl_logging, False)
+    _ssl_logging(ssl_logging)
     return DtlsSocket(sock, keyfile=keyfile, certfile=certfile, server_side=False,
                       cert_reqs=cert_reqs, ssl_version=ssl_version, ca_certs=ca_certs,
                       do_handshake_on_connect=do_handshake_on_connect,
@@ -72,9 +74,10 @@ def wrap_server(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
                 cb_ignore_ssl_exception_read=None, cb_ignore_ssl_exception_write=None):
     """A server ``DtlsSocket`` over a datagram socket (bound now or later
     with ``bind``). ``server_key_exchange_curve`` limits the key exchange to
-    one group (else ``curves``, else OpenSSL's choice)."""
+    one group (else ``curves``, else OpenSSL's choice). ``ssl_logging`` as
+    for ``wrap_client``."""
     _unsupported("server_cert_options", server_cert_options, SSL_BUILD_CHAIN_FLAG_NONE)
-    _unsupported("ssl_logging", ssl_logging, False)
+    _ssl_logging(ssl_logging)
     return DtlsSocket(sock, keyfile=keyfile, certfile=certfile, server_side=True,
                       cert_reqs=cert_reqs, ssl_version=ssl_version, ca_certs=ca_certs,
                       do_handshake_on_connect=do_handshake_on_connect,
@@ -85,6 +88,13 @@ def wrap_server(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
                       cb_ignore_ssl_exception_in_handshake=cb_ignore_ssl_exception_in_handshake,
                       cb_ignore_ssl_exception_read=cb_ignore_ssl_exception_read,
                       cb_ignore_ssl_exception_write=cb_ignore_ssl_exception_write)
+
+
+def _ssl_logging(on):
+    if on:
+        from . import set_trace_logging
+
+        set_trace_logging(True)
 
 
 class _Peer:
@@ -167,6 +177,10 @@ class DtlsSocket:
 
     def close(self):
         if self._client is not None:
+            try:
+                self._client.unwrap()
+            except OSError:
+                pass  # not connected, or the server's close_notify did not come
             self._client.close()
             return
         for p in list(self._peers.values()):
@@ -185,10 +199,28 @@ class DtlsSocket:
     def recv(self, bufsize=1024, flags=0):
         return self._client.recv(bufsize, flags)
 
+    def read(self, len=1024):
+        return self._client.read(len)
+
+    def write(self, data):
+        return self._client.write(data)
+
+    def _client_recvfrom(self, bufsize):
+        return self._client.recv(bufsize), self._client.getpeername()
+
+    def _client_sendto(self, data, addr):
+        return self._client.send(data)
+
     # -- server -------------------------------------------------------
 
     def bind(self, addr):
         self._sock.bind(addr)
+
+    def listen(self, backlog=None):
+        """Starts serving the bound port (``recvfrom`` also does)."""
+        if self._client is not None:
+            raise ValueError("listen: a client DtlsSocket")
+        self._listen()
 
     def _listen(self):
         if self._server._listener is None:
@@ -280,10 +312,12 @@ class DtlsSocket:
         return nearest
 
     def recvfrom(self, bufsize, flags=0):
-        """``(data, address)`` of the next datagram from any peer; ``None``
-        when the socket's timeout passes first (non-blocking: at once)."""
+        """``(data, address)`` of the next datagram from any peer; raises
+        ``socket.timeout`` when the socket's timeout passes first
+        (non-blocking: when nothing is ready). A client gets ``(data,
+        server address)``."""
         if self._client is not None:
-            raise ValueError("recvfrom: a client DtlsSocket is connected to one server")
+            return self._client_recvfrom(bufsize)
         self._listen()
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
@@ -308,12 +342,13 @@ class DtlsSocket:
                     if data is not None:
                         return data, p.addr
             if deadline is not None and time.monotonic() >= deadline:
-                return None
+                raise socket.timeout("timed out")
 
     def sendto(self, data, addr):
-        """Sends to a connected peer; 0 for an unknown address."""
+        """Sends to a connected peer; 0 for an unknown address (a client
+        sends to its server)."""
         if self._client is not None:
-            raise ValueError("sendto: a client DtlsSocket is connected to one server")
+            return self._client_sendto(data, addr)
         p = self._peers.get(addr) or self._find(addr)
         if p is None:
             return 0

@@ -1,5 +1,6 @@
 """dtls.wrapper: one server object for many peers (recvfrom/sendto)."""
 
+import socket
 import ssl
 import threading
 import time
@@ -18,8 +19,10 @@ class WrapperServer:
         kwargs.setdefault("certfile", cert("server.pem"))
         kwargs.setdefault("keyfile", cert("server.key"))
         self.server = wrapper.wrap_server(sock, **kwargs)
+        # The order PyDTLS's users write: bind, settimeout, listen.
         self.server.bind((variant.host, 0))
         self.server.settimeout(0.05)
+        self.server.listen(0)
         self.addr = (variant.host, self.server.getsockname()[1])
         self.stop = threading.Event()
         self.received = []
@@ -30,10 +33,10 @@ class WrapperServer:
     def run(self):
         try:
             while not self.stop.is_set():
-                got = self.server.recvfrom(4096)
-                if got is None:
+                try:
+                    data, addr = self.server.recvfrom(4096)
+                except socket.timeout:
                     continue
-                data, addr = got
                 self.received.append((data, addr))
                 self.server.sendto(data.upper(), addr)
         except BaseException as e:
@@ -200,12 +203,45 @@ def test_wrapper_version_and_curve_options(variant):
     srv.close()
 
 
-def test_unsupported_options_raise():
-    import socket
+def test_recvfrom_times_out_with_socket_timeout(variant):
+    server = wrapper.wrap_server(variant.udp(), certfile=cert("server.pem"),
+                                 keyfile=cert("server.key"))
+    server.bind((variant.host, 0))
+    server.settimeout(0.2)
+    t0 = time.monotonic()
+    with pytest.raises(socket.timeout):
+        server.recvfrom(100)
+    assert 0.15 < time.monotonic() - t0 < 2
+    server.close()
 
+
+def test_client_recvfrom_sendto_and_ssl_logging(variant, caplog):
+    import logging
+
+    import dtls
+
+    caplog.set_level(1, logger="dtls")
+    srv = WrapperServer(variant, ssl_logging=True)
+    try:
+        c = client(variant)
+        c.connect(srv.addr)
+        assert c.sendto(b"to", srv.addr) == 2
+        data, addr = c.recvfrom(100)
+        assert data == b"TO" and addr[1] == srv.addr[1]
+        c.write(b"rw")
+        assert c.read(100) == b"RW"
+        c.close()  # close_notify first
+    finally:
+        dtls.set_trace_logging(False)
+    srv.close()
+    # ssl_logging=True: the crate's per-datagram records (level 5) too.
+    assert any(r.levelno == 5 for r in caplog.records)
+
+
+def test_unsupported_options_raise():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with pytest.raises(NotImplementedError):
-        wrapper.wrap_client(s, ssl_logging=True)
+        wrapper.wrap_client(s, client_cert_options=ssl.SSL_BUILD_CHAIN_FLAG_NO_ROOT)
     with pytest.raises(NotImplementedError):
         wrapper.wrap_server(s, certfile=cert("server.pem"), keyfile=cert("server.key"),
                             server_cert_options=ssl.SSL_BUILD_CHAIN_FLAG_CHECK)
