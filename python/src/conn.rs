@@ -8,9 +8,10 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dtls_reactor::{DtlsSocket, Transport};
+use dtls_reactor::socket::MEMORY_QUEUE_CHECK;
+use dtls_reactor::{DtlsSocket, Error, Transport};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -54,6 +55,29 @@ pub(crate) fn addr_tuple(py: Python<'_>, a: SocketAddr) -> PyResult<PyObject> {
     })
 }
 
+/// Which timeout bounds a call, and which error reports it.
+#[derive(Clone, Copy)]
+enum Op {
+    Read,
+    Write,
+}
+
+/// Waits up to `rest` for `fd` to become readable (or an error condition).
+/// The descriptor may have been closed by another thread meanwhile: poll
+/// then returns at once (POLLNVAL) or wakes for another socket, and the
+/// caller's next attempt finds the socket closed or not ready.
+fn poll_readable(fd: RawFd, rest: Duration) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = rest.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `pfd` is one valid pollfd on this stack and the count is 1;
+    // poll only reads the descriptor number, it does not act on the file.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
 fn closed() -> Failure {
     Failure::Os(std::io::Error::from_raw_os_error(libc::EBADF))
 }
@@ -75,6 +99,76 @@ impl Conn {
             fd: s.as_raw_fd(),
             inner: Arc::new(Mutex::new(Some(s))),
         }
+    }
+
+    /// Runs `f` (one `recv`, `send` or handshake step) until it completes,
+    /// with the GIL released, without holding the socket while it waits: a
+    /// blocking socket is switched to non-blocking for each attempt, and
+    /// between attempts the lock is free while this thread polls the
+    /// descriptor (at most [`MEMORY_QUEUE_CHECK`], or until the DTLS timer
+    /// is due: the next attempt acts on it). So a `send` from another
+    /// thread goes out while this one waits in `recv`, as with Python's
+    /// sockets. The socket's timeout bounds the whole call.
+    fn wait<T: Send>(
+        &self,
+        py: Python<'_>,
+        op: Op,
+        mut f: impl FnMut(&mut DtlsSocket) -> dtls_reactor::Result<T> + Send,
+    ) -> PyResult<T> {
+        let inner = &self.inner;
+        py.allow_threads(|| -> Res<T> {
+            let mut deadline: Option<Option<Instant>> = None;
+            loop {
+                let (fd, rest) = {
+                    let mut g = lock(inner);
+                    let s = g.as_mut().ok_or_else(closed)?;
+                    if s.is_nonblocking() {
+                        return f(s).map_err(Failure::from);
+                    }
+                    let dl = *deadline.get_or_insert_with(|| {
+                        let t = match op {
+                            Op::Read => s.read_timeout(),
+                            Op::Write => s.write_timeout(),
+                        };
+                        t.map(|t| Instant::now() + t)
+                    });
+                    s.set_nonblocking(true)?;
+                    let r = f(s);
+                    s.set_nonblocking(false)?;
+                    match r {
+                        Err(Error::WouldBlock) => {}
+                        Ok(v) if matches!(op, Op::Write) => {
+                            // A record the full socket buffer kept: out now,
+                            // as a blocking send would have sent it.
+                            std::io::Write::flush(s)?;
+                            return Ok(v);
+                        }
+                        other => return other.map_err(Failure::from),
+                    }
+                    if s.has_pending() {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    let mut rest = MEMORY_QUEUE_CHECK;
+                    if let Some(t) = s.next_timeout() {
+                        rest = rest.min(t);
+                    }
+                    if let Some(d) = dl {
+                        if now >= d {
+                            return Err(Failure::from(match op {
+                                _ if s.is_handshaking() => Error::HandshakeTimeout,
+                                Op::Read => Error::ReadTimeout,
+                                Op::Write => Error::WriteTimeout,
+                            }));
+                        }
+                        rest = rest.min(d - now);
+                    }
+                    (s.as_raw_fd(), rest)
+                };
+                poll_readable(fd, rest);
+            }
+        })
+        .map_err(PyErr::from)
     }
 
     /// Runs `f` on the socket with the GIL released.
@@ -135,19 +229,19 @@ impl Conn {
 
     /// Runs the handshake to its end.
     fn handshake(&self, py: Python<'_>) -> PyResult<()> {
-        self.net(py, |s| s.handshake())
+        self.wait(py, Op::Read, |s| s.handshake())
     }
 
     /// One datagram of plaintext, at most `n` bytes.
     fn recv<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
         let mut buf = vec![0u8; n];
-        let got = self.net(py, |s| s.recv(&mut buf))?;
+        let got = self.wait(py, Op::Read, |s| s.recv(&mut buf))?;
         Ok(PyBytes::new(py, &buf[..got]))
     }
 
     /// Sends one datagram of plaintext; returns its length.
     fn send(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<usize> {
-        self.net(py, move |s| s.send(&data))
+        self.wait(py, Op::Write, |s| s.send(&data))
     }
 
     /// Sends close_notify and waits for the peer's.

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import WAIT, Server, accept_one, pump
+from conftest import WAIT, Server, accept_one, echo_server, pump
 
 
 def test_closed_port_is_unreachable(variant):
@@ -367,3 +367,24 @@ def _echo_blocking(listener):
         assert conn.recv(100) == b""
     finally:
         stop()
+
+
+def test_send_while_another_thread_waits_in_recv(variant):
+    """A reader thread blocked in recv does not hold up a writer thread."""
+    srv = variant.server()
+    server = Server(srv, echo_server(1))
+    c = variant.client()
+    c.connect((variant.host, srv.getsockname()[1]))
+    got = []
+    reader = threading.Thread(target=lambda: got.append(c.recv(100)))
+    reader.start()
+    time.sleep(0.2)  # the reader is waiting now
+    t0 = time.monotonic()
+    c.send(b"ping")
+    assert time.monotonic() - t0 < 1.0
+    reader.join(WAIT)
+    assert got == [b"ping"]
+    c.unwrap()
+    c.close()
+    server.result()
+    srv.close()
