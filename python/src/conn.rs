@@ -7,7 +7,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use dtls_reactor::socket::MEMORY_QUEUE_CHECK;
@@ -408,10 +408,12 @@ impl Conn {
 
 /// The plain UDP transport of an unwrapped session: a client's connected
 /// socket or a server connection's demux link (which, with Router, sends
-/// through the listening socket).
+/// through the listening socket). Sends and receives share the transport (a
+/// read lock): one thread can send while another waits in `recv`. The GIL
+/// is released in every method that takes the lock.
 #[pyclass(module = "dtls._native", frozen)]
 pub(crate) struct Plain {
-    inner: Mutex<Option<Transport>>,
+    inner: RwLock<Option<Transport>>,
     fd: RawFd,
 }
 
@@ -419,22 +421,30 @@ impl Plain {
     fn new(t: Transport) -> Plain {
         Plain {
             fd: t.as_raw_fd(),
-            inner: Mutex::new(Some(t)),
+            inner: RwLock::new(Some(t)),
         }
     }
 
     fn take(&self) -> Res<Transport> {
         self.inner
-            .lock()
+            .write()
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or_else(closed)
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Transport) -> std::io::Result<T>) -> PyResult<T> {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let t = g.as_ref().ok_or_else(closed)?;
-        f(t).map_err(|e| PyErr::from(Failure::from(e)))
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&Transport) -> std::io::Result<T> + Send,
+    ) -> PyResult<T> {
+        let inner = &self.inner;
+        py.allow_threads(|| {
+            let g = inner.read().unwrap_or_else(|p| p.into_inner());
+            let t = g.as_ref().ok_or_else(closed)?;
+            f(t).map_err(Failure::from)
+        })
+        .map_err(PyErr::from)
     }
 }
 
@@ -442,8 +452,8 @@ impl Plain {
 impl Plain {
     /// True for a server connection's link (else a client's socket).
     #[getter]
-    fn is_link(&self) -> PyResult<bool> {
-        self.with(|t| Ok(matches!(t, Transport::Link(_))))
+    fn is_link(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |t| Ok(matches!(t, Transport::Link(_))))
     }
 
     fn fileno(&self) -> RawFd {
@@ -451,22 +461,22 @@ impl Plain {
     }
 
     fn send(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<usize> {
-        py.allow_threads(|| self.with(|t| t.send(&data)))
+        self.with(py, |t| t.send(&data))
     }
 
     fn recv<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
         let mut buf = vec![0u8; n];
-        let got = py.allow_threads(|| self.with(|t| t.recv(&mut buf)))?;
+        let got = self.with(py, |t| t.recv(&mut buf))?;
         Ok(PyBytes::new(py, &buf[..got]))
     }
 
     #[pyo3(signature = (secs))]
-    fn set_timeout(&self, secs: Option<f64>) -> PyResult<()> {
+    fn set_timeout(&self, py: Python<'_>, secs: Option<f64>) -> PyResult<()> {
         match secs {
-            Some(0.0) => self.with(|t| t.set_nonblocking(true)),
+            Some(0.0) => self.with(py, |t| t.set_nonblocking(true)),
             _ => {
                 let d = timeout_of(secs)?;
-                self.with(|t| {
+                self.with(py, |t| {
                     t.set_nonblocking(false)?;
                     t.set_read_timeout(d)?;
                     t.set_write_timeout(d)
@@ -476,17 +486,18 @@ impl Plain {
     }
 
     fn getsockname(&self, py: Python<'_>) -> PyResult<PyObject> {
-        let a = self.with(|t| t.local_addr())?;
+        let a = self.with(py, |t| t.local_addr())?;
         addr_tuple(py, a)
     }
 
     fn getpeername(&self, py: Python<'_>) -> PyResult<PyObject> {
-        let a = self.with(|t| t.peer_addr())?;
+        let a = self.with(py, |t| t.peer_addr())?;
         addr_tuple(py, a)
     }
 
     /// Drops the transport (a link detaches from its listener).
-    fn close(&self) {
-        drop(self.inner.lock().unwrap_or_else(|p| p.into_inner()).take());
+    fn close(&self, py: Python<'_>) {
+        let inner = &self.inner;
+        py.allow_threads(|| drop(inner.write().unwrap_or_else(|p| p.into_inner()).take()));
     }
 }

@@ -53,21 +53,30 @@ impl Listener {
         }
     }
 
+    // The listener's own locks may be held by an `accept` in another
+    // thread that logs (and so needs the GIL): every method that takes one
+    // releases the GIL first.
+
     #[pyo3(signature = (secs))]
-    fn set_timeout(&self, secs: Option<f64>) -> PyResult<()> {
+    fn set_timeout(&self, py: Python<'_>, secs: Option<f64>) -> PyResult<()> {
         let t = timeout_of(secs)?;
-        self.inner.set_read_timeout(t).map_err(Failure::from)?;
+        let l = &self.inner;
+        py.allow_threads(|| l.set_read_timeout(t))
+            .map_err(Failure::from)?;
         Ok(())
     }
 
-    fn set_nonblocking(&self, on: bool) -> PyResult<()> {
-        self.inner.set_nonblocking(on).map_err(Failure::from)?;
+    fn set_nonblocking(&self, py: Python<'_>, on: bool) -> PyResult<()> {
+        let l = &self.inner;
+        py.allow_threads(|| l.set_nonblocking(on))
+            .map_err(Failure::from)?;
         Ok(())
     }
 
     /// Whether `accept` can progress without the descriptor becoming readable.
-    fn has_pending(&self) -> bool {
-        self.inner.has_pending()
+    fn has_pending(&self, py: Python<'_>) -> bool {
+        let l = &self.inner;
+        py.allow_threads(|| l.has_pending())
     }
 
     fn fileno(&self) -> RawFd {
