@@ -211,3 +211,48 @@ def test_errors_before_do_patch_are_dtls_errors():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=WAIT)
     assert out.stdout.split() == ["dtls.err", "SSLError", "501", "False"], out
+
+
+def _open_fds():
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_wrapped_sockets_are_freed(variant):
+    """No descriptor leaks: sockets wrapped and dropped, sessions closed."""
+    import gc
+
+    srv = variant.server()
+    gc.collect()
+    before = _open_fds()
+    for _ in range(30):
+        ssl.wrap_socket(variant.udp())  # dropped without close
+    gc.collect()
+    assert _open_fds() <= before + 1
+
+    def serve(listener):
+        for _ in range(5):
+            listener.settimeout(WAIT)
+            conn, _ = accept_one(listener)
+            conn.settimeout(WAIT)
+            stop = pump(listener)
+            try:
+                conn.send(conn.recv(100))
+                assert conn.recv(100) == b""
+            finally:
+                stop()
+            conn.close()
+
+    server = Server(srv, serve)
+    for i in range(5):
+        c = variant.client()
+        c.connect((variant.host, srv.getsockname()[1]))
+        c.send(b"%d" % i)
+        assert c.recv(10) == b"%d" % i
+        c.unwrap().close()
+        c.close()
+    server.result()
+    gc.collect()
+    assert _open_fds() <= before + 1
+    srv.close()
