@@ -69,9 +69,10 @@ def test_sslsocket_constructor_with_datagram_socket(variant):
     srv.close()
 
 
-@pytest.mark.parametrize("proto", ["PROTOCOL_DTLSv1_2", "PROTOCOL_DTLS"])
-def test_get_server_certificate_over_udp(variant, proto):
-    srv = variant.server()
+@pytest.mark.parametrize("proto,ca", [("PROTOCOL_DTLSv1_2", "ca.pem"), ("PROTOCOL_DTLS", "ca.pem"),
+                                      ("PROTOCOL_DTLSv1", None), ("PROTOCOL_DTLS", None)])
+def test_get_server_certificate_over_udp(variant, proto, ca):
+    srv = variant.server(ssl_version=ssl.PROTOCOL_DTLS)
 
     def serve(listener):
         conn, _ = accept_one(listener)
@@ -86,7 +87,8 @@ def test_get_server_certificate_over_udp(variant, proto):
 
     server = Server(srv, serve)
     pem = ssl.get_server_certificate((variant.host, srv.getsockname()[1]),
-                                     ssl_version=getattr(ssl, proto), ca_certs=cert("ca.pem"))
+                                     ssl_version=getattr(ssl, proto),
+                                     ca_certs=cert(ca) if ca else None)
     assert pem.startswith("-----BEGIN CERTIFICATE-----")
     assert ssl.PEM_cert_to_DER_cert(pem) == ssl.PEM_cert_to_DER_cert(open(cert("server.pem")).read())
     assert server.result() == b""

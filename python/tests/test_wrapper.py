@@ -246,3 +246,25 @@ def test_unsupported_options_raise():
         wrapper.wrap_server(s, certfile=cert("server.pem"), keyfile=cert("server.key"),
                             server_cert_options=ssl.SSL_BUILD_CHAIN_FLAG_CHECK)
     s.close()
+
+
+@pytest.mark.parametrize("server_curve,client_curves,ok", [
+    (None, None, True),
+    (None, ["secp384r1", "prime256v1"], True),
+    ("secp384r1", ["prime256v1", "secp384r1"], True),
+    ("secp384r1", ["prime256v1"], False),  # the forced group is not offered
+    ("prime256v1", ["prime256v1"], True),
+])
+def test_server_ecdh_curve_selection(variant, server_curve, client_curves, ok):
+    srv = WrapperServer(variant, server_key_exchange_curve=server_curve)
+    c = client(variant, curves=client_curves)
+    try:
+        c.connect(srv.addr)
+        c.send(b"k")
+        assert c.recv(10) == b"K"
+        connected = True
+    except ssl.SSLError:
+        connected = False
+    c.close()
+    srv.close()
+    assert connected is ok
