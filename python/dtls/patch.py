@@ -12,7 +12,7 @@ import io
 import socket
 
 from . import err
-from .err import SSL_ERROR_ZERO_RETURN, ERR_READ_TIMEOUT, raise_ssl_error
+from .err import SSL_ERROR_ZERO_RETURN, ERR_READ_TIMEOUT
 from .sslconnection import (
     CERT_NONE,
     DTLS_OPENSSL_VERSION,

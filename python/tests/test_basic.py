@@ -1,7 +1,6 @@
 """Blocking clients and servers: data calls, certificates, ciphers, close."""
 
 import datetime
-import socket
 import ssl
 
 import pytest

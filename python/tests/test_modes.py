@@ -3,7 +3,6 @@ selectors and asyncore loops, and a thread-per-connection server."""
 
 import select
 import selectors
-import socket
 import ssl
 import sys
 import threading

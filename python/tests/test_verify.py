@@ -8,7 +8,7 @@ import time
 import pytest
 
 from dtls import err
-from conftest import WAIT, Server, accept_one, cert, pump
+from conftest import WAIT, Server, cert, pump
 
 
 def attempt(variant, server_kw=None, client_kw=None):

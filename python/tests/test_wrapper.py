@@ -216,8 +216,6 @@ def test_recvfrom_times_out_with_socket_timeout(variant):
 
 
 def test_client_recvfrom_sendto_and_ssl_logging(variant, caplog):
-    import logging
-
     import dtls
 
     caplog.set_level(1, logger="dtls")
