@@ -364,7 +364,8 @@ class _FileAdapter:
         self._sock._decref_socketios()
 
 
-_EXTRA = ("curves", "sigalgs", "mtu", "handshake_timeout", "server_hostname")
+_EXTRA = ("curves", "sigalgs", "mtu", "handshake_timeout", "server_hostname",
+          "cert_chain_options")
 
 _patched = False
 

@@ -91,6 +91,7 @@ class SSLContext:
         self._ciphers = None
         self._sigalgs = None
         self._curves = None
+        self._build_chain = None
 
     def set_ciphers(self, ciphers):
         self._ciphers = ciphers
@@ -102,6 +103,16 @@ class SSLContext:
         if not isinstance(curves, str):
             curves = ":".join(curves)
         self._curves = curves
+
+    def build_cert_chain(self, flags=SSL_BUILD_CHAIN_FLAG_NONE):
+        """Sends the certificate's chain as OpenSSL builds it from the CAs
+        (``ca_certs``) when the configuration is made, instead of as the
+        certificate file holds it (``SSL_BUILD_CHAIN_FLAG_*``: ``NO_ROOT``
+        leaves the root out, ``UNTRUSTED`` also uses the file's chain,
+        ``CHECK`` only checks it, ``IGNORE_ERROR`` keeps going when it
+        cannot be built). A chain that cannot be built fails the
+        construction with the OpenSSL error."""
+        self._build_chain = int(flags)
 
     def set_ecdh_curve(self, curve_name=None):
         """The key exchange group (a server offers only it); ``None``: OpenSSL's
@@ -208,9 +219,10 @@ def _dup(fd):
 class SSLConnection:
     """A DTLS connection (PyDTLS's ``dtls.sslconnection.SSLConnection``).
 
-    ``curves``, ``sigalgs``, ``mtu``, ``handshake_timeout`` and
-    ``server_hostname`` are keyword-only additions (the wrapper module's
-    options)."""
+    ``curves``, ``sigalgs``, ``mtu``, ``handshake_timeout``,
+    ``server_hostname`` and ``cert_chain_options`` (flags for
+    ``SSLContext.build_cert_chain``) are keyword-only additions (the wrapper
+    module's options)."""
 
     def __init__(
         self,
@@ -232,6 +244,7 @@ class SSLConnection:
         mtu=None,
         handshake_timeout=None,
         server_hostname=None,
+        cert_chain_options=None,
     ):
         if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_DGRAM:
             raise InvalidSocketError("Invalid socket: a datagram socket is needed")
@@ -263,6 +276,7 @@ class SSLConnection:
             sigalgs=ctx._sigalgs or sigalgs,
             mtu=ssl_hook._mtu or mtu,
             handshake_timeout=handshake_timeout,
+            build_chain=ctx._build_chain if ctx._build_chain is not None else cert_chain_options,
         )
         if self._server_side:
             if isinstance(sock, _LinkSocket):

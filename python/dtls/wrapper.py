@@ -37,11 +37,9 @@ def _code(exc):
     return exc.args[0] if exc.args else None
 
 
-def _unsupported(name, value, default):
-    if value != default:
-        raise NotImplementedError(
-            "dtls.wrapper: %s=%r is not supported (only %r)" % (name, value, default)
-        )
+def _chain_flags(flags):
+    """None (the file's chain as is) for SSL_BUILD_CHAIN_FLAG_NONE."""
+    return None if flags == SSL_BUILD_CHAIN_FLAG_NONE else int(flags)
 
 
 def wrap_client(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
@@ -49,19 +47,20 @@ def wrap_client(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
                 suppress_ragged_eofs=True, ciphers=None, curves=None, sigalgs=None,
                 user_mtu=None, client_cert_options=SSL_BUILD_CHAIN_FLAG_NONE,
                 ssl_logging=False, handshake_timeout=None):
-    """A client ``DtlsSocket``. ``client_cert_options`` other than
-    ``SSL_BUILD_CHAIN_FLAG_NONE`` (the chain is sent as the file holds it)
-    raise ``NotImplementedError``. ``ssl_logging=True`` turns on the
+    """A client ``DtlsSocket``. ``client_cert_options``: with
+    ``SSL_BUILD_CHAIN_FLAG_NONE`` (the default) the certificate's chain is
+    sent as the file holds it; other flags build it from ``ca_certs``
+    (``SSLContext.build_cert_chain``). ``ssl_logging=True`` turns on the
     per-datagram records of the ``dtls`` loggers (process-wide, see
     ``dtls.set_trace_logging``)."""
-    _unsupported("client_cert_options", client_cert_options, SSL_BUILD_CHAIN_FLAG_NONE)
     _ssl_logging(ssl_logging)
     return DtlsSocket(sock, keyfile=keyfile, certfile=certfile, server_side=False,
                       cert_reqs=cert_reqs, ssl_version=ssl_version, ca_certs=ca_certs,
                       do_handshake_on_connect=do_handshake_on_connect,
                       suppress_ragged_eofs=suppress_ragged_eofs, ciphers=ciphers,
                       curves=curves, sigalgs=sigalgs, user_mtu=user_mtu,
-                      handshake_timeout=handshake_timeout)
+                      handshake_timeout=handshake_timeout,
+                      cert_chain_options=_chain_flags(client_cert_options))
 
 
 def wrap_server(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
@@ -74,9 +73,9 @@ def wrap_server(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
                 cb_ignore_ssl_exception_read=None, cb_ignore_ssl_exception_write=None):
     """A server ``DtlsSocket`` over a datagram socket (bound now or later
     with ``bind``). ``server_key_exchange_curve`` limits the key exchange to
-    one group (else ``curves``, else OpenSSL's choice). ``ssl_logging`` as
-    for ``wrap_client``."""
-    _unsupported("server_cert_options", server_cert_options, SSL_BUILD_CHAIN_FLAG_NONE)
+    one group (else ``curves``, else OpenSSL's choice).
+    ``server_cert_options`` and ``ssl_logging`` as ``client_cert_options``
+    and ``ssl_logging`` of ``wrap_client``."""
     _ssl_logging(ssl_logging)
     return DtlsSocket(sock, keyfile=keyfile, certfile=certfile, server_side=True,
                       cert_reqs=cert_reqs, ssl_version=ssl_version, ca_certs=ca_certs,
@@ -85,6 +84,7 @@ def wrap_server(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
                       curves=server_key_exchange_curve or curves, sigalgs=sigalgs,
                       user_mtu=user_mtu, client_timeout=client_timeout,
                       handshake_timeout=handshake_timeout,
+                      cert_chain_options=_chain_flags(server_cert_options),
                       cb_ignore_ssl_exception_in_handshake=cb_ignore_ssl_exception_in_handshake,
                       cb_ignore_ssl_exception_read=cb_ignore_ssl_exception_read,
                       cb_ignore_ssl_exception_write=cb_ignore_ssl_exception_write)
@@ -119,7 +119,8 @@ class DtlsSocket:
                  cert_reqs=CERT_NONE, ssl_version=PROTOCOL_DTLSv1_2, ca_certs=None,
                  do_handshake_on_connect=True, suppress_ragged_eofs=True, ciphers=None,
                  curves=None, sigalgs=None, user_mtu=None, client_timeout=None,
-                 handshake_timeout=None, cb_ignore_ssl_exception_in_handshake=None,
+                 handshake_timeout=None, cert_chain_options=None,
+                 cb_ignore_ssl_exception_in_handshake=None,
                  cb_ignore_ssl_exception_read=None, cb_ignore_ssl_exception_write=None):
         self._sock = sock
         self._server_side = server_side
@@ -130,7 +131,8 @@ class DtlsSocket:
         self._cb_read = cb_ignore_ssl_exception_read
         self._cb_write = cb_ignore_ssl_exception_write
         options = dict(curves=curves, sigalgs=sigalgs, mtu=user_mtu,
-                       handshake_timeout=handshake_timeout)
+                       handshake_timeout=handshake_timeout,
+                       cert_chain_options=cert_chain_options)
         if server_side:
             self._server = SSLConnection(sock, keyfile, certfile, True, cert_reqs, ssl_version,
                                          ca_certs, do_handshake_on_connect,

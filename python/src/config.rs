@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dtls_reactor::{ClientConfig, ConfigBuilder, Protocol, ServerConfig, Verify};
+use openssl::error::ErrorStack;
+use openssl::ssl::SslContextBuilder;
 use pyo3::prelude::*;
 
 use crate::errors::{ssl, Res, ERR_BOTH_KEY_CERT_FILES, ERR_BOTH_KEY_CERT_FILES_SVR};
@@ -47,6 +49,7 @@ struct Common {
     sigalgs: Option<String>,
     mtu: Option<u32>,
     handshake_timeout: Option<Duration>,
+    build_chain: Option<i64>,
 }
 
 fn apply<R>(mut b: ConfigBuilder<R>, c: &Common) -> ConfigBuilder<R> {
@@ -75,7 +78,38 @@ fn apply<R>(mut b: ConfigBuilder<R>, c: &Common) -> ConfigBuilder<R> {
     if let Some(t) = c.handshake_timeout {
         b = b.handshake_timeout(Some(t));
     }
+    if let Some(flags) = c.build_chain {
+        // Through the crate's escape hatch: it runs after the certificate,
+        // its chain and the CAs are loaded.
+        b = b.configure_context(move |ctx| build_cert_chain(ctx, flags));
+    }
     b
+}
+
+/// `SSL_CTX_build_cert_chain(ctx, flags)`: the chain sent with the
+/// certificate, rebuilt from the CAs (and, with
+/// `SSL_BUILD_CHAIN_FLAG_UNTRUSTED`, the chain the file gave) as OpenSSL
+/// verifies it; `SSL_BUILD_CHAIN_FLAG_NO_ROOT` leaves the root out. A macro
+/// over `SSL_CTX_ctrl` that rust-openssl does not bind.
+fn build_cert_chain(ctx: &mut SslContextBuilder, flags: i64) -> Result<(), ErrorStack> {
+    const SSL_CTRL_BUILD_CERT_CHAIN: libc::c_int = 105;
+    // SAFETY: `ctx.as_ptr()` is the live SSL_CTX being built, borrowed
+    // mutably for this call; this control takes no pointer argument.
+    let r = unsafe {
+        openssl_sys::SSL_CTX_ctrl(
+            ctx.as_ptr(),
+            SSL_CTRL_BUILD_CERT_CHAIN,
+            flags as libc::c_long,
+            std::ptr::null_mut(),
+        )
+    };
+    // 1: built; 2: an error ignored (SSL_BUILD_CHAIN_FLAG_IGNORE_ERROR) or,
+    // with SSL_BUILD_CHAIN_FLAG_CHECK, the chain checked.
+    if r > 0 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
 }
 
 fn duration(secs: f64, what: &str) -> Res<Duration> {
@@ -94,7 +128,8 @@ fn duration(secs: f64, what: &str) -> Res<Duration> {
 /// 2 `CERT_REQUIRED`; `protocol`: "1.0", "1.2" or "any".
 #[pyfunction]
 #[pyo3(signature = (server_side, certfile=None, keyfile=None, ca_certs=None, verify=0,
-    protocol="any", ciphers=None, groups=None, sigalgs=None, mtu=None, handshake_timeout=None))]
+    protocol="any", ciphers=None, groups=None, sigalgs=None, mtu=None, handshake_timeout=None,
+    build_chain=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn make_config(
     py: Python<'_>,
@@ -109,6 +144,7 @@ pub(crate) fn make_config(
     sigalgs: Option<String>,
     mtu: Option<u32>,
     handshake_timeout: Option<f64>,
+    build_chain: Option<i64>,
 ) -> PyResult<PyConfig> {
     // PyDTLS: the key defaults to the certificate file; a key alone is an error.
     let keyfile = keyfile.or_else(|| certfile.clone());
@@ -153,6 +189,7 @@ pub(crate) fn make_config(
         sigalgs,
         mtu,
         handshake_timeout,
+        build_chain,
     };
     // Reading files and building the context: no network wait, but file I/O.
     let side = py.allow_threads(|| -> dtls_reactor::Result<Side> {

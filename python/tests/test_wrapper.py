@@ -8,7 +8,7 @@ import time
 import pytest
 
 from dtls import wrapper
-from conftest import WAIT, cert
+from conftest import WAIT, Server, accept_one, cert, pump
 
 
 class WrapperServer:
@@ -236,14 +236,64 @@ def test_client_recvfrom_sendto_and_ssl_logging(variant, caplog):
     assert any(r.levelno == 5 for r in caplog.records)
 
 
-def test_unsupported_options_raise():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with pytest.raises(NotImplementedError):
-        wrapper.wrap_client(s, client_cert_options=ssl.SSL_BUILD_CHAIN_FLAG_NO_ROOT)
-    with pytest.raises(NotImplementedError):
-        wrapper.wrap_server(s, certfile=cert("server.pem"), keyfile=cert("server.key"),
-                            server_cert_options=ssl.SSL_BUILD_CHAIN_FLAG_CHECK)
-    s.close()
+def _chain_files(tmp_path):
+    cas = tmp_path / "inter-and-root.pem"
+    cas.write_bytes(open(cert("inter.pem"), "rb").read() + open(cert("ca.pem"), "rb").read())
+    return dict(certfile=cert("chain-server.pem"), keyfile=cert("chain-server.key"),
+                ca_certs=str(cas))
+
+
+def _chain_seen(variant, srv):
+    c = client(variant)
+    try:
+        c.connect(srv.addr)
+        return len(c.getpeercertchain())
+    except ssl.SSLError:
+        return None
+    finally:
+        c.close()
+        srv.close()
+
+
+def test_server_cert_options_build_the_chain(variant, tmp_path):
+    """The certificate file holds the leaf alone; the client trusts only the
+    root, so it needs the intermediate."""
+    files = _chain_files(tmp_path)
+    no_cas = dict(files, ca_certs=None)
+    assert _chain_seen(variant, WrapperServer(variant, **no_cas)) is None
+    # With the CAs loaded OpenSSL completes the chain by itself, root included.
+    assert _chain_seen(variant, WrapperServer(variant, **files)) == 3
+    srv = WrapperServer(variant, server_cert_options=ssl.SSL_BUILD_CHAIN_FLAG_NO_ROOT, **files)
+    assert _chain_seen(variant, srv) == 2  # leaf + intermediate
+
+
+def test_build_cert_chain_callback(variant, tmp_path):
+    files = _chain_files(tmp_path)
+    srv = variant.server(**files, cb_user_config_ssl_ctx=lambda ctx: ctx.build_cert_chain(
+        ssl.SSL_BUILD_CHAIN_FLAG_NO_ROOT))
+
+    def serve(listener):
+        conn, _ = accept_one(listener)
+        conn.settimeout(WAIT)
+        stop = pump(listener)
+        try:
+            conn.recv(10)  # completes the handshake; then the close_notify
+        finally:
+            stop()
+
+    server = Server(srv, serve)
+    c = variant.client()
+    c.connect((variant.host, srv.getsockname()[1]))
+    assert len(c.getpeercertchain()) == 2  # leaf, intermediate
+    c.unwrap()
+    c.close()
+    server.result()
+    srv.close()
+    # Nothing to build the chain from: the construction fails.
+    with pytest.raises(ssl.SSLError):
+        wrapper.wrap_server(variant.udp(), certfile=cert("chain-server.pem"),
+                            keyfile=cert("chain-server.key"),
+                            server_cert_options=ssl.SSL_BUILD_CHAIN_FLAG_NO_ROOT)
 
 
 @pytest.mark.parametrize("server_curve,client_curves,ok", [
