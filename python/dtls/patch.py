@@ -365,7 +365,7 @@ class _FileAdapter:
 
 
 _EXTRA = ("curves", "sigalgs", "mtu", "handshake_timeout", "server_hostname",
-          "cert_chain_options")
+          "cert_chain_options", "ssl_logging")
 
 _patched = False
 

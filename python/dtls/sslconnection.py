@@ -92,6 +92,7 @@ class SSLContext:
         self._sigalgs = None
         self._curves = None
         self._build_chain = None
+        self._ssl_logging = False
 
     def set_ciphers(self, ciphers):
         self._ciphers = ciphers
@@ -113,6 +114,15 @@ class SSLContext:
         cannot be built). A chain that cannot be built fails the
         construction with the OpenSSL error."""
         self._build_chain = int(flags)
+
+    def set_ssl_logging(self, enable=False, func=None):
+        """Logs OpenSSL's handshake states and alerts at DEBUG on the
+        ``dtls.ssl`` logger. A ``func`` of one's own is not supported (the
+        states reach Python's ``logging`` instead)."""
+        if func is not None:
+            raise NotImplementedError("set_ssl_logging: func is not supported; "
+                                      "the states are logged on the 'dtls.ssl' logger")
+        self._ssl_logging = bool(enable)
 
     def set_ecdh_curve(self, curve_name=None):
         """The key exchange group (a server offers only it); ``None``: OpenSSL's
@@ -220,9 +230,10 @@ class SSLConnection:
     """A DTLS connection (PyDTLS's ``dtls.sslconnection.SSLConnection``).
 
     ``curves``, ``sigalgs``, ``mtu``, ``handshake_timeout``,
-    ``server_hostname`` and ``cert_chain_options`` (flags for
-    ``SSLContext.build_cert_chain``) are keyword-only additions (the wrapper
-    module's options)."""
+    ``server_hostname``, ``cert_chain_options`` (flags for
+    ``SSLContext.build_cert_chain``) and ``ssl_logging`` (as
+    ``SSLContext.set_ssl_logging(True)``) are keyword-only additions (the
+    wrapper module's options)."""
 
     def __init__(
         self,
@@ -245,6 +256,7 @@ class SSLConnection:
         handshake_timeout=None,
         server_hostname=None,
         cert_chain_options=None,
+        ssl_logging=False,
     ):
         if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_DGRAM:
             raise InvalidSocketError("Invalid socket: a datagram socket is needed")
@@ -277,6 +289,7 @@ class SSLConnection:
             mtu=ssl_hook._mtu or mtu,
             handshake_timeout=handshake_timeout,
             build_chain=ctx._build_chain if ctx._build_chain is not None else cert_chain_options,
+            ssl_logging=ctx._ssl_logging or bool(ssl_logging),
         )
         if self._server_side:
             if isinstance(sock, _LinkSocket):

@@ -50,17 +50,16 @@ def wrap_client(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
     """A client ``DtlsSocket``. ``client_cert_options``: with
     ``SSL_BUILD_CHAIN_FLAG_NONE`` (the default) the certificate's chain is
     sent as the file holds it; other flags build it from ``ca_certs``
-    (``SSLContext.build_cert_chain``). ``ssl_logging=True`` turns on the
-    per-datagram records of the ``dtls`` loggers (process-wide, see
-    ``dtls.set_trace_logging``)."""
-    _ssl_logging(ssl_logging)
+    (``SSLContext.build_cert_chain``). ``ssl_logging=True`` logs OpenSSL's
+    handshake states and alerts at DEBUG on the ``dtls.ssl`` logger."""
     return DtlsSocket(sock, keyfile=keyfile, certfile=certfile, server_side=False,
                       cert_reqs=cert_reqs, ssl_version=ssl_version, ca_certs=ca_certs,
                       do_handshake_on_connect=do_handshake_on_connect,
                       suppress_ragged_eofs=suppress_ragged_eofs, ciphers=ciphers,
                       curves=curves, sigalgs=sigalgs, user_mtu=user_mtu,
                       handshake_timeout=handshake_timeout,
-                      cert_chain_options=_chain_flags(client_cert_options))
+                      cert_chain_options=_chain_flags(client_cert_options),
+                      ssl_logging=ssl_logging)
 
 
 def wrap_server(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
@@ -76,7 +75,6 @@ def wrap_server(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
     one group (else ``curves``, else OpenSSL's choice).
     ``server_cert_options`` and ``ssl_logging`` as ``client_cert_options``
     and ``ssl_logging`` of ``wrap_client``."""
-    _ssl_logging(ssl_logging)
     return DtlsSocket(sock, keyfile=keyfile, certfile=certfile, server_side=True,
                       cert_reqs=cert_reqs, ssl_version=ssl_version, ca_certs=ca_certs,
                       do_handshake_on_connect=do_handshake_on_connect,
@@ -85,16 +83,10 @@ def wrap_server(sock, keyfile=None, certfile=None, cert_reqs=CERT_NONE,
                       user_mtu=user_mtu, client_timeout=client_timeout,
                       handshake_timeout=handshake_timeout,
                       cert_chain_options=_chain_flags(server_cert_options),
+                      ssl_logging=ssl_logging,
                       cb_ignore_ssl_exception_in_handshake=cb_ignore_ssl_exception_in_handshake,
                       cb_ignore_ssl_exception_read=cb_ignore_ssl_exception_read,
                       cb_ignore_ssl_exception_write=cb_ignore_ssl_exception_write)
-
-
-def _ssl_logging(on):
-    if on:
-        from . import set_trace_logging
-
-        set_trace_logging(True)
 
 
 class _Peer:
@@ -119,7 +111,7 @@ class DtlsSocket:
                  cert_reqs=CERT_NONE, ssl_version=PROTOCOL_DTLSv1_2, ca_certs=None,
                  do_handshake_on_connect=True, suppress_ragged_eofs=True, ciphers=None,
                  curves=None, sigalgs=None, user_mtu=None, client_timeout=None,
-                 handshake_timeout=None, cert_chain_options=None,
+                 handshake_timeout=None, cert_chain_options=None, ssl_logging=False,
                  cb_ignore_ssl_exception_in_handshake=None,
                  cb_ignore_ssl_exception_read=None, cb_ignore_ssl_exception_write=None):
         self._sock = sock
@@ -132,7 +124,7 @@ class DtlsSocket:
         self._cb_write = cb_ignore_ssl_exception_write
         options = dict(curves=curves, sigalgs=sigalgs, mtu=user_mtu,
                        handshake_timeout=handshake_timeout,
-                       cert_chain_options=cert_chain_options)
+                       cert_chain_options=cert_chain_options, ssl_logging=ssl_logging)
         if server_side:
             self._server = SSLConnection(sock, keyfile, certfile, True, cert_reqs, ssl_version,
                                          ca_certs, do_handshake_on_connect,

@@ -50,6 +50,7 @@ struct Common {
     mtu: Option<u32>,
     handshake_timeout: Option<Duration>,
     build_chain: Option<i64>,
+    ssl_logging: bool,
 }
 
 fn apply<R>(mut b: ConfigBuilder<R>, c: &Common) -> ConfigBuilder<R> {
@@ -77,6 +78,12 @@ fn apply<R>(mut b: ConfigBuilder<R>, c: &Common) -> ConfigBuilder<R> {
     }
     if let Some(t) = c.handshake_timeout {
         b = b.handshake_timeout(Some(t));
+    }
+    if c.ssl_logging {
+        b = b.configure_context(|ctx| {
+            crate::ssl_info::enable(ctx);
+            Ok(())
+        });
     }
     if let Some(flags) = c.build_chain {
         // Through the crate's escape hatch: it runs after the certificate,
@@ -129,7 +136,7 @@ fn duration(secs: f64, what: &str) -> Res<Duration> {
 #[pyfunction]
 #[pyo3(signature = (server_side, certfile=None, keyfile=None, ca_certs=None, verify=0,
     protocol="any", ciphers=None, groups=None, sigalgs=None, mtu=None, handshake_timeout=None,
-    build_chain=None))]
+    build_chain=None, ssl_logging=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn make_config(
     py: Python<'_>,
@@ -145,6 +152,7 @@ pub(crate) fn make_config(
     mtu: Option<u32>,
     handshake_timeout: Option<f64>,
     build_chain: Option<i64>,
+    ssl_logging: bool,
 ) -> PyResult<PyConfig> {
     // PyDTLS: the key defaults to the certificate file; a key alone is an error.
     let keyfile = keyfile.or_else(|| certfile.clone());
@@ -190,6 +198,7 @@ pub(crate) fn make_config(
         mtu,
         handshake_timeout,
         build_chain,
+        ssl_logging,
     };
     // Reading files and building the context: no network wait, but file I/O.
     let side = py.allow_threads(|| -> dtls_reactor::Result<Side> {

@@ -9,6 +9,7 @@
 //! - `cert`: certificates as `getpeercert()`'s dict.
 //! - `errors`: the crate's errors as PyDTLS's `SSLError` codes.
 //! - `logging`: `log` records into Python's `logging` (`dtls.*` loggers).
+//! - `ssl_info`: OpenSSL's state machine as log records (`set_ssl_logging`).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use pyo3::prelude::*;
@@ -19,6 +20,7 @@ mod conn;
 mod errors;
 mod listener;
 mod logging;
+mod ssl_info;
 
 /// The OpenSSL version the crate runs on, as OpenSSL prints it, and its number.
 #[pyfunction]
