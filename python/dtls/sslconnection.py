@@ -124,6 +124,21 @@ class SSLContext:
                                       "the states are logged on the 'dtls.ssl' logger")
         self._ssl_logging = bool(enable)
 
+    @staticmethod
+    def get_ec_nist2nid(nist):
+        """The NID of a NIST curve name (``"P-256"``); ``ValueError`` if none."""
+        return _native.ec_nist2nid(nist)
+
+    @staticmethod
+    def get_ec_nid2nist(nid):
+        """The NIST name of a curve NID, or ``None``."""
+        return _native.ec_nid2nist(int(nid))
+
+    @staticmethod
+    def get_ec_available(bAsName=True):
+        """OpenSSL's built-in curves: short names (``prime256v1``...) or NIDs."""
+        return _native.ec_available(bool(bAsName))
+
     def set_ecdh_curve(self, curve_name=None):
         """The key exchange group (a server offers only it); ``None``: OpenSSL's
         automatic choice among the supported groups."""

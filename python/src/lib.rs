@@ -7,6 +7,7 @@
 //! - `conn`: `Conn` (a `DtlsSocket`) and `Plain` (what `unwrap` returns).
 //! - `listener`: `Listener` (a `DtlsListener`, osnet or router demux).
 //! - `cert`: certificates as `getpeercert()`'s dict.
+//! - `curves`: the curve helpers of PyDTLS's `SSLContext`.
 //! - `errors`: the crate's errors as PyDTLS's `SSLError` codes.
 //! - `logging`: `log` records into Python's `logging` (`dtls.*` loggers).
 //! - `ssl_info`: OpenSSL's state machine as log records (`set_ssl_logging`).
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 mod cert;
 mod config;
 mod conn;
+mod curves;
 mod errors;
 mod listener;
 mod logging;
@@ -40,5 +42,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cert::pem_to_der, m)?)?;
     m.add_function(wrap_pyfunction!(logging::set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(openssl_version, m)?)?;
+    m.add_function(wrap_pyfunction!(curves::ec_available, m)?)?;
+    m.add_function(wrap_pyfunction!(curves::ec_nist2nid, m)?)?;
+    m.add_function(wrap_pyfunction!(curves::ec_nid2nist, m)?)?;
     Ok(())
 }

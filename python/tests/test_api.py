@@ -256,3 +256,39 @@ def test_wrapped_sockets_are_freed(variant):
     gc.collect()
     assert _open_fds() <= before + 1
     srv.close()
+
+
+def test_context_curve_helpers():
+    from dtls import SSLContext
+
+    nid = SSLContext.get_ec_nist2nid("P-256")
+    assert SSLContext.get_ec_nid2nist(nid) == "P-256"
+    names = SSLContext.get_ec_available()
+    assert "prime256v1" in names and "secp384r1" in names
+    nids = SSLContext.get_ec_available(bAsName=False)
+    assert nid in nids and len(nids) == len(names)
+    with pytest.raises(ValueError):
+        SSLContext.get_ec_nist2nid("P-1")
+    assert SSLContext.get_ec_nid2nist(1) is None
+
+
+def test_set_ssl_logging_from_the_context_callback(variant, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="dtls.ssl")
+    srv = variant.server()
+    server = Server(srv, echo_server(1))
+    csock = variant.udp()
+    csock.settimeout(WAIT)
+    c = SSLConnection(csock, cert_reqs=CERT_REQUIRED, ca_certs=cert("ca.pem"),
+                      cb_user_config_ssl_ctx=lambda ctx: ctx.set_ssl_logging(True))
+    c.connect((variant.host, srv.getsockname()[1]))
+    c.write(b"l")
+    assert c.read() == b"l"
+    c.shutdown()
+    server.result()
+    csock.close()
+    srv.close()
+    states = [r.getMessage() for r in caplog.records if r.name == "dtls.ssl"]
+    assert any(m.startswith("connect:") for m in states), states
+    assert not any(m.startswith("accept:") for m in states)
