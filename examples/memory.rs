@@ -126,7 +126,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     common::raise_nofile();
     if let Some(addr) = args.child_of {
-        return child(addr, args.sessions, args.child_shared, args.openssl_record_layer);
+        return child(
+            addr,
+            args.sessions,
+            args.child_shared,
+            args.openssl_record_layer,
+        );
     }
     match args.mode {
         Mode::Reactor => reactor_mode(&args),
