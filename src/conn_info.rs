@@ -53,6 +53,24 @@ impl Connection {
         }
     }
 
+    /// The secret bits of the negotiated cipher suite (128 for AES-128-GCM).
+    pub fn cipher_bits(&self) -> Option<i32> {
+        match &self.tls {
+            Tls::Ssl(s) => s.ssl().current_cipher().map(|c| c.bits().secret),
+            Tls::Own(e) => e.info.cipher_bits,
+        }
+    }
+
+    /// Whether the peer sent a certificate and it passed verification
+    /// against the configured CAs (false for an unverified or absent one,
+    /// such as a server's with `Verify::None` on the client).
+    pub fn peer_verified(&self) -> bool {
+        match &self.tls {
+            Tls::Ssl(s) => crate::established::verified(s.ssl()),
+            Tls::Own(e) => e.info.verified,
+        }
+    }
+
     /// The negotiated protocol: `"DTLSv1.2"` or `"DTLSv1"`.
     pub fn version(&self) -> &'static str {
         match &self.tls {

@@ -68,6 +68,8 @@ pub(crate) struct SessionInfo {
     pub(crate) srtp_profile: Option<&'static str>,
     pub(crate) session_reused: bool,
     pub(crate) data_mtu: usize,
+    pub(crate) cipher_bits: Option<i32>,
+    pub(crate) verified: bool,
 }
 
 impl SessionInfo {
@@ -85,8 +87,16 @@ impl SessionInfo {
             srtp_profile: ssl.selected_srtp_profile().map(|p| p.name()),
             session_reused: ssl.session_reused(),
             data_mtu: ffi::data_mtu(ssl),
+            cipher_bits: ssl.current_cipher().map(|c| c.bits().secret),
+            verified: verified(ssl),
         }
     }
+}
+
+/// Whether the peer sent a certificate and OpenSSL's verification of it
+/// passed.
+pub(crate) fn verified(ssl: &SslRef) -> bool {
+    ssl.peer_certificate().is_some() && ssl.verify_result() == openssl::x509::X509VerifyResult::OK
 }
 
 /// The datagram being read: its buffer (records are opened in place), where

@@ -345,11 +345,7 @@ impl Conn {
 
     /// Whether OpenSSL verified the peer's certificate against the CAs.
     fn peer_verified(&self, py: Python<'_>) -> PyResult<bool> {
-        self.local(py, |s| {
-            s.peer_certificate().is_some()
-                && s.connection()
-                    .is_some_and(|c| c.ssl().verify_result() == openssl::x509::X509VerifyResult::OK)
-        })
+        self.local(py, |s| s.connection().is_some_and(|c| c.peer_verified()))
     }
 
     /// The chain the peer sent, leaf first: DER or dicts.
@@ -376,11 +372,7 @@ impl Conn {
         self.local(py, |s| {
             let name = s.cipher()?;
             let version = s.version()?.to_string();
-            let bits = s
-                .connection()
-                .and_then(|c| c.ssl().current_cipher())
-                .map(|c| c.bits().secret)
-                .unwrap_or(0);
+            let bits = s.connection().and_then(|c| c.cipher_bits()).unwrap_or(0);
             Some((name, version, bits))
         })
     }
