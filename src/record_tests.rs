@@ -13,9 +13,12 @@ use crate::error::Error;
 use crate::established::Established;
 use crate::role::Role;
 
-const CA: &[u8] = include_bytes!("../tests/certs/ca.pem");
-const SERVER: &[u8] = include_bytes!("../tests/certs/server.pem");
-const SERVER_KEY: &[u8] = include_bytes!("../tests/certs/server.key");
+/// A throwaway self-signed ECDSA certificate for `localhost` and its key,
+/// made once (`doc_pki.rs`: the package does not ship the test PKI).
+fn pki() -> &'static (Vec<u8>, Vec<u8>) {
+    static PKI: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| include!("doc_pki.rs"))
+}
 
 /// The AEAD suites of DTLS 1.2 the installed OpenSSL offers with an ECDSA
 /// certificate: AES-128/256-GCM, ChaCha20-Poly1305, AES-CCM, AES-CCM-8.
@@ -35,16 +38,17 @@ fn configs(suite: &str, openssl_layer: bool) -> (ServerConfig, ClientConfig) {
         suite.to_string()
     };
     let suite = list.as_str();
+    let (cert, key) = pki();
     let s = ServerConfig::builder()
-        .certificate_chain_pem(SERVER)
-        .private_key_pem(SERVER_KEY)
+        .certificate_chain_pem(cert)
+        .private_key_pem(key)
         .require_cookie(false)
         .ciphers(suite)
         .openssl_record_layer(openssl_layer)
         .build()
         .unwrap();
     let c = ClientConfig::builder()
-        .ca_pem(CA)
+        .ca_pem(cert)
         .server_name("localhost")
         .ciphers(suite)
         .openssl_record_layer(openssl_layer)
@@ -223,7 +227,7 @@ fn default_sessions_move_to_the_engine() {
         assert_eq!(
             client.peer_certificate().map(|c| c.to_der()),
             Some(
-                openssl::x509::X509::from_pem(SERVER)
+                openssl::x509::X509::from_pem(&pki().0)
                     .unwrap()
                     .to_der()
                     .unwrap()
