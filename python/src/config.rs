@@ -80,7 +80,10 @@ fn apply<R>(mut b: ConfigBuilder<R>, c: &Common) -> ConfigBuilder<R> {
         b = b.handshake_timeout(Some(t));
     }
     if c.ssl_logging {
-        b = b.configure_context(|ctx| {
+        // OpenSSL's states and alerts come from OpenSSL's own session: keep
+        // it (and its record layer) after the handshake, so the close_notify
+        // exchange and any later alert are logged too.
+        b = b.openssl_record_layer(true).configure_context(|ctx| {
             crate::ssl_info::enable(ctx);
             Ok(())
         });
