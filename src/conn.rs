@@ -726,18 +726,10 @@ impl Connection {
             }
             Err(e) => match e.code() {
                 ErrorCode::ZERO_RETURN => {
-                    self.close_received = true;
                     if !self.close_sent {
-                        self.close_sent = true;
                         let _ = stream.shutdown();
                     }
-                    if !matches!(self.state, State::Closed(_)) {
-                        self.state = State::Closed(CloseReason::PeerClosed);
-                        self.events
-                            .push_back(Event::Closed(CloseReason::PeerClosed));
-                    }
-                    log::debug!("connection {:?}: close_notify received", self.peer);
-                    Err(Error::ClosedByPeer)
+                    Err(self.closed_by_peer())
                 }
                 _ => {
                     let err = map_ssl_error(e, stream.ssl());
@@ -745,6 +737,21 @@ impl Connection {
                 }
             },
         }
+    }
+
+    /// The peer's close_notify arrived (and this side's answer, unless it
+    /// was sent before, was just queued by the record layer that read it):
+    /// the connection is closed by the peer, for either record layer.
+    fn closed_by_peer(&mut self) -> Error {
+        self.close_received = true;
+        self.close_sent = true;
+        if !matches!(self.state, State::Closed(_)) {
+            self.state = State::Closed(CloseReason::PeerClosed);
+            self.events
+                .push_back(Event::Closed(CloseReason::PeerClosed));
+        }
+        log::debug!("connection {:?}: close_notify received", self.peer);
+        Error::ClosedByPeer
     }
 
     /// [`Self::recv`] on the engine's record layer.
@@ -764,18 +771,10 @@ impl Connection {
                 Ok(None)
             }
             Got::CloseNotify => {
-                self.close_received = true;
                 if !self.close_sent {
-                    self.close_sent = true;
                     let _ = e.close();
                 }
-                if !matches!(self.state, State::Closed(_)) {
-                    self.state = State::Closed(CloseReason::PeerClosed);
-                    self.events
-                        .push_back(Event::Closed(CloseReason::PeerClosed));
-                }
-                log::debug!("connection {:?}: close_notify received", self.peer);
-                Err(Error::ClosedByPeer)
+                Err(self.closed_by_peer())
             }
             Got::Failed(err) => Err(self.fail(err)),
         }

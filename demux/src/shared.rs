@@ -340,6 +340,17 @@ impl SharedSocket {
         }
     }
 
+    /// Sends the first datagrams of `datagrams` (at most [`batch::MAX_SEND`]) on
+    /// `flow` in one `sendmmsg`; how many went.
+    pub fn send_on(&self, flow: Flow, datagrams: &[&[u8]]) -> io::Result<usize> {
+        let mut msgs = [self.transmit(flow, &[]); batch::MAX_SEND];
+        let n = datagrams.len().min(batch::MAX_SEND);
+        for (m, d) in msgs.iter_mut().zip(&datagrams[..n]) {
+            m.data = d;
+        }
+        self.send_batch(&msgs[..n])
+    }
+
     /// Sends datagrams to their flows in one `sendmmsg` (see [`batch::send_to_many`]);
     /// how many of the first went.
     pub fn send_batch(&self, msgs: &[Transmit<'_>]) -> io::Result<usize> {

@@ -46,14 +46,7 @@ impl Io {
         match self {
             Io::Link(l) => l.send_batch(d),
             Io::Socket(s) => batch::send_batch(s, None, d),
-            Io::Shared { socket, flow, .. } => {
-                let mut msgs = [socket.transmit(*flow, &[]); batch::MAX_SEND];
-                let n = d.len().min(batch::MAX_SEND);
-                for (m, d) in msgs.iter_mut().zip(&d[..n]) {
-                    m.data = d;
-                }
-                socket.send_batch(&msgs[..n])
-            }
+            Io::Shared { socket, flow, .. } => socket.send_on(*flow, d),
         }
     }
     /// Reads a batch of datagrams (memory queue first for links). A shared

@@ -440,17 +440,16 @@ impl Endpoint {
     /// when the socket is full (the rest stays queued).
     pub(super) fn try_flush(&self, cell: &Cell, ci: &mut CellInner) -> io::Result<()> {
         loop {
-            let n = ci.conn.transmits().len().min(MAX_SEND);
+            let mut out: [&[u8]; MAX_SEND] = [&[]; MAX_SEND];
+            let mut n = 0;
+            for (slot, d) in out.iter_mut().zip(ci.conn.transmits()) {
+                *slot = d;
+                n += 1;
+            }
             if n == 0 {
                 return Ok(());
             }
-            let msgs: Vec<_> = ci
-                .conn
-                .transmits()
-                .take(n)
-                .map(|d| self.socket.transmit(cell.flow, d))
-                .collect();
-            match self.socket.send_batch(&msgs) {
+            match self.socket.send_on(cell.flow, &out[..n]) {
                 Ok(sent) => ci.conn.pop_transmits(sent),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
