@@ -24,7 +24,7 @@ use crate::admission::Slot;
 use crate::config::{ClientConfig, ServerConfig, Shared, Timers};
 pub use crate::conn_state::{CloseReason, ConnStats, Event, State};
 use crate::error::{Error, Result};
-use crate::established::{Established, Got};
+use crate::established::Established;
 use crate::ffi;
 use crate::pipe::Pipe;
 use crate::record::Datagram;
@@ -73,10 +73,10 @@ pub struct Connection {
     /// layer.
     last_flight: Vec<Vec<u8>>,
     role: Role,
-    peer: Option<SocketAddr>,
-    state: State,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) state: State,
     error: Option<Error>,
-    events: VecDeque<Event>,
+    pub(crate) events: VecDeque<Event>,
     handshake_deadline: Option<Instant>,
     /// Server side: the silence allowed now in the handshake (the
     /// configured limit, doubled with every datagram heard and at least twice
@@ -85,15 +85,15 @@ pub struct Connection {
     silence: Option<Duration>,
     last_heard: Instant,
     client: Option<(ClientConfig, Option<SessionKey>)>,
-    close_sent: bool,
-    close_received: bool,
+    pub(crate) close_sent: bool,
+    pub(crate) close_received: bool,
     /// OpenSSL's record buffers were freed by [`Connection::shrink`].
     pub(crate) buffers_released: bool,
     pub(crate) stats: ConnStats,
     /// Application records delivered by `recv` (each counted once).
     pub(crate) app_records_delivered: u64,
     /// `stats().discarded` when last logged.
-    discards_logged: u64,
+    pub(crate) discards_logged: u64,
     /// The cipher (its address) and the smallest authentic protected record
     /// body under it, from the last datagram that needed it.
     min_protected: Option<(usize, usize)>,
@@ -295,7 +295,7 @@ impl Connection {
     }
 
     /// Records a fatal error: state, event, and the value for [`Self::error`].
-    fn fail(&mut self, e: Error) -> Error {
+    pub(crate) fn fail(&mut self, e: Error) -> Error {
         let reason = match &e {
             Error::HandshakeTimeout => CloseReason::HandshakeTimeout,
             Error::PeerSilent => CloseReason::PeerSilent,
@@ -322,7 +322,7 @@ impl Connection {
     }
 
     /// The error to report for calls after a failure.
-    fn closed_error(&self) -> Error {
+    pub(crate) fn closed_error(&self) -> Error {
         match &self.state {
             State::Closed(CloseReason::PeerClosed) => Error::ClosedByPeer,
             State::Closed(CloseReason::Local) => Error::Closed,
@@ -334,7 +334,7 @@ impl Connection {
         }
     }
 
-    fn drive(&mut self) -> Result<()> {
+    pub(crate) fn drive(&mut self) -> Result<()> {
         if self.state != State::Handshaking {
             return Ok(());
         }
@@ -434,10 +434,13 @@ impl Connection {
     /// when the receive queue is full the datagram is dropped. Each drop is
     /// counted ([`ConnStats::dropped`]); records OpenSSL rejects later are
     /// counted in [`ConnStats::discarded`]. During the handshake this
-    /// advances it; an error ends the connection. Once established, what was
-    /// fed is processed by [`Self::recv`]: call it after feeding, even when
-    /// expecting no data (a peer that lost this side's last handshake flight
-    /// retransmits its own, and the answer is sent from inside `recv`).
+    /// advances it; an error ends the connection. Once established,
+    /// application data waits for [`Self::recv`]; a datagram of other records
+    /// alone (an alert; the peer's final flight again, when it lost this
+    /// side's last handshake flight) is acted on here, its answer queued for
+    /// [`Self::poll_transmit`], so the owner need not read to keep the peer's
+    /// handshake going. What it ends the session with (close_notify, a fatal
+    /// alert) the next call reports.
     pub fn feed(&mut self, datagram: &[u8]) -> Result<()> {
         self.feed_datagram(&Datagram::parse(datagram))
     }
@@ -485,6 +488,7 @@ impl Connection {
             }
             self.last_heard = now;
         }
+        let act_now = self.acts_on_arrival(d.application_records());
         if !self.pipe_mut().push_inbound(d) {
             self.stats.dropped += 1;
             log::trace!(
@@ -492,6 +496,9 @@ impl Connection {
                 self.peer
             );
             return Ok(());
+        }
+        if act_now {
+            self.act_on_arrival();
         }
         self.drive()
     }
@@ -679,153 +686,6 @@ impl Connection {
                 Err(self.fail(e))
             }
         }
-    }
-
-    /// Reads one datagram of plaintext into `buf` (use a buffer of at least
-    /// [`Self::data_mtu`] bytes: the rest of a longer record waits for the next
-    /// call). `Ok(None)` when nothing is readable now.
-    /// [`Error::ClosedByPeer`] once the peer's close_notify arrived; this
-    /// side answers it with its own close_notify.
-    pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
-        match &self.state {
-            State::Handshaking => {
-                self.drive()?;
-                if self.state == State::Handshaking {
-                    return Ok(None);
-                }
-            }
-            State::Established => {}
-            State::Closed(CloseReason::Local) if !self.close_received => {}
-            State::Closed(_) => return Err(self.closed_error()),
-        }
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        self.restore_buffers()?;
-        let stream = match &mut self.tls {
-            Tls::Ssl(s) => s,
-            Tls::Own(_) => return self.recv_own(buf),
-        };
-        // The rest of a record read in part is not a new record.
-        let continues = stream.ssl().pending() > 0;
-        // Reading may answer a retransmitted flight of the peer's with this
-        // side's last flight: packed like any flight.
-        stream.get_mut().begin_flight();
-        let r = stream.ssl_read(buf);
-        stream.get_mut().end_flight();
-        match r {
-            Ok(n) => {
-                if !continues {
-                    self.app_records_delivered += 1;
-                }
-                Ok(Some(n))
-            }
-            Err(e) if would_block(&e) => {
-                self.log_discards();
-                Ok(None)
-            }
-            Err(e) => match e.code() {
-                ErrorCode::ZERO_RETURN => {
-                    if !self.close_sent {
-                        let _ = stream.shutdown();
-                    }
-                    Err(self.closed_by_peer())
-                }
-                _ => {
-                    let err = map_ssl_error(e, stream.ssl());
-                    Err(self.fail(err))
-                }
-            },
-        }
-    }
-
-    /// The peer's close_notify arrived (and this side's answer, unless it
-    /// was sent before, was just queued by the record layer that read it):
-    /// the connection is closed by the peer, for either record layer.
-    fn closed_by_peer(&mut self) -> Error {
-        self.close_received = true;
-        self.close_sent = true;
-        if !matches!(self.state, State::Closed(_)) {
-            self.state = State::Closed(CloseReason::PeerClosed);
-            self.events
-                .push_back(Event::Closed(CloseReason::PeerClosed));
-        }
-        log::debug!("connection {:?}: close_notify received", self.peer);
-        Error::ClosedByPeer
-    }
-
-    /// [`Self::recv`] on the engine's record layer.
-    fn recv_own(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
-        let Tls::Own(e) = &mut self.tls else {
-            return Ok(None);
-        };
-        match e.recv(buf) {
-            Got::Data { n, first } => {
-                if first {
-                    self.app_records_delivered += 1;
-                }
-                Ok(Some(n))
-            }
-            Got::Nothing => {
-                self.log_discards();
-                Ok(None)
-            }
-            Got::CloseNotify => {
-                if !self.close_sent {
-                    let _ = e.close();
-                }
-                Err(self.closed_by_peer())
-            }
-            Got::Failed(err) => Err(self.fail(err)),
-        }
-    }
-
-    fn log_discards(&mut self) {
-        let discarded = self.stats().discarded;
-        if discarded > self.discards_logged {
-            log::trace!(
-                "connection {:?}: {} application record(s) discarded \
-                 (forged, corrupted, replayed or wrong epoch)",
-                self.peer,
-                discarded - self.discards_logged
-            );
-            self.discards_logged = discarded;
-        }
-    }
-
-    /// Seals one datagram of plaintext; the record is then in
-    /// [`Self::poll_transmit`]. Larger than [`Self::data_mtu`] is an error,
-    /// never a silent fragment. An empty slice sends nothing.
-    pub fn send(&mut self, plaintext: &[u8]) -> Result<usize> {
-        match &self.state {
-            State::Established => {}
-            State::Handshaking => return Err(Error::WouldBlock),
-            State::Closed(_) => {
-                return Err(if self.close_sent {
-                    Error::Closed
-                } else {
-                    self.closed_error()
-                })
-            }
-        }
-        let mtu = self.data_mtu();
-        if plaintext.len() > mtu {
-            return Err(Error::TooLarge {
-                len: plaintext.len(),
-                mtu,
-            });
-        }
-        if plaintext.is_empty() {
-            return Ok(0);
-        }
-        self.restore_buffers()?;
-        let r = match &mut self.tls {
-            Tls::Own(e) => e.send(plaintext).map(|()| plaintext.len()),
-            Tls::Ssl(stream) => stream
-                .ssl_write(plaintext)
-                .map_err(|e| map_ssl_error(e, stream.ssl())),
-        };
-        r.map_err(|e| self.fail(e))
     }
 
     /// Starts the close: queues close_notify for the peer. After it nothing

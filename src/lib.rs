@@ -52,6 +52,7 @@ event), [`Ctx`], [`ReactorHandle`] (for other threads), [`Limits`].
 mod admission;
 mod config;
 mod conn;
+mod conn_data;
 mod conn_info;
 mod conn_state;
 mod cookie;

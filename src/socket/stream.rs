@@ -444,6 +444,13 @@ impl DtlsSocket {
     /// an earlier record still waits to be sent; when only this record's
     /// transmission would block, it is kept and goes out with the next call.
     ///
+    /// `send` does not read the socket. A peer that lost this side's last
+    /// handshake flight retransmits its own and is answered when this socket
+    /// next reads ([`Self::recv`], also non-blocking or with a short timeout):
+    /// a server that only sends should still read now and then during the
+    /// first seconds of a session (the reactor and the async front end read
+    /// for it).
+    ///
     /// Errors: [`Error::WriteTimeout`] (or [`Error::HandshakeTimeout`]),
     /// [`Error::NotConnected`] on an unconnected client socket,
     /// [`Error::PeerUnreachable`], [`Error::Closed`] after [`Self::shutdown`].
