@@ -6,6 +6,7 @@ mod reactor_support;
 
 use std::time::Duration;
 
+use common::final_flight::LosesFinalFlight;
 use common::{six_ways, Variant};
 use dtls_reactor::{CloseCause, Limits};
 use reactor_support::*;
@@ -507,7 +508,21 @@ fn malformed_hellos_spare_sessions(v: Variant) {
     server.stop();
 }
 
+/// The reactor answers a client that lost the server's last handshake flight
+/// and retransmits its own: the handshake completes and the session echoes.
+fn answers_a_retransmitted_final_flight(v: Variant) {
+    let mut sh = Rec::new(log());
+    sh.echo = true;
+    let server = serve(v, &server_cfg(), Limits::default(), sh);
+    let (mut c, ok) = LosesFinalFlight::handshake(server.addr.unwrap(), &client_cfg(), T);
+    assert_eq!(c.lost, 1);
+    assert!(ok, "the client's handshake did not complete");
+    assert_eq!(c.echo(b"after", T).as_deref(), Some(&b"after"[..]));
+    server.stop();
+}
+
 six_ways!(
+    answers_a_retransmitted_final_flight,
     malformed_hellos_spare_sessions,
     normal_session,
     close_from_server,

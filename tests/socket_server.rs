@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::final_flight::LosesFinalFlight;
 use common::{four_ways, Variant};
 use dtls_reactor::{Connection, DtlsListener, DtlsSocket, Error, Transport};
 use polling::{Event, Events, Poller};
@@ -577,7 +578,25 @@ fn flood_respects_timeouts(v: Variant) {
     assert!(c.stats().datagrams_in > 0);
 }
 
+/// A server blocked in `recv` answers a client that lost the server's last
+/// handshake flight and retransmits its own: the handshake completes and the
+/// session echoes.
+fn answers_a_retransmitted_final_flight(v: Variant) {
+    let l = listen(v, &server_cfg());
+    let addr = l.local_addr().unwrap();
+    let acc = AcceptLoop::start(l);
+    let server = std::thread::spawn(move || echo_until_closed(acc.next().0));
+    let (mut c, ok) = LosesFinalFlight::handshake(addr, &client_cfg(), T);
+    assert_eq!(c.lost, 1);
+    assert!(ok, "the client's handshake did not complete");
+    assert_eq!(c.echo(b"after", T).as_deref(), Some(&b"after"[..]));
+    c.conn.close();
+    c.flush();
+    assert_eq!(server.join().unwrap().unwrap(), 1);
+}
+
 four_ways!(
+    answers_a_retransmitted_final_flight,
     late_duplicate_hello_dropped,
     flood_respects_timeouts,
     listener_from_socket,

@@ -13,6 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::final_flight::LosesFinalFlight;
 use common::Variant;
 use dtls_reactor::tokio::{DtlsListener, DtlsStream};
 use dtls_reactor::{Connection, Error};
@@ -297,7 +298,45 @@ async fn s_client_against_listener(fam: Fam) {
     .unwrap();
 }
 
+/// A server stream whose task does not read answers a client that lost the
+/// server's last handshake flight and retransmits its own (the driver feeds
+/// the engine, which answers as it is fed): the client's handshake completes,
+/// and what it sends then is there when the task reads at last.
+async fn unread_stream_answers_a_retransmitted_final_flight(fam: Fam) {
+    let l = DtlsListener::bind(any_port(fam), &server_cfg())
+        .await
+        .unwrap();
+    let addr = l.local_addr();
+    let (go, read_now) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        // Holds the stream without reading until the client is through.
+        read_now.await.unwrap();
+        let mut buf = [0u8; 2048];
+        let n = tokio::time::timeout(T, s.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        buf[..n].to_vec()
+    });
+    let mut c = tokio::task::spawn_blocking(move || {
+        let (mut c, ok) = LosesFinalFlight::handshake(addr, &client_cfg(), T);
+        assert_eq!(c.lost, 1);
+        assert!(ok, "the client's handshake did not complete");
+        c.conn.send(b"after").unwrap();
+        c.flush();
+        c
+    })
+    .await
+    .unwrap();
+    go.send(()).unwrap();
+    assert_eq!(server.await.unwrap(), b"after");
+    c.conn.close();
+    c.flush();
+}
+
 both_families!(
+    unread_stream_answers_a_retransmitted_final_flight,
     connect_echo_shutdown,
     hundred_concurrent_clients,
     silent_peer_delays_nobody,

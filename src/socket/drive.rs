@@ -288,7 +288,14 @@ impl DtlsSocket {
                         }
                         return Ok(v);
                     }
-                    Ok(None) => {}
+                    Ok(None) => {
+                        // The attempt may have queued an answer (this side's
+                        // last flight for a peer that lost it): out before
+                        // this call waits.
+                        if c.has_transmit() {
+                            self.flush_quietly();
+                        }
+                    }
                     Err(e) => {
                         self.flush_quietly();
                         return Err(e);

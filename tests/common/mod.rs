@@ -3,6 +3,7 @@
 //! in-memory pair driver) under its old names here, and the fault-injecting relay.
 #![allow(dead_code, unused_imports)]
 
+pub mod final_flight;
 pub mod relay;
 
 pub use dtls_test_support::pair::{echo, handshake, handshake_with, peer, transfer, Dir, Pair};
