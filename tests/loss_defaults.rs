@@ -7,12 +7,14 @@
 //! rule is the engine's: a silent peer goes after 10 s, one that keeps
 //! answering may go on up to 60 s.
 //!
-//! The goal is 99 of 100. Measured here: 97-98 (see README "Handshakes
-//! under loss"): with RFC 6347's timer (1 s doubling) a client makes 6 tries
-//! in its 60 s deadline, and a round trip that only the client's timer
-//! drives (the stateless cookie exchange) fails a try with probability
-//! 1 - 0.7 x 0.7 = 0.51, so 0.51^6 = 1.8 % of handshakes fail there alone.
-//! The assertion is the level reached (95), so a regression shows.
+//! The goal is 99 of 100. Measured here, on these seeds: 97-98; over 400
+//! handshakes on other seeds, 94.8 % for our client and 97.3 % for
+//! `s_client` (README, "Handshakes under loss"), which is what RFC 6347's
+//! timer allows (`scripts/handshake_loss_model.py`: 95.8 %): a client makes 6
+//! tries in its 60 s deadline, and a round trip that only the client's timer
+//! drives (the stateless cookie exchange, the final flight) fails a try with
+//! probability 1 - 0.7 x 0.7 = 0.51, so 0.51^6 = 1.8 % of handshakes fail at
+//! each. The assertion is the level reached (95), so a regression shows.
 
 mod common;
 mod peer_util;
