@@ -1,5 +1,5 @@
 //! webrtc-dtls against itself on loopback, in the shape of dtls-reactor's
-//! `tokio` perf suite (`examples/perf_suites/tokio.rs`), so the perf tool's
+//! `tokio` perf suite (`examples/perf/tokio.rs`), so the perf tool's
 //! `webrtc-dtls` suite can put both in one table.
 //!
 //! A server and a client, each a current-thread tokio runtime on its own

@@ -2,11 +2,11 @@
 //! tokio) against itself, as a peer to compare the `tokio` suite with. It runs
 //! in its own process, `peers/webrtc-dtls-bench` (a crate outside the
 //! workspace, so `cargo test --workspace` never builds webrtc-dtls), once per
-//! run: the same shape as `perf_suites/tokio.rs` (a current-thread runtime
-//! per side, the server's thread on `cpus.1`, the client's on `cpus.0`,
-//! loopback, ECDHE-ECDSA-AES128-GCM with P-256, the sessions' handshakes
-//! before timing), which prints one line `... sent=N received=N seconds=F
-//! placement=...`. Its baseline is `tokio-udp`. Included by `perf.rs`.
+//! run: the same shape as `tokio.rs` (a current-thread runtime per side,
+//! the server's thread on `cpus.1`, the client's on `cpus.0`, loopback,
+//! ECDHE-ECDSA-AES128-GCM with P-256, the sessions' handshakes before
+//! timing), which prints one line `... sent=N received=N seconds=F
+//! placement=...`. Its baseline is `tokio-udp`. Included by `main.rs`.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -6,7 +6,7 @@
 //! sessions as fast as the sockets take it and the server counts what it got
 //! (decrypted for DTLS) between its first and last record; echo: a task per
 //! session with one record in flight, round trips counted by the client.
-//! Included by `perf.rs`.
+//! Included by `main.rs`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
