@@ -35,17 +35,8 @@ pub struct LosesFinalFlight {
 impl LosesFinalFlight {
     /// Runs the handshake for at most `limit`; `true` when it completed.
     pub fn handshake(server: SocketAddr, cfg: &ClientConfig, limit: Duration) -> (Self, bool) {
-        let local: SocketAddr = if server.is_ipv4() {
-            "127.0.0.1:0".parse().unwrap()
-        } else {
-            "[::1]:0".parse().unwrap()
-        };
-        let sock = UdpSocket::bind(local).unwrap();
-        sock.connect(server).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(10)))
-            .unwrap();
         let mut c = LosesFinalFlight {
-            sock,
+            sock: super::socket_to(server, Duration::from_millis(10)),
             conn: Connection::client(cfg, None).unwrap(),
             lost: 0,
         };

@@ -9,3 +9,20 @@ pub mod relay;
 pub use dtls_test_support::pair::{echo, handshake, handshake_with, peer, transfer, Dir, Pair};
 pub use dtls_test_support::pki::*;
 pub use dtls_test_support::{four_ways, six_ways, Variant};
+
+/// A UDP socket on the loopback address of `server`'s family, connected to
+/// it, whose reads wait at most `read_timeout`.
+pub fn socket_to(
+    server: std::net::SocketAddr,
+    read_timeout: std::time::Duration,
+) -> std::net::UdpSocket {
+    let local: std::net::SocketAddr = if server.is_ipv4() {
+        "127.0.0.1:0".parse().unwrap()
+    } else {
+        "[::1]:0".parse().unwrap()
+    };
+    let sock = std::net::UdpSocket::bind(local).unwrap();
+    sock.connect(server).unwrap();
+    sock.set_read_timeout(Some(read_timeout)).unwrap();
+    sock
+}

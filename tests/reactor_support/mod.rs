@@ -323,15 +323,7 @@ pub struct HandClient {
 
 impl HandClient {
     pub fn new(server: SocketAddr, cfg: &ClientConfig) -> Self {
-        let local: SocketAddr = if server.is_ipv4() {
-            "127.0.0.1:0".parse().unwrap()
-        } else {
-            "[::1]:0".parse().unwrap()
-        };
-        let sock = UdpSocket::bind(local).unwrap();
-        sock.connect(server).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
+        let sock = common::socket_to(server, Duration::from_millis(20));
         let conn = Connection::client(cfg, None).unwrap();
         HandClient { sock, conn }
     }
