@@ -1,20 +1,28 @@
 //! Handshakes through heavy loss with the settings a user gets by default: a
 //! fault relay drops 30 % of the datagrams each way and duplicates and
 //! reorders 10 %; neither side shortens a timer. For our client and for
-//! `openssl s_client`, against our reactor and against our socket API
-//! server, 100 handshakes each (25 per variant: IPv4/IPv6 x OsNet/Router,
-//! all at once). The relay is deterministic per seed; the server's handshake
+//! `openssl s_client`, against our reactor, our socket API server and (with
+//! the `tokio` feature) our tokio listener, 100 handshakes each (the reactor
+//! and the socket API: 25 per variant, IPv4/IPv6 x OsNet/Router; tokio: 50
+//! per family on its shared socket), every front end's at once. The relay is deterministic per seed; the server's handshake
 //! rule is the engine's: a silent peer goes after 10 s, one that keeps
 //! answering may go on up to 60 s.
 //!
-//! The goal is 99 of 100. Measured here, on these seeds: 97-98; over 400
-//! handshakes on other seeds, 94.8 % for our client and 97.3 % for
-//! `s_client` (README, "Handshakes under loss"), which is what RFC 6347's
+//! A handshake counts when its client says so (`connect` returned; s_client
+//! printed CONNECTION ESTABLISHED): a server can finish while its client,
+//! short of the server's last flight, does not.
+//!
+//! The goal is 99 of 100. Measured here, on these seeds: 96 for our client
+//! against each front end, 97-99 for `s_client`; over 400 handshakes on other
+//! seeds, 94.8 % for our client and 97.3 % for `s_client` (README,
+//! "Handshakes under loss"), which is what RFC 6347's
 //! timer allows (`scripts/handshake_loss_model.py`: 95.8 %): a client makes 6
 //! tries in its 60 s deadline, and a round trip that only the client's timer
 //! drives (the stateless cookie exchange, the final flight) fails a try with
 //! probability 1 - 0.7 x 0.7 = 0.51, so 0.51^6 = 1.8 % of handshakes fail at
-//! each. The assertion is the level reached (95), so a regression shows.
+//! each. The assertion is a little under the level reached (94), so a
+//! regression shows: the socket API's unsent answer to a retransmitted final
+//! flight (fixed with this test) cost it 3 % of handshakes.
 
 mod common;
 mod peer_util;
@@ -33,12 +41,12 @@ use dtls_reactor::{ClientConfig, DtlsListener, DtlsSocket, Error, Limits, Server
 use peer_util::{cert, have, host_port, Peer};
 use reactor_support::{serve, Rec, Running};
 
-/// Handshakes per variant.
-const PER_VARIANT: usize = 25;
+/// Handshakes per front end (split evenly over its variants).
+const HANDSHAKES: usize = 100;
 /// How long all of them may take: past the engine's 60 s handshake deadline.
 const ALL_DONE: Duration = Duration::from_secs(70);
 /// Completed handshakes of 100 that the test requires (the goal is 99).
-const REQUIRED: usize = 95;
+const REQUIRED: usize = 94;
 
 /// Default timers everywhere: only the certificates are set.
 fn server_cfg() -> ServerConfig {
@@ -56,6 +64,15 @@ enum Server {
         addr: SocketAddr,
         done: Arc<AtomicUsize>,
         stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    },
+    /// A tokio `DtlsListener` on a runtime of its own thread; every accepted
+    /// stream echoes.
+    #[cfg(feature = "tokio")]
+    Tokio {
+        addr: SocketAddr,
+        done: Arc<AtomicUsize>,
+        stop: Arc<tokio::sync::Notify>,
         thread: Option<JoinHandle<()>>,
     },
 }
@@ -124,10 +141,55 @@ impl Server {
         }
     }
 
+    #[cfg(feature = "tokio")]
+    fn tokio(v: Variant) -> Server {
+        let done = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let (d, st) = (done.clone(), stop.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = dtls_reactor::tokio::DtlsListener::bind(v.any_port(), &server_cfg())
+                    .await
+                    .unwrap();
+                tx.send(l.local_addr()).unwrap();
+                loop {
+                    tokio::select! {
+                        r = l.accept() => {
+                            let Ok((s, _)) = r else { return };
+                            d.fetch_add(1, Ordering::Relaxed);
+                            tokio::spawn(async move {
+                                let mut buf = [0u8; 2048];
+                                while let Ok(n) = s.recv(&mut buf).await {
+                                    if s.send(&buf[..n]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                        }
+                        _ = st.notified() => return,
+                    }
+                }
+            });
+        });
+        Server::Tokio {
+            addr: rx.recv().unwrap(),
+            done,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
     fn addr(&self) -> SocketAddr {
         match self {
             Server::Reactor(r) => r.as_ref().unwrap().addr.unwrap(),
             Server::Socket { addr, .. } => *addr,
+            #[cfg(feature = "tokio")]
+            Server::Tokio { addr, .. } => *addr,
         }
     }
 
@@ -136,6 +198,8 @@ impl Server {
         match self {
             Server::Reactor(r) => r.as_ref().unwrap().handle.stats().connected as usize,
             Server::Socket { done, .. } => done.load(Ordering::Relaxed),
+            #[cfg(feature = "tokio")]
+            Server::Tokio { done, .. } => done.load(Ordering::Relaxed),
         }
     }
 
@@ -150,6 +214,8 @@ impl Server {
                 )
             }
             Server::Socket { .. } => String::new(),
+            #[cfg(feature = "tokio")]
+            Server::Tokio { .. } => String::new(),
         }
     }
 }
@@ -164,6 +230,13 @@ impl Drop for Server {
             }
             Server::Socket { stop, thread, .. } => {
                 stop.store(true, Ordering::Relaxed);
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
+            }
+            #[cfg(feature = "tokio")]
+            Server::Tokio { stop, thread, .. } => {
+                stop.notify_one();
                 if let Some(t) = thread.take() {
                     let _ = t.join();
                 }
@@ -189,26 +262,87 @@ enum Client {
     SClient,
 }
 
-/// Runs PER_VARIANT handshakes of `client` per variant against servers made
-/// by `server`, all at once, and checks that at least 99 of 100 complete.
-fn through_loss(client: Client, server: fn(Variant) -> Server, seed: u64) {
-    if client == Client::SClient && !have("openssl") {
-        return;
-    }
-    let start = Instant::now();
-    let mut servers = Vec::new();
-    let mut relays = Vec::new();
-    let mut ours: Vec<JoinHandle<Result<Duration, String>>> = Vec::new();
-    let mut peers = Vec::new();
-    for (i, v) in Variant::ALL.iter().copied().enumerate() {
-        let srv = server(v);
-        let relay = relay(srv.addr(), seed + i as u64);
+/// One front end under test: its name, how to start a server of it on a
+/// variant, the variants (100 handshakes split evenly over them), the seed
+/// of its first relay.
+struct FrontEnd {
+    name: &'static str,
+    server: fn(Variant) -> Server,
+    variants: &'static [Variant],
+    seed: u64,
+}
+
+/// The tokio listener's ways: its one socket kind, both families.
+#[cfg(feature = "tokio")]
+const TOKIO_VARIANTS: [Variant; 2] = [
+    Variant::shared(dtls_test_support::Fam::V4),
+    Variant::shared(dtls_test_support::Fam::V6),
+];
+
+/// The front ends: the reactor and the socket API server on the four ways,
+/// the tokio listener (with the `tokio` feature) on its one socket kind, the
+/// shared socket, both families.
+fn front_ends(client: Client) -> Vec<FrontEnd> {
+    let seed = |base: u64| {
+        if client == Client::Ours {
+            base
+        } else {
+            base + 0x20
+        }
+    };
+    #[allow(unused_mut)]
+    let mut v = vec![
+        FrontEnd {
+            name: "reactor",
+            server: Server::reactor,
+            variants: &Variant::ALL,
+            seed: seed(0x1600),
+        },
+        FrontEnd {
+            name: "socket API",
+            server: Server::socket,
+            variants: &Variant::ALL,
+            seed: seed(0x1610),
+        },
+    ];
+    #[cfg(feature = "tokio")]
+    v.push(FrontEnd {
+        name: "tokio",
+        server: Server::tokio,
+        variants: &TOKIO_VARIANTS,
+        seed: seed(0x1640),
+    });
+    v
+}
+
+/// One front end's handshakes in flight: its servers and relays, our
+/// clients' threads (each gives its time to complete or why it failed).
+struct Run {
+    name: &'static str,
+    servers: Vec<Server>,
+    relays: Vec<Relay>,
+    ours: Vec<JoinHandle<Result<Duration, String>>>,
+    peers: Vec<Peer>,
+}
+
+fn start(client: Client, fe: &FrontEnd) -> Run {
+    let mut run = Run {
+        name: fe.name,
+        servers: Vec::new(),
+        relays: Vec::new(),
+        ours: Vec::new(),
+        peers: Vec::new(),
+    };
+    let per_variant = HANDSHAKES / fe.variants.len();
+    for (i, v) in fe.variants.iter().copied().enumerate() {
+        let srv = (fe.server)(v);
+        let relay = relay(srv.addr(), fe.seed + i as u64);
         let to = relay.local_addr();
-        for _ in 0..PER_VARIANT {
+        for _ in 0..per_variant {
             match client {
                 Client::Ours => {
                     let cfg = client_cfg();
-                    ours.push(std::thread::spawn(move || {
+                    run.ours.push(std::thread::spawn(move || {
                         let t0 = Instant::now();
                         let sock = UdpSocket::bind(v.any_port()).unwrap();
                         sock.connect(to).unwrap();
@@ -223,7 +357,7 @@ fn through_loss(client: Client, server: fn(Variant) -> Server, seed: u64) {
                         })
                     }));
                 }
-                Client::SClient => peers.push(Peer::spawn(
+                Client::SClient => run.peers.push(Peer::spawn(
                     "openssl",
                     &[
                         "s_client".into(),
@@ -234,69 +368,87 @@ fn through_loss(client: Client, server: fn(Variant) -> Server, seed: u64) {
                         cert("ca.pem"),
                         "-servername".into(),
                         "localhost".into(),
-                        "-quiet".into(),
+                        // Prints CONNECTION ESTABLISHED once its handshake is done.
+                        "-brief".into(),
                     ],
                 )),
             }
         }
-        servers.push(srv);
-        relays.push(relay);
+        run.servers.push(srv);
+        run.relays.push(relay);
     }
-    let total = PER_VARIANT * Variant::ALL.len();
-    let mut times = Vec::new();
-    let mut failed_clients = Vec::new();
-    for h in ours {
-        match h.join().unwrap() {
-            Ok(t) => times.push(t),
-            Err(e) => failed_clients.push(e),
+    run
+}
+
+/// What `openssl s_client -brief` prints when its handshake is done.
+const ESTABLISHED: &str = "CONNECTION ESTABLISHED";
+
+/// 100 handshakes of `client` through loss against each front end, all at
+/// once; how many complete for each, as the client tells: `connect`
+/// returned, or s_client printed [`ESTABLISHED`].
+fn through_loss(client: Client) {
+    if client == Client::SClient && !have("openssl") {
+        return;
+    }
+    let t0 = Instant::now();
+    let runs: Vec<Run> = front_ends(client)
+        .iter()
+        .map(|fe| start(client, fe))
+        .collect();
+    let mut report = Vec::new();
+    for mut run in runs {
+        let mut times = Vec::new();
+        let mut failed = Vec::new();
+        for h in run.ours.drain(..) {
+            match h.join().unwrap() {
+                Ok(t) => times.push(t),
+                Err(e) => failed.push(e),
+            }
         }
+        let servers_done = || run.servers.iter().map(Server::completed).sum::<usize>();
+        let s_clients_done = || {
+            run.peers
+                .iter()
+                .filter(|p| p.output().contains(ESTABLISHED))
+                .count()
+        };
+        if client == Client::SClient {
+            while s_clients_done() < HANDSHAKES && t0.elapsed() < ALL_DONE {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let done = match client {
+            Client::Ours => times.len(),
+            Client::SClient => s_clients_done(),
+        };
+        times.sort();
+        let why: Vec<String> = run.servers.iter().map(Server::why).collect();
+        eprintln!(
+            "{}: {done} of {HANDSHAKES} completed (servers' count {}; client failures \
+             {failed:?}); our clients' median {:?}, p90 {:?}, max {:?}; {why:?}",
+            run.name,
+            servers_done(),
+            times.get(times.len() / 2),
+            times.get(times.len() * 9 / 10),
+            times.last(),
+        );
+        report.push((run.name, done, why));
+        drop(run.peers);
+        drop(run.relays);
     }
-    let completed = || servers.iter().map(Server::completed).sum::<usize>();
-    // Our clients are done (or gave up): the servers' side follows within a
-    // moment. s_client's handshakes are counted on the servers' side only.
-    let until = match client {
-        Client::Ours => Instant::now() + Duration::from_secs(2),
-        Client::SClient => start + ALL_DONE,
-    };
-    while completed() < total && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    times.sort();
-    let done = completed();
-    let why: Vec<String> = servers.iter().map(Server::why).collect();
-    eprintln!(
-        "{} handshakes of {total} completed in {:.1} s (client failures {failed_clients:?}); \
-         our clients' median {:?}, p90 {:?}, max {:?}; {why:?}",
-        done,
-        start.elapsed().as_secs_f64(),
-        times.get(times.len() / 2),
-        times.get(times.len() * 9 / 10),
-        times.last(),
-    );
+    let short: Vec<_> = report.iter().filter(|r| r.1 < REQUIRED).collect();
     assert!(
-        done >= REQUIRED,
-        "only {done} of {total} handshakes completed; {why:?}"
+        short.is_empty(),
+        "fewer than {REQUIRED} of {HANDSHAKES} handshakes completed: {short:?}"
     );
-    drop(peers);
-    drop(relays);
 }
 
 #[test]
-fn our_client_vs_reactor() {
-    through_loss(Client::Ours, Server::reactor, 0x1600);
+fn our_client_through_loss() {
+    through_loss(Client::Ours);
 }
 
 #[test]
-fn our_client_vs_socket_server() {
-    through_loss(Client::Ours, Server::socket, 0x1610);
-}
-
-#[test]
-fn s_client_vs_reactor() {
-    through_loss(Client::SClient, Server::reactor, 0x1620);
-}
-
-#[test]
-fn s_client_vs_socket_server() {
-    through_loss(Client::SClient, Server::socket, 0x1630);
+fn s_client_through_loss() {
+    through_loss(Client::SClient);
 }
