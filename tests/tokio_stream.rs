@@ -1,7 +1,8 @@
 //! The tokio front end (`dtls_reactor::tokio`): connect / echo / shutdown,
 //! 100 concurrent clients, a silent half-open peer while others connect,
 //! read and handshake timeouts, close_notify both ways, `openssl s_client`
-//! against the async listener. Each runs over IPv4 and IPv6; the async
+//! against the async listener, a full socket (what it refused leaves when it
+//! is writable again). Each runs over IPv4 and IPv6; the async
 //! front end has one kind of socket (`SharedSocket`), so these are its
 //! variants.
 
@@ -15,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::final_flight::LosesFinalFlight;
 use common::Variant;
+use dtls_demux::SharedSocket;
 use dtls_reactor::tokio::{DtlsListener, DtlsStream};
-use dtls_reactor::{Connection, Error};
+use dtls_reactor::{Admission, Connection, Error};
 use dtls_test_support::Fam;
 use peer_util::*;
 use socket_util::{client_cfg, fast_client, server_cfg};
@@ -34,6 +36,11 @@ async fn echo_server(fam: Fam) -> (Arc<DtlsListener>, SocketAddr) {
             .await
             .unwrap(),
     );
+    echo_on(l)
+}
+
+/// Echoes on every stream `l` accepts until its peer closes.
+fn echo_on(l: Arc<DtlsListener>) -> (Arc<DtlsListener>, SocketAddr) {
     let addr = l.local_addr();
     let acc = l.clone();
     tokio::spawn(async move {
@@ -335,7 +342,168 @@ async fn unread_stream_answers_a_retransmitted_final_flight(fam: Fam) {
     c.flush();
 }
 
+/// A client session driven by hand over its own socket, with no timers: it
+/// retransmits nothing, so only what the server sends moves it on.
+struct ByHand {
+    sock: tokio::net::UdpSocket,
+    conn: Connection,
+}
+
+impl ByHand {
+    async fn new(fam: Fam, server: SocketAddr) -> Self {
+        let sock = tokio::net::UdpSocket::bind(SocketAddr::new(fam.loopback(), 0))
+            .await
+            .unwrap();
+        sock.connect(server).await.unwrap();
+        // Timers far beyond the tests' bounds: OpenSSL retransmits nothing
+        // on its own either (it does when a read finds its timer expired).
+        let cfg = dtls_test_support::pki::client()
+            .initial_timeout(Duration::from_secs(20))
+            .max_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let conn = Connection::client(&cfg, None).unwrap();
+        ByHand { sock, conn }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(d) = self.conn.poll_transmit() {
+            self.sock.send(&d).await.unwrap();
+        }
+    }
+
+    /// Feeds the next datagram from the server; `false` when none came
+    /// within `limit`.
+    async fn feed_one(&mut self, limit: Duration) -> bool {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(limit, self.sock.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                let _ = self.conn.feed(&buf[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Waits (at most 5 s) until `done`.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Eight clients whose ClientHellos (with their cookies) arrive while the
+/// server's socket refuses every send (a test hook of `dtls-demux`: loopback
+/// never fills a UDP socket's send buffer): the driver answers each, the
+/// socket takes none of the answers. The driver then waits for the socket to
+/// be writable (without retrying in a loop meanwhile) and, once the socket
+/// takes datagrams again and reports readiness (a ninth peer's ClientHello
+/// stands in for the kernel's writable wake-up), sends every connection's
+/// flight: all eight handshakes complete within 3 s, far below the server's
+/// 20 s retransmission timer (and these clients retransmit nothing), so only
+/// the driver's flush of the waiting connections can have delivered them.
+/// Then the same on the task side: the echoes the server's tasks send while
+/// the socket is full leave once it is writable.
+async fn full_socket_sends_when_writable(fam: Fam) {
+    const CLIENTS: usize = 8;
+    let bound = Duration::from_secs(3);
+    let sock = SharedSocket::bind(any_port(fam)).unwrap();
+    let cfg = dtls_test_support::pki::server()
+        .initial_timeout(Duration::from_secs(20))
+        .max_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let l = Arc::new(DtlsListener::from_shared(sock.clone(), &cfg, &Admission::default()).unwrap());
+    let (l, addr) = echo_on(l);
+    // A peer's first datagram: a ClientHello the front door answers with a
+    // HelloVerifyRequest.
+    let poke = || async {
+        let mut p = ByHand::new(fam, addr).await;
+        p.flush().await;
+        p
+    };
+
+    // The cookie exchange, then the ClientHellos with the cookie all at once
+    // into a socket that refuses to send.
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = ByHand::new(fam, addr).await;
+        c.flush().await;
+        assert!(c.feed_one(bound).await, "no HelloVerifyRequest");
+        clients.push(c);
+    }
+    sock.block_sends(true);
+    for c in &mut clients {
+        c.flush().await;
+    }
+    until("every ClientHello admitted", || {
+        l.admission_stats().handshakes as usize == CLIENTS
+    })
+    .await;
+    until("every answer refused by the socket", || {
+        sock.refused_sends() >= CLIENTS as u64
+    })
+    .await;
+    // Nothing happens until the socket is writable again: the driver waits
+    // for it rather than retrying.
+    let refused = sock.refused_sends();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let retries = sock.refused_sends() - refused;
+    assert!(retries <= 2, "{retries} sends retried on a full socket");
+
+    sock.block_sends(false);
+    let _ninth = poke().await;
+    let start = Instant::now();
+    for (i, c) in clients.iter_mut().enumerate() {
+        while c.conn.is_handshaking() {
+            let left = bound.saturating_sub(start.elapsed());
+            assert!(
+                c.feed_one(left).await,
+                "client {i}: the server's flight stayed queued after the socket was writable again"
+            );
+            c.flush().await;
+        }
+        assert!(c.conn.is_established(), "client {i}: {:?}", c.conn.error());
+    }
+    assert!(start.elapsed() < bound, "{:?}", start.elapsed());
+    until("every handshake accepted", || {
+        l.admission_stats().accepted as usize == CLIENTS
+    })
+    .await;
+
+    // The task side: each server task's echo finds the socket full, waits,
+    // and leaves when it is writable.
+    let refused = sock.refused_sends();
+    sock.block_sends(true);
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.conn.send(&[i as u8; 100]).unwrap();
+        c.flush().await;
+    }
+    until("every echo refused by the socket", || {
+        sock.refused_sends() - refused >= CLIENTS as u64
+    })
+    .await;
+    sock.block_sends(false);
+    let _tenth = poke().await;
+    let start = Instant::now();
+    let mut out = [0u8; 2048];
+    for (i, c) in clients.iter_mut().enumerate() {
+        let n = loop {
+            if let Some(n) = c.conn.recv(&mut out).unwrap() {
+                break n;
+            }
+            let left = bound.saturating_sub(start.elapsed());
+            assert!(c.feed_one(left).await, "client {i}: no echo");
+        };
+        assert_eq!(&out[..n], &[i as u8; 100]);
+    }
+}
+
 both_families!(
+    full_socket_sends_when_writable,
     unread_stream_answers_a_retransmitted_final_flight,
     connect_echo_shutdown,
     hundred_concurrent_clients,

@@ -111,6 +111,16 @@ pub struct SharedSocket {
     wildcard: bool,
     table: Mutex<HashMap<Flow, u64>>,
     counters: Counters,
+    #[cfg(feature = "test-hooks")]
+    hooks: Hooks,
+}
+
+/// What the `test-hooks` feature adds: sends refused as by a full buffer.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug, Default)]
+struct Hooks {
+    block: std::sync::atomic::AtomicBool,
+    refused: AtomicU64,
 }
 
 impl fmt::Debug for SharedSocket {
@@ -191,6 +201,8 @@ impl SharedSocket {
             wildcard,
             table: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            #[cfg(feature = "test-hooks")]
+            hooks: Hooks::default(),
         }))
     }
 
@@ -354,9 +366,32 @@ impl SharedSocket {
     /// Sends datagrams to their flows in one `sendmmsg` (see [`batch::send_to_many`]);
     /// how many of the first went.
     pub fn send_batch(&self, msgs: &[Transmit<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "test-hooks")]
+        if self.hooks.block.load(Ordering::Relaxed) {
+            add(&self.hooks.refused, 1);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let n = batch::send_to_many(&self.socket, msgs)?;
         add(&self.counters.sent, n as u64);
         Ok(n)
+    }
+
+    /// For tests (feature `test-hooks`): while `on`, every send of this socket fails
+    /// with `WouldBlock` and sends nothing, as when its send buffer is full. Loopback
+    /// never fills a UDP socket's send buffer (the kernel releases each datagram's
+    /// memory as it hands it over), so a test of what an owner does with a full socket
+    /// needs this. Turning it off raises no readiness event: the owner finds the socket
+    /// writable at the next event the kernel reports for it.
+    #[cfg(feature = "test-hooks")]
+    pub fn block_sends(&self, on: bool) {
+        self.hooks.block.store(on, Ordering::Relaxed);
+    }
+
+    /// For tests (feature `test-hooks`): how many sends
+    /// [`block_sends`](SharedSocket::block_sends) refused.
+    #[cfg(feature = "test-hooks")]
+    pub fn refused_sends(&self) -> u64 {
+        self.hooks.refused.load(Ordering::Relaxed)
     }
 
     /// A snapshot of the counters.

@@ -26,6 +26,9 @@ const RECV_SLOTS: usize = 32;
 /// Batches the driver reads per wake-up before it lets other tasks run: the
 /// readers, whose connections queue at most 64 datagrams each.
 const BATCHES_PER_WAKE: usize = 1;
+/// Connections waiting for the socket the driver flushes per writable wake-up
+/// before it lets other tasks run (each queues at most 64 datagrams).
+const FLUSHES_PER_WAKE: usize = 64;
 
 /// Locks a mutex, ignoring poisoning (every critical section leaves the data
 /// consistent: a panic in a user's task cannot corrupt a connection's queue).
@@ -56,6 +59,13 @@ pub(super) struct CellInner {
     pub(super) read_waker: Option<Waker>,
     /// A task waiting for the handshake (`connect`, `handshake`).
     pub(super) ready_waker: Option<Waker>,
+    /// Tasks waiting until the datagrams they queued left (`send`,
+    /// `shutdown`; several tasks may send on one stream).
+    send_wakers: Vec<Waker>,
+    /// Its queued datagrams wait for room in the socket: its id is in
+    /// `Endpoint::waiting`, and the driver sends them when the socket is
+    /// writable.
+    waiting: bool,
     /// The DTLS timer this connection armed last.
     armed: Option<(Instant, u64)>,
     /// The peer restarted and a new connection took over.
@@ -72,11 +82,35 @@ impl CellInner {
         if let Some(w) = self.ready_waker.take() {
             w.wake();
         }
+        self.wake_senders();
+    }
+
+    fn wake_senders(&mut self) {
+        for w in self.send_wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Parks a task until the driver sent what waits (see
+    /// [`Endpoint::flush_or_wait`]).
+    pub(super) fn park_sender(&mut self, waker: &Waker) {
+        if !self.send_wakers.iter().any(|w| w.will_wake(waker)) {
+            self.send_wakers.push(waker.clone());
+        }
     }
 }
 
-/// Lock order: `State`, then a `Cell`; `timers`, `accept_waker`, `removals`
-/// are leaves (nothing is locked while one is held).
+/// How [`Endpoint::flush_or_wait`] left a connection.
+pub(super) enum Flushed {
+    /// Nothing is queued.
+    Done,
+    /// The rest waits for the socket; the driver sends it when it is writable
+    /// and wakes the connection's parked senders then.
+    Waiting,
+}
+
+/// Lock order: `State`, then a `Cell`; `timers`, `accept_waker`, `removals`,
+/// `waiting` are leaves (nothing is locked while one is held).
 struct State {
     cells: HashMap<u64, Arc<Cell>>,
     door: Option<FrontDoor>,
@@ -98,6 +132,9 @@ pub(super) struct Endpoint {
     accept_waker: Mutex<Option<Waker>>,
     /// Cells to take out of the table (closed), settled by the driver.
     removals: Mutex<Vec<u64>>,
+    /// Cells whose queued datagrams found the socket full, in that order: the
+    /// driver sends them when the socket is writable again.
+    waiting: Mutex<VecDeque<u64>>,
     /// Wakes the driver: a deadline moved, a connection closed, the owner left.
     notify: Notify,
 }
@@ -121,6 +158,7 @@ impl Endpoint {
             next_id: AtomicU64::new(1),
             accept_waker: Mutex::new(None),
             removals: Mutex::new(Vec::new()),
+            waiting: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
         }))
     }
@@ -144,6 +182,8 @@ impl Endpoint {
                 conn,
                 read_waker: None,
                 ready_waker: None,
+                send_wakers: Vec::new(),
+                waiting: false,
                 armed: None,
                 restarted: false,
                 gone: false,
@@ -179,6 +219,9 @@ impl Endpoint {
                 }
             }
             let next = lock(&self.timers).keys().next().map(|k| k.0);
+            // Writability matters only while datagrams wait for it: an idle
+            // driver does not wake on a socket that is always writable.
+            let waiting = !lock(&self.waiting).is_empty();
             let sleep = async {
                 match next {
                     Some(t) => ::tokio::time::sleep_until(t.into()).await,
@@ -209,6 +252,21 @@ impl Endpoint {
                         } else {
                             // More waits: let other tasks run first.
                             ::tokio::task::yield_now().await;
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("dtls tokio: {}: polling failed: {e}", self.socket.local_addr());
+                        break;
+                    }
+                },
+                r = self.fd.writable(), if waiting => match r {
+                    Ok(mut guard) => {
+                        // Readiness is cleared only when a send returned
+                        // WouldBlock.
+                        if let Ok(Ok(more)) = guard.try_io(|_| self.flush_waiting()) {
+                            if more {
+                                ::tokio::task::yield_now().await;
+                            }
                         }
                     }
                     Err(e) => {
@@ -331,6 +389,7 @@ impl Endpoint {
                 ci.gone = true;
                 ci.wake_all();
                 self.disarm(&mut ci);
+                self.unwait(old, &mut ci);
                 drop(ci);
                 st.cells.remove(&old.id);
                 st.pending.retain(|c| c.id != old.id);
@@ -381,7 +440,7 @@ impl Endpoint {
     /// After anything happened to a connection: its datagrams out, waiters
     /// woken, the timer re-armed, a closed one marked for removal.
     pub(super) fn settle(&self, cell: &Cell, ci: &mut CellInner) {
-        let _ = self.try_flush(cell, ci);
+        self.flush_or_wait(cell, ci);
         let mut accept = false;
         while let Some(ev) = ci.conn.poll_event() {
             match ev {
@@ -436,9 +495,76 @@ impl Endpoint {
         }
     }
 
+    /// Sends what the connection queued; what the socket does not take now
+    /// waits in the connection, which joins the driver's waiting list (the
+    /// driver sends it as soon as the socket is writable). Whoever holds the
+    /// connection (a task, the driver) flushes it this way: one rule, a
+    /// queued datagram leaves as soon as the socket takes it.
+    pub(super) fn flush_or_wait(&self, cell: &Cell, ci: &mut CellInner) -> Flushed {
+        match self.try_flush(cell, ci) {
+            Ok(()) => Flushed::Done,
+            Err(_would_block) => {
+                if !ci.waiting && !ci.gone {
+                    ci.waiting = true;
+                    lock(&self.waiting).push_back(cell.id);
+                    // The driver may be asleep without watching writability.
+                    self.notify.notify_one();
+                }
+                Flushed::Waiting
+            }
+        }
+    }
+
+    /// The socket is writable: sends what the waiting connections queued,
+    /// oldest first. `Err(WouldBlock)` when the socket is full again (the
+    /// rest keep their place); `Ok(true)` when more wait beyond this turn's
+    /// share.
+    fn flush_waiting(&self) -> io::Result<bool> {
+        let mut ids: VecDeque<u64> = {
+            let mut w = lock(&self.waiting);
+            let n = w.len().min(FLUSHES_PER_WAKE);
+            w.drain(..n).collect()
+        };
+        while let Some(id) = ids.pop_front() {
+            // Removed meanwhile: its entry left with it.
+            let Some(cell) = lock(&self.state).cells.get(&id).cloned() else {
+                continue;
+            };
+            let mut ci = lock(&cell.inner);
+            if !ci.waiting {
+                continue;
+            }
+            if let Err(e) = self.try_flush(&cell, &mut ci) {
+                drop(ci);
+                // Back in front, in their order, before any that joined since.
+                ids.push_front(id);
+                let mut w = lock(&self.waiting);
+                for id in ids.into_iter().rev() {
+                    w.push_front(id);
+                }
+                return Err(e);
+            }
+            ci.waiting = false;
+            ci.wake_senders();
+            // Sending may have ended it (an unreachable peer).
+            self.settle(&cell, &mut ci);
+        }
+        Ok(!lock(&self.waiting).is_empty())
+    }
+
+    /// Takes a connection that leaves the table off the waiting list.
+    fn unwait(&self, cell: &Cell, ci: &mut CellInner) {
+        if ci.waiting {
+            ci.waiting = false;
+            lock(&self.waiting).retain(|&id| id != cell.id);
+        }
+    }
+
     /// Sends what the connection has queued without waiting; `WouldBlock`
-    /// when the socket is full (the rest stays queued).
-    pub(super) fn try_flush(&self, cell: &Cell, ci: &mut CellInner) -> io::Result<()> {
+    /// when the socket is full (the rest stays queued). Callers go through
+    /// [`flush_or_wait`](Endpoint::flush_or_wait), which keeps the rest
+    /// moving.
+    fn try_flush(&self, cell: &Cell, ci: &mut CellInner) -> io::Result<()> {
         loop {
             let mut out: [&[u8]; MAX_SEND] = [&[]; MAX_SEND];
             let mut n = 0;
@@ -494,6 +620,7 @@ impl Endpoint {
                 let mut ci = lock(&cell.inner);
                 ci.gone = true;
                 self.disarm(&mut ci);
+                self.unwait(&cell, &mut ci);
                 ci.wake_all();
                 if !ci.restarted {
                     self.socket.detach(cell.flow);
@@ -514,7 +641,7 @@ impl Endpoint {
         for cell in pending {
             let mut ci = lock(&cell.inner);
             ci.conn.close();
-            let _ = self.try_flush(&cell, &mut ci);
+            self.flush_or_wait(&cell, &mut ci);
             drop(ci);
             self.release(&cell);
         }

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::task::Poll;
 
-use super::endpoint::{lock, Cell, Endpoint};
+use super::endpoint::{lock, Cell, Endpoint, Flushed};
 use crate::config::ClientConfig;
 use crate::conn::Connection;
 use crate::error::{Error, Result};
@@ -183,21 +183,27 @@ impl DtlsStream {
         self.with_connection(|c| c.srtp_profile())
     }
 
-    /// Sends what the connection queued, waiting for room in the socket.
+    /// Sends what the connection queued; when the socket is full, the rest
+    /// waits in the endpoint's list and this waits until the driver sent it
+    /// (the driver watches writability; nothing here does).
     async fn flush(&self) -> Result<()> {
-        loop {
-            let mut guard = self.ep.fd.writable().await?;
-            let r = guard.try_io(|_| {
-                let mut ci = lock(&self.cell.inner);
-                self.ep.try_flush(&self.cell, &mut ci)
-            });
-            match r {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => return Err(Error::Io(e)),
-                // WouldBlock: readiness cleared, wait for the next.
-                Err(_would_block) => {}
+        poll_fn(|cx| {
+            let mut ci = lock(&self.cell.inner);
+            if ci.restarted {
+                return Poll::Ready(Err(Error::PeerRestarted));
             }
-        }
+            if ci.gone {
+                return Poll::Ready(Err(Error::Closed));
+            }
+            match self.ep.flush_or_wait(&self.cell, &mut ci) {
+                Flushed::Done => Poll::Ready(Ok(())),
+                Flushed::Waiting => {
+                    ci.park_sender(cx.waker());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
     }
 
     /// Lets the endpoint settle the connection after a call changed it.
@@ -223,9 +229,11 @@ impl Drop for DtlsStream {
             if !ci.conn.is_closed() && !ci.restarted {
                 ci.conn.close();
             }
-            if let Err(e) = self.ep.try_flush(&self.cell, &mut ci) {
+            // What the socket does not take now is dropped with the
+            // connection when the driver removes it.
+            if let Flushed::Waiting = self.ep.flush_or_wait(&self.cell, &mut ci) {
                 log::debug!(
-                    "dtls tokio: close_notify to {} not sent: {e}",
+                    "dtls tokio: close_notify to {} not sent: the socket is full",
                     self.cell.flow
                 );
             }
