@@ -303,6 +303,9 @@ impl Connection {
             other => CloseReason::Failed(other.to_string()),
         };
         log::debug!("connection {:?}: failed: {e}", self.peer);
+        if let Tls::Ssl(s) = &mut self.tls {
+            s.get_mut().drop_partly_read();
+        }
         if !matches!(self.state, State::Closed(_)) {
             self.state = State::Closed(reason.clone());
             self.events.push_back(Event::Closed(reason));
@@ -338,6 +341,13 @@ impl Connection {
         if self.state != State::Handshaking {
             return Ok(());
         }
+        // OpenSSL resends the last flight from inside a read when its timer
+        // has expired: a datagram fed late (after the timer, before
+        // `handle_timeout`) would pack that stale retransmission with the
+        // flight it answers, and a receiver that discards the rest of a
+        // datagram after a stale message (OpenSSL does) loses the new flight.
+        // Due now, the retransmission goes first, in a datagram of its own.
+        self.retransmit_if_due()?;
         let Tls::Ssl(stream) = &mut self.tls else {
             return Ok(());
         };
@@ -657,6 +667,12 @@ impl Connection {
                 return Err(self.fail(why));
             }
         }
+        self.retransmit_if_due()
+    }
+
+    /// Resends the last flight when OpenSSL's retransmission timer has
+    /// expired (true when it did), as a flight of its own.
+    fn retransmit_if_due(&mut self) -> Result<bool> {
         self.restore_buffers()?;
         let Tls::Ssl(stream) = &mut self.tls else {
             return Ok(false);

@@ -21,6 +21,9 @@ pub struct Pipe {
     pub(crate) dropped: u64,
     /// The datagram size limit (the configured MTU).
     pub(crate) mtu: usize,
+    /// The front of `inbound` is the rest of a datagram OpenSSL has read
+    /// records of (it reads one record per call).
+    pub(crate) partly_read: bool,
     /// While OpenSSL writes a handshake flight: the first outbound datagram
     /// of the flight; its records are packed into as few datagrams as the
     /// MTU allows.
@@ -55,6 +58,7 @@ impl Pipe {
             cap,
             dropped: 0,
             mtu: mtu as usize,
+            partly_read: false,
             pack_from: None,
             app_records_read: 0,
             written: None,
@@ -92,6 +96,7 @@ impl Pipe {
     pub(crate) fn pop_inbound(&mut self) -> Option<Vec<u8>> {
         let (d, app) = self.inbound.pop_front()?;
         self.app_records_read += u64::from(app);
+        self.partly_read = false;
         Some(d)
     }
 
@@ -108,6 +113,7 @@ impl Pipe {
     /// one pipe).
     pub(crate) fn reset(&mut self) {
         self.app_records_read = 0;
+        self.partly_read = false;
         self.written = None;
         self.stash = None;
         while let Some((v, _)) = self.inbound.pop_front() {
@@ -119,20 +125,50 @@ impl Pipe {
     }
 }
 
+/// OpenSSL reads one record per call, as if each had come in a datagram of
+/// its own: when OpenSSL's DTLS meets a record it drops (a stale handshake
+/// message, a record it cannot open), it drops the rest of the datagram with
+/// it, so a peer that packs a retransmitted message with its next flight, or
+/// a forged record in front of genuine ones, would cost the genuine records.
+/// Records never span datagrams (RFC 6347 section 4.1.1), so nothing else
+/// changes; the connection checked when it was fed that the datagram is
+/// whole records.
 impl Read for Pipe {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.inbound.pop_front() {
-            Some((d, app)) => {
-                self.app_records_read += u64::from(app);
-                if let Some(stash) = &mut self.stash {
-                    stash_protected(stash, &d);
-                }
-                let n = d.len().min(buf.len());
-                buf[..n].copy_from_slice(&d[..n]);
+        let Some((d, app)) = self.inbound.front_mut() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let len = match d.get(11..13) {
+            Some(l) => (RECORD_HEADER + usize::from(u16::from_be_bytes([l[0], l[1]]))).min(d.len()),
+            None => d.len(),
+        };
+        let n = len.min(buf.len());
+        buf[..n].copy_from_slice(&d[..n]);
+        // The datagram's application records count when its first record
+        // is read, as they do for the engine's record layer.
+        self.app_records_read += u64::from(std::mem::take(app));
+        if let Some(stash) = &mut self.stash {
+            stash_protected(stash, &d[..len]);
+        }
+        self.partly_read = len < d.len();
+        if self.partly_read {
+            d.drain(..len);
+        } else if let Some((d, _)) = self.inbound.pop_front() {
+            self.recycle(d);
+        }
+        Ok(n)
+    }
+}
+
+impl Pipe {
+    /// Forgets the rest of a datagram OpenSSL stopped reading in (its session
+    /// failed there): what OpenSSL would have dropped with it, reading whole
+    /// datagrams, and what the engine's record layer drops.
+    pub(crate) fn drop_partly_read(&mut self) {
+        if std::mem::take(&mut self.partly_read) {
+            if let Some((d, _)) = self.inbound.pop_front() {
                 self.recycle(d);
-                Ok(n)
             }
-            None => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 }
