@@ -72,6 +72,13 @@ pub struct Connection {
     /// flight OpenSSL wrote in the completing call, for the engine's record
     /// layer.
     last_flight: Vec<Vec<u8>>,
+    /// How long after the handshake a peer may still retransmit its final
+    /// flight for this side's last (this side's handshake timeout, 60 s
+    /// without one: the peer's own deadline is not known).
+    answer_window: Duration,
+    /// When this side sent the handshake's last flight: the end of
+    /// `answer_window` after it.
+    pub(crate) answer_until: Option<Instant>,
     role: Role,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) state: State,
@@ -155,6 +162,8 @@ impl Connection {
             tls,
             own_records,
             last_flight: Vec::new(),
+            answer_window: hs.unwrap_or(Duration::from_secs(60)),
+            answer_until: None,
             role,
             peer,
             state: State::Handshaking,
@@ -361,8 +370,11 @@ impl Connection {
                 // handshake is this side's last (empty when the peer's
                 // flight was the last): kept for the engine's record layer.
                 let out = &stream.get_ref().outbound;
-                if self.own_records && out.len() > from {
-                    self.last_flight = out.range(from..).cloned().collect();
+                if out.len() > from {
+                    self.answer_until = Some(Instant::now() + self.answer_window);
+                    if self.own_records {
+                        self.last_flight = out.range(from..).cloned().collect();
+                    }
                 }
                 if let Some((cfg, Some(key))) = &self.client {
                     if let Some(der) = stream.ssl().session().and_then(|s| s.to_der().ok()) {

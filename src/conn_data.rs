@@ -6,6 +6,8 @@
 //! peer that lost this side's last handshake flight completes its handshake
 //! whether or not the application ever reads.
 
+use std::time::Instant;
+
 use openssl::ssl::ErrorCode;
 
 use crate::conn::{Connection, Tls};
@@ -60,6 +62,25 @@ impl Connection {
             Tls::Ssl(s) => s.get_ref().inbound.is_empty() && s.ssl().pending() == 0,
             Tls::Own(e) => !e.has_pending(),
         }
+    }
+
+    /// Whether the peer may still lack this side's last handshake flight:
+    /// this side sent it (the server of a full handshake, the client of an
+    /// abbreviated one), nothing the peer sent since shows it arrived (no
+    /// application record yet), and the peer may still be retransmitting its
+    /// own final flight for it (within the handshake timeout after the
+    /// handshake). An owner that reads only when its application does (the
+    /// socket API) reads now and then while this holds, so that such a
+    /// retransmission is answered.
+    pub(crate) fn peer_may_lack_last_flight(&self) -> bool {
+        let Some(until) = self.answer_until else {
+            return false;
+        };
+        let unconfirmed = match &self.tls {
+            Tls::Own(e) => e.keeps_last_flight(),
+            Tls::Ssl(s) => s.get_ref().app_records_read == 0,
+        };
+        unconfirmed && self.state == State::Established && Instant::now() < until
     }
 
     /// Acts on the datagram just queued (see [`Self::acts_on_arrival`]):

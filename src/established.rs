@@ -457,6 +457,12 @@ impl Established {
         }
     }
 
+    /// Whether the handshake's last flight is still kept: this side sent it,
+    /// and no application record from the peer has shown that it arrived.
+    pub(crate) fn keeps_last_flight(&self) -> bool {
+        !self.last_flight.is_empty()
+    }
+
     /// The peer sent its Finished again: it lacks our last flight.
     fn resend_last_flight(&mut self) -> Option<Got> {
         if self.last_flight.is_empty() {

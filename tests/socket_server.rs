@@ -595,8 +595,40 @@ fn answers_a_retransmitted_final_flight(v: Variant) {
     assert_eq!(server.join().unwrap().unwrap(), 1);
 }
 
+/// A server that only sends after the handshake (it never calls `recv`)
+/// still answers a client that lost the server's last flight: `send` reads
+/// for the peer while the peer may lack that flight.
+fn send_only_server_answers_a_retransmitted_final_flight(v: Variant) {
+    let l = listen(v, &server_cfg());
+    let addr = l.local_addr().unwrap();
+    let acc = AcceptLoop::start(l);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = acc.next();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.set_write_timeout(Some(T)).unwrap();
+        s.handshake().unwrap();
+        let mut sent = 0;
+        while !st.load(Ordering::Relaxed) {
+            if s.send(b"tick").is_ok() {
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sent
+    });
+    let (mut c, ok) = LosesFinalFlight::handshake(addr, &client_cfg(), T);
+    assert_eq!(c.lost, 1);
+    assert!(ok, "the client's handshake did not complete");
+    assert_eq!(c.recv(T).as_deref(), Some(&b"tick"[..]));
+    stop.store(true, Ordering::Relaxed);
+    assert!(server.join().unwrap() > 0);
+}
+
 four_ways!(
     answers_a_retransmitted_final_flight,
+    send_only_server_answers_a_retransmitted_final_flight,
     late_duplicate_hello_dropped,
     flood_respects_timeouts,
     listener_from_socket,

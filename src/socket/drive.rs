@@ -15,6 +15,12 @@ use super::transport::Transport;
 use super::wait::{min_wait, wait_fd, wait_fds, MEMORY_QUEUE_CHECK};
 use crate::{Admitted, Connection, Datagram, Error, FrontDoor, Refusal, Result};
 
+/// How often `send` reads at most for a peer that may lack this side's last
+/// handshake flight.
+const READ_FOR_PEER_EVERY: Duration = Duration::from_millis(10);
+/// Datagrams `send` reads at most each time it reads for the peer.
+const READ_FOR_PEER_BUDGET: usize = 8;
+
 impl DtlsSocket {
     pub(super) fn deadline(&self, op: Op) -> Option<Instant> {
         if self.nonblocking {
@@ -126,6 +132,32 @@ impl DtlsSocket {
         if let Session::Active(c) = &mut self.session {
             if c.timeout() == Some(Duration::ZERO) {
                 c.handle_timeout(Instant::now())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// For `send`: while the peer may lack this side's last handshake flight
+    /// ([`Connection::peer_may_lack_last_flight`]), reads what has arrived
+    /// without waiting, at most every [`READ_FOR_PEER_EVERY`] and
+    /// [`READ_FOR_PEER_BUDGET`] datagrams at a time: a retransmitted final
+    /// flight is answered as it is fed (the answer leaves with the send),
+    /// anything else stays queued for `recv`.
+    pub(super) fn read_for_peer(&mut self) -> Result<()> {
+        let Session::Active(c) = &self.session else {
+            return Ok(());
+        };
+        if !c.peer_may_lack_last_flight() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self.read_for_peer_at.is_some_and(|t| now < t) {
+            return Ok(());
+        }
+        self.read_for_peer_at = Some(now + READ_FOR_PEER_EVERY);
+        for _ in 0..READ_FOR_PEER_BUDGET {
+            if !self.read_one()? {
+                break;
             }
         }
         Ok(())

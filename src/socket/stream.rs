@@ -82,6 +82,9 @@ pub struct DtlsSocket {
     pub(super) read_timeout: Option<Duration>,
     pub(super) write_timeout: Option<Duration>,
     pub(super) nonblocking: bool,
+    /// The earliest time `send` reads for a peer that may lack this side's
+    /// last handshake flight again (see `read_for_peer`).
+    pub(super) read_for_peer_at: Option<Instant>,
 }
 
 impl fmt::Debug for DtlsSocket {
@@ -185,6 +188,7 @@ impl DtlsSocket {
             read_timeout: None,
             write_timeout: None,
             nonblocking: false,
+            read_for_peer_at: None,
         }
     }
 
@@ -444,12 +448,12 @@ impl DtlsSocket {
     /// an earlier record still waits to be sent; when only this record's
     /// transmission would block, it is kept and goes out with the next call.
     ///
-    /// `send` does not read the socket. A peer that lost this side's last
-    /// handshake flight retransmits its own and is answered when this socket
-    /// next reads ([`Self::recv`], also non-blocking or with a short timeout):
-    /// a server that only sends should still read now and then during the
-    /// first seconds of a session (the reactor and the async front end read
-    /// for it).
+    /// While the peer may lack this side's last handshake flight (it then
+    /// retransmits its own and waits for the answer), `send` also reads what
+    /// has arrived, without waiting and at most every 10 ms, so a server
+    /// that only sends completes its clients' handshakes under loss; what it
+    /// reads waits for [`Self::recv`]. That ends at the peer's first record
+    /// of data, or a handshake timeout after the handshake.
     ///
     /// Errors: [`Error::WriteTimeout`] (or [`Error::HandshakeTimeout`]),
     /// [`Error::NotConnected`] on an unconnected client socket,
@@ -464,6 +468,7 @@ impl DtlsSocket {
                 }
             }
         }
+        self.read_for_peer()?;
         let n = self.drive(Op::Write, deadline, |c| match c.send(buf) {
             Ok(n) => Ok(Some(n)),
             Err(Error::WouldBlock) => {

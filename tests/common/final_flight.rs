@@ -77,6 +77,11 @@ impl LosesFinalFlight {
     pub fn echo(&mut self, data: &[u8], limit: Duration) -> Option<Vec<u8>> {
         self.conn.send(data).unwrap();
         self.flush();
+        self.recv(limit)
+    }
+
+    /// Waits (at most `limit`) for one datagram of plaintext.
+    pub fn recv(&mut self, limit: Duration) -> Option<Vec<u8>> {
         let start = Instant::now();
         let (mut buf, mut out) = ([0u8; 2048], [0u8; 2048]);
         while start.elapsed() < limit {
