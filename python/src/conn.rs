@@ -10,7 +10,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use dtls_reactor::socket::MEMORY_QUEUE_CHECK;
 use dtls_reactor::{DtlsSocket, Error, Transport};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -62,22 +61,6 @@ enum Op {
     Write,
 }
 
-/// Waits up to `rest` for `fd` to become readable (or an error condition).
-/// The descriptor may have been closed by another thread meanwhile: poll
-/// then returns at once (POLLNVAL) or wakes for another socket, and the
-/// caller's next attempt finds the socket closed or not ready.
-fn poll_readable(fd: RawFd, rest: Duration) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = rest.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: `pfd` is one valid pollfd on this stack and the count is 1;
-    // poll only reads the descriptor number, it does not act on the file.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
-}
-
 fn closed() -> Failure {
     Failure::Os(std::io::Error::from_raw_os_error(libc::EBADF))
 }
@@ -104,9 +87,10 @@ impl Conn {
     /// Runs `f` (one `recv`, `send` or handshake step) until it completes,
     /// with the GIL released, without holding the socket while it waits: a
     /// blocking socket is switched to non-blocking for each attempt, and
-    /// between attempts the lock is free while this thread polls the
-    /// descriptor (at most [`MEMORY_QUEUE_CHECK`], or until the DTLS timer
-    /// is due: the next attempt acts on it). So a `send` from another
+    /// between attempts the lock is free while this thread waits for what
+    /// the socket says it waits for ([`DtlsSocket::readiness`]: its
+    /// descriptor, its memory queue's wake descriptor, the DTLS timer, which
+    /// the next attempt acts on). So a `send` from another
     /// thread goes out while this one waits in `recv`, as with Python's
     /// sockets. The socket's timeout bounds the whole call.
     fn wait<T: Send>(
@@ -119,7 +103,7 @@ impl Conn {
         py.allow_threads(|| -> Res<T> {
             let mut deadline: Option<Option<Instant>> = None;
             loop {
-                let (fd, rest) = {
+                let (ready, rest) = {
                     let mut g = lock(inner);
                     let s = g.as_mut().ok_or_else(closed)?;
                     if s.is_nonblocking() {
@@ -149,23 +133,20 @@ impl Conn {
                         continue;
                     }
                     let now = Instant::now();
-                    let mut rest = MEMORY_QUEUE_CHECK;
-                    if let Some(t) = s.next_timeout() {
-                        rest = rest.min(t);
+                    if dl.is_some_and(|d| now >= d) {
+                        return Err(Failure::from(match op {
+                            _ if s.is_handshaking() => Error::HandshakeTimeout,
+                            Op::Read => Error::ReadTimeout,
+                            Op::Write => Error::WriteTimeout,
+                        }));
                     }
-                    if let Some(d) = dl {
-                        if now >= d {
-                            return Err(Failure::from(match op {
-                                _ if s.is_handshaking() => Error::HandshakeTimeout,
-                                Op::Read => Error::ReadTimeout,
-                                Op::Write => Error::WriteTimeout,
-                            }));
-                        }
-                        rest = rest.min(d - now);
+                    match s.readiness() {
+                        Some(r) => (r, dl.map(|d| d - now)),
+                        None => continue,
                     }
-                    (s.as_raw_fd(), rest)
                 };
-                poll_readable(fd, rest);
+                // The socket is let go while this thread waits.
+                ready.wait(rest)?;
             }
         })
         .map_err(PyErr::from)

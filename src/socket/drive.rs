@@ -3,7 +3,7 @@
 //! front door), wait for the descriptor or the DTLS deadline.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use dtls_demux::DemuxKind;
 use super::stream::DtlsSocket;
 use super::stream::{transport_error, Op, Session, MAX_DATAGRAM, NONBLOCKING_READ_BUDGET, SCRATCH};
 use super::transport::Transport;
-use super::wait::{min_wait, wait_fd, wait_fds, MEMORY_QUEUE_CHECK};
+use super::wait::{min_wait, wait_fd, Readiness, MEMORY_QUEUE_CHECK};
 use crate::{Admitted, Connection, Datagram, Error, FrontDoor, Refusal, Result};
 
 /// How often `send` reads at most for a peer that may lack this side's last
@@ -362,29 +362,37 @@ impl DtlsSocket {
             if left == Some(Duration::ZERO) {
                 return Err(self.timeout_error(op));
             }
-            let mut wait = min_wait(left, self.next_timeout());
-            // A datagram the demux puts in a link's memory queue makes no
-            // descriptor readable but the link's wake descriptor; without one,
-            // look again now and then. Cleared before the queue is checked, so
-            // a datagram queued after the check still wakes the poll.
-            let wake = match &self.transport {
-                Transport::Link(l) => match l.wake_fd() {
-                    Ok(fd) => {
-                        l.clear_wake();
-                        Some(fd)
-                    }
-                    Err(_) => {
-                        wait = min_wait(wait, Some(MEMORY_QUEUE_CHECK));
-                        None
-                    }
-                },
-                Transport::Socket(_) => None,
-            };
-            if wait == Some(Duration::ZERO) || self.transport.has_queued() {
-                continue;
+            match self.readiness() {
+                Some(r) => r.wait(left)?,
+                None => continue,
             }
-            wait_fds(self.transport.as_fd(), false, wake, wait)?;
         }
+    }
+
+    /// What a call that found nothing to do waits for (see [`Readiness`]):
+    /// `None` when a datagram already waits in the link's memory queue (try
+    /// again now). A datagram the demux puts in that queue makes no
+    /// descriptor readable but the link's wake descriptor (without one, the
+    /// wait is cut at [`MEMORY_QUEUE_CHECK`]); the wake is cleared before the
+    /// queue is checked, so a datagram queued after the check still ends the
+    /// wait. Call it, then [`Readiness::wait`] (with the socket let go, if
+    /// other threads share it), then try the call again.
+    pub fn readiness(&mut self) -> Option<Readiness> {
+        let (wake, mut cap) = match &self.transport {
+            Transport::Link(l) => match l.wake_fd() {
+                Ok(fd) => {
+                    l.clear_wake();
+                    (Some(fd.as_raw_fd()), None)
+                }
+                Err(_) => (None, Some(MEMORY_QUEUE_CHECK)),
+            },
+            Transport::Socket(_) => (None, None),
+        };
+        if self.transport.has_queued() {
+            return None;
+        }
+        cap = min_wait(cap, self.next_timeout());
+        Some(Readiness::new(self.transport.as_raw_fd(), wake, cap))
     }
 
     /// Sends what is queued without waiting, ignoring failures (alerts and

@@ -139,4 +139,4 @@ mod wait;
 pub use listener::{DtlsListener, Incoming, ListenerStats, LISTENER_RCVBUF};
 pub use stream::{DtlsSocket, UnwrapError, DEFAULT_SHUTDOWN_WAIT};
 pub use transport::Transport;
-pub use wait::MEMORY_QUEUE_CHECK;
+pub use wait::{Readiness, MEMORY_QUEUE_CHECK};

@@ -1,7 +1,7 @@
 //! Waiting on one descriptor, and the timeout rules of `std::net`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 /// How often a blocking call on a server-side connection, or a blocking
@@ -33,14 +33,58 @@ pub(crate) fn wait_fds(
     wake: Option<BorrowedFd<'_>>,
     timeout: Option<Duration>,
 ) -> io::Result<bool> {
+    poll_fds(fd.as_raw_fd(), write, wake.map(|w| w.as_raw_fd()), timeout)
+}
+
+/// What a blocked [`DtlsSocket`](super::DtlsSocket) call waits for, taken
+/// with [`DtlsSocket::readiness`](super::DtlsSocket::readiness) so that the
+/// caller can wait without holding the socket (another thread may send on it
+/// meanwhile, as with Python's sockets): the socket's descriptor, the wake
+/// descriptor of its link's memory queue, and how long at most until the
+/// call must be tried again (the DTLS timer; [`MEMORY_QUEUE_CHECK`] for a
+/// link without a wake descriptor). The socket API's own blocking calls wait
+/// the same way.
+#[derive(Clone, Copy, Debug)]
+pub struct Readiness {
+    fd: RawFd,
+    wake: Option<RawFd>,
+    cap: Option<Duration>,
+}
+
+impl Readiness {
+    pub(crate) fn new(fd: RawFd, wake: Option<RawFd>, cap: Option<Duration>) -> Self {
+        Readiness { fd, wake, cap }
+    }
+
+    /// Waits until the socket may make progress (a datagram on its
+    /// descriptor or in its memory queue, its DTLS timer due) or `timeout`
+    /// passes (`None`: no limit of the caller's); then try the call again.
+    /// Spurious wake-ups happen (a signal; the socket closed meanwhile, whose
+    /// descriptor number poll then reports invalid or another file reuses).
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let rest = min_wait(timeout, self.cap);
+        if rest == Some(Duration::ZERO) {
+            return Ok(());
+        }
+        poll_fds(self.fd, false, self.wake, rest).map(|_| ())
+    }
+}
+
+/// `poll(2)` on `fd` (and `wake`, for reading) for at most `timeout`.
+fn poll_fds(
+    fd: RawFd,
+    write: bool,
+    wake: Option<RawFd>,
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
     let mut pfds = [
         libc::pollfd {
-            fd: fd.as_raw_fd(),
+            fd,
             events: if write { libc::POLLOUT } else { libc::POLLIN },
             revents: 0,
         },
         libc::pollfd {
-            fd: wake.map_or(-1, |w| w.as_raw_fd()),
+            fd: wake.unwrap_or(-1),
             events: libc::POLLIN,
             revents: 0,
         },
@@ -53,8 +97,9 @@ pub(crate) fn wait_fds(
             .div_ceil(1_000_000)
             .min(libc::c_int::MAX as u128) as libc::c_int,
     };
-    // SAFETY: `pfds[..n]` are valid pollfds on our stack; the descriptors are
-    // borrowed, so they stay open for the duration of the call.
+    // SAFETY: `pfds[..n]` are valid pollfds on our stack and `n` counts
+    // them; poll only reads the descriptor numbers (a closed one is reported
+    // as POLLNVAL), it does not act on the files.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms) };
     if r < 0 {
         let e = io::Error::last_os_error();
