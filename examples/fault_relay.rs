@@ -11,7 +11,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-#[path = "../tests/common/relay.rs"]
+#[path = "../tests/common/relay/mod.rs"]
 mod relay;
 
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! Handshakes under loss with the default settings: for each server/client
 //! pair and each fault setting, `--count` DTLS 1.2 handshakes through the
-//! deterministic fault relay (`tests/common/relay.rs`), and how many
+//! deterministic fault relay (`tests/common/relay/`), and how many
 //! complete, in what median / p90 / max time.
 //!
 //! ```sh
@@ -63,7 +63,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-#[path = "../tests/common/relay.rs"]
+#[path = "../tests/common/relay/mod.rs"]
 mod relay;
 
 use std::collections::{BTreeMap, HashSet};

@@ -23,7 +23,7 @@ doubled by every datagram heard and at least twice the longest gap seen) or
 
 With `--check-csv`, every handshake of the CSV's `reactor`/`socket` rows with
 `drop=` only is replayed through the model with the relay's own drop decisions
-(`tests/common/relay.rs`: the same PRNG, the same seed, one drop draw per
+(`tests/common/relay/`: the same PRNG, the same seed, one drop draw per
 datagram and direction), and the failures predicted are compared with those
 measured.
 """
@@ -45,7 +45,7 @@ def splitmix64(x):
 
 
 class RelayRng:
-    """tests/common/relay.rs `Rng`: splitmix64 seeding, xorshift64*."""
+    """tests/common/relay/faults.rs `Rng`: splitmix64 seeding, xorshift64*."""
 
     def __init__(self, seed):
         self.s = splitmix64(seed) | 1

@@ -1,4 +1,4 @@
-//! The fault-injecting relay (tests/common/relay.rs) tested on its own, with
+//! The fault-injecting relay (tests/common/relay/) tested on its own, with
 //! a plain UDP echo server behind it, in IPv4 and IPv6.
 
 mod common;

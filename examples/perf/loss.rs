@@ -1,5 +1,5 @@
 //! The path between client and server of one run: direct at loss 0, else
-//! through the fault relay of `tests/common/relay.rs` ([`LossPath`]), whose
+//! through the fault relay of `tests/common/relay/` ([`LossPath`]), whose
 //! thread runs unpinned (with the CPU set the process started with), and
 //! how a client finds its address as the server sees it through a relay.
 

@@ -56,7 +56,7 @@
 //! Loss: `--loss 0,0.01,0.05` runs every configuration at each loss rate. At 0
 //! (the default) nothing changes: client and server sockets talk directly. At
 //! a rate p > 0 the datagram suites (`udp`, `dtls`, `reactor-*`) run through
-//! the fault relay of `tests/common/relay.rs`, which drops each datagram with
+//! the fault relay of `tests/common/relay/`, which drops each datagram with
 //! probability p in both directions, deterministically from `--seed` (every
 //! run's relay starts from that seed; the seed is printed). `tcp` and `tls`
 //! are skipped at p > 0 (the relay carries datagrams only; a note says so).
@@ -85,7 +85,7 @@ mod common;
 mod datagram;
 mod loss;
 mod reactor;
-#[path = "../../tests/common/relay.rs"]
+#[path = "../../tests/common/relay/mod.rs"]
 mod relay;
 mod report;
 mod stream;
@@ -526,7 +526,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if args.loss.iter().any(|&p| p > 0.0) {
         println!(
-            "loss: fault relay (tests/common/relay.rs) dropping each datagram with the row's \
+            "loss: fault relay (tests/common/relay/) dropping each datagram with the row's \
              probability in both directions, seed {} (every run's relay starts from it); its \
              thread is unpinned, a third busy thread on {} CPUs",
             args.seed,

@@ -1,14 +1,29 @@
 //! Shared helpers of the integration tests: the test scaffolding of `dtls-test-support`
 //! (`test-support/`: the variants and `four_ways!`, the test PKI and standard configs, the
-//! in-memory pair driver) under its old names here, and the fault-injecting relay.
+//! in-memory pair driver) under its old names here, `established` (a pair's handshake
+//! completed), the fault-injecting relay (`relay`), the engine's echo server and client
+//! over loopback UDP (`engine_udp`) and the client that loses the server's last flight
+//! (`final_flight`).
 #![allow(dead_code, unused_imports)]
 
+pub mod engine_udp;
 pub mod final_flight;
 pub mod relay;
 
 pub use dtls_test_support::pair::{echo, handshake, handshake_with, peer, transfer, Dir, Pair};
 pub use dtls_test_support::pki::*;
 pub use dtls_test_support::{four_ways, six_ways, Variant};
+
+/// Asserts that the in-memory pair `p` completed its handshake, naming both
+/// sides' errors if not.
+pub fn established(p: &Pair) {
+    assert!(
+        p.ok(),
+        "handshake failed: client {:?}, server {:?}",
+        p.client_err,
+        p.server_err
+    );
+}
 
 /// A UDP socket on the loopback address of `server`'s family, connected to
 /// it, whose reads wait at most `read_timeout`.
