@@ -9,15 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use dtls_reactor::{Connection, Error};
 
-fn established(p: &Pair) {
-    assert!(
-        p.ok(),
-        "handshake failed: client {:?}, server {:?}",
-        p.client_err,
-        p.server_err
-    );
-}
-
 /// Everything `c` has to send now.
 fn out(c: &mut Connection) -> Vec<Vec<u8>> {
     std::iter::from_fn(|| c.poll_transmit()).collect()
