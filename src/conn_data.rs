@@ -6,8 +6,6 @@
 //! peer that lost this side's last handshake flight completes its handshake
 //! whether or not the application ever reads.
 
-use std::time::Instant;
-
 use openssl::ssl::ErrorCode;
 
 use crate::conn::{Connection, Tls};
@@ -72,6 +70,7 @@ impl Connection {
     /// handshake). An owner that reads only when its application does (the
     /// socket API) reads now and then while this holds, so that such a
     /// retransmission is answered.
+    #[cfg(feature = "socket")]
     pub(crate) fn peer_may_lack_last_flight(&self) -> bool {
         let Some(until) = self.answer_until else {
             return false;
@@ -80,7 +79,7 @@ impl Connection {
             Tls::Own(e) => e.keeps_last_flight(),
             Tls::Ssl(s) => s.get_ref().app_records_read == 0,
         };
-        unconfirmed && self.state == State::Established && Instant::now() < until
+        unconfirmed && self.state == State::Established && std::time::Instant::now() < until
     }
 
     /// Acts on the datagram just queued (see [`Self::acts_on_arrival`]):

@@ -459,6 +459,7 @@ impl Established {
 
     /// Whether the handshake's last flight is still kept: this side sent it,
     /// and no application record from the peer has shown that it arrived.
+    #[cfg(feature = "socket")]
     pub(crate) fn keeps_last_flight(&self) -> bool {
         !self.last_flight.is_empty()
     }
