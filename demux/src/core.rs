@@ -529,7 +529,9 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
-    fn sock() -> UdpSocket {
+    /// A client socket on 127.0.0.1 whose reads give up after 5 s (also for
+    /// the tests of `attach`).
+    pub(super) fn sock() -> UdpSocket {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s

@@ -297,15 +297,9 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::sock;
     use super::*;
     use crate::{Incoming, OsNet};
-    use std::time::Duration;
-
-    fn sock() -> UdpSocket {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s
-    }
 
     /// A new per-peer socket that caught datagrams of several peers before its connect():
     /// the peer's own stay with the link in order, the others go to the stray queue, which
