@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
-use crate::record::{Datagram, CONTENT_APPLICATION_DATA, RECORD_HEADER};
+use crate::record::{record_end, Datagram, CONTENT_APPLICATION_DATA};
 
 /// Reusable buffers kept per pipe, so steady traffic does not allocate.
 const POOL_MAX: usize = 16;
@@ -138,10 +138,7 @@ impl Read for Pipe {
         let Some((d, app)) = self.inbound.front_mut() else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
-        let len = match d.get(11..13) {
-            Some(l) => (RECORD_HEADER + usize::from(u16::from_be_bytes([l[0], l[1]]))).min(d.len()),
-            None => d.len(),
-        };
+        let len = record_end(d).map_or(d.len(), |end| end.min(d.len()));
         let n = len.min(buf.len());
         buf[..n].copy_from_slice(&d[..n]);
         // The datagram's application records count when its first record
@@ -197,8 +194,7 @@ impl Pipe {
 /// Keeps copies of the protected non-application records of `d` (whole
 /// records: the connection checked it when it was fed).
 fn stash_protected(stash: &mut Vec<Vec<u8>>, mut d: &[u8]) {
-    while d.len() >= RECORD_HEADER {
-        let end = RECORD_HEADER + usize::from(u16::from_be_bytes([d[11], d[12]]));
+    while let Some(end) = record_end(d) {
         let Some(rec) = d.get(..end) else { return };
         let epoch = u16::from_be_bytes([d[3], d[4]]);
         if epoch > 0
@@ -220,8 +216,9 @@ impl Write for Pipe {
             if self.written.is_none_or(|w| es > w) {
                 self.written = Some(es);
             }
-            let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
-            rest = rest.get(RECORD_HEADER + len..).unwrap_or_default();
+            rest = record_end(rest)
+                .and_then(|end| rest.get(end..))
+                .unwrap_or_default();
         }
         if let Some(from) = self.pack_from {
             if self.outbound.len() > from {

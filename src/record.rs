@@ -4,6 +4,13 @@
 
 /// DTLS record header length: type, version, epoch, sequence number, length.
 pub(crate) const RECORD_HEADER: usize = 13;
+
+/// Where the first record of `d` ends, by its header's length field (beyond
+/// `d`'s end when the record is cut short); `None` without a whole header.
+pub(crate) fn record_end(d: &[u8]) -> Option<usize> {
+    let len = d.get(11..RECORD_HEADER)?;
+    Some(RECORD_HEADER + usize::from(u16::from_be_bytes([len[0], len[1]])))
+}
 /// DTLS handshake header length: type, length, message_seq, fragment offset/length.
 pub(crate) const HANDSHAKE_HEADER: usize = 12;
 const CONTENT_HANDSHAKE: u8 = 22;
