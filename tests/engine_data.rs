@@ -9,11 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use dtls_reactor::{Connection, Error};
 
-/// Everything `c` has to send now.
-fn out(c: &mut Connection) -> Vec<Vec<u8>> {
-    std::iter::from_fn(|| c.poll_transmit()).collect()
-}
-
 /// A server whose application never reads (it only sends): when its last
 /// handshake flight is lost, the client's retransmitted final flight is
 /// answered as it is fed, and the client's handshake completes. On both
@@ -38,10 +33,10 @@ fn a_server_that_never_reads_answers_a_retransmitted_final_flight() {
         let mut lost = 0;
         for _ in 0..10 {
             let was_handshaking = s.is_handshaking();
-            for d in out(&mut c) {
+            for d in transmits(&mut c) {
                 s.feed(&d).unwrap();
             }
-            let flight = out(&mut s);
+            let flight = transmits(&mut s);
             if was_handshaking && s.is_established() {
                 // The flight that completed the server's handshake: lost.
                 lost = flight.len();
@@ -56,13 +51,13 @@ fn a_server_that_never_reads_answers_a_retransmitted_final_flight() {
         // The client's timer: its final flight again.
         std::thread::sleep(c.timeout().unwrap());
         c.handle_timeout(Instant::now()).unwrap();
-        let again = out(&mut c);
+        let again = transmits(&mut c);
         assert!(!again.is_empty());
         for d in &again {
             s.feed(d).unwrap();
         }
         // Answered without a read on the server.
-        let answer = out(&mut s);
+        let answer = transmits(&mut s);
         assert!(!answer.is_empty(), "no answer ({openssl_layer})");
         for d in &answer {
             c.feed(d).unwrap();
@@ -75,7 +70,7 @@ fn a_server_that_never_reads_answers_a_retransmitted_final_flight() {
         );
         // The server's reading is unchanged: the client's data comes next.
         c.send(b"after").unwrap();
-        for d in out(&mut c) {
+        for d in transmits(&mut c) {
             s.feed(&d).unwrap();
         }
         let n = s.recv(&mut buf).unwrap().unwrap();
@@ -101,12 +96,12 @@ fn close_notify_is_answered_as_fed_and_keeps_its_place_behind_data() {
         let mut p = handshake(&s, &c);
         established(&p);
         p.client.close();
-        for d in out(&mut p.client) {
+        for d in transmits(&mut p.client) {
             p.server().feed(&d).unwrap();
         }
         assert!(p.server().is_closed(), "not closed ({openssl_layer})");
         assert!(p.server().is_close_received());
-        let answer = out(p.server());
+        let answer = transmits(p.server());
         assert_eq!(answer.len(), 1, "no close_notify back ({openssl_layer})");
         let mut buf = [0u8; 1500];
         assert!(matches!(
@@ -122,7 +117,7 @@ fn close_notify_is_answered_as_fed_and_keeps_its_place_behind_data() {
         established(&p);
         p.client.send(b"last words").unwrap();
         p.client.close();
-        for d in out(&mut p.client) {
+        for d in transmits(&mut p.client) {
             p.server().feed(&d).unwrap();
         }
         assert!(p.server().is_established());

@@ -10,26 +10,6 @@ use std::time::Duration;
 use common::*;
 use dtls_reactor::Connection;
 
-fn out(c: &mut Connection) -> Vec<Vec<u8>> {
-    std::iter::from_fn(|| c.poll_transmit()).collect()
-}
-
-/// The content type and, for handshake records in the clear, the message
-/// type of each record of `d`.
-fn records(mut d: &[u8]) -> Vec<(u8, Option<u8>)> {
-    let mut v = Vec::new();
-    while d.len() >= 13 {
-        let epoch = u16::from_be_bytes([d[3], d[4]]);
-        let len = usize::from(u16::from_be_bytes([d[11], d[12]]));
-        let msg = (d[0] == 22 && epoch == 0)
-            .then(|| d.get(13).copied())
-            .flatten();
-        v.push((d[0], msg));
-        d = &d[(13 + len).min(d.len())..];
-    }
-    v
-}
-
 const HANDSHAKE: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
 
@@ -46,12 +26,12 @@ fn a_retransmission_due_on_arrival_goes_alone() {
     let mut c = Connection::client(&ccfg, None).unwrap();
     let hello = c.poll_transmit().unwrap();
     let mut s = Connection::server(&scfg, peer(), &hello).unwrap();
-    let flight = out(&mut s);
+    let flight = transmits(&mut s);
     std::thread::sleep(c.timeout().unwrap() + Duration::from_millis(20));
     for d in &flight {
         c.feed(d).unwrap();
     }
-    let sent = out(&mut c);
+    let sent = transmits(&mut c);
     assert!(
         sent.len() >= 2,
         "{:?}",
@@ -65,7 +45,7 @@ fn a_retransmission_due_on_arrival_goes_alone() {
         s.feed(d).unwrap();
     }
     assert!(s.is_established());
-    for d in out(&mut s) {
+    for d in transmits(&mut s) {
         c.feed(&d).unwrap();
     }
     assert!(c.is_established());
@@ -80,16 +60,16 @@ fn a_stale_message_packed_with_a_flight_costs_nothing() {
     let mut c = Connection::client(&ccfg, None).unwrap();
     let hello = c.poll_transmit().unwrap();
     let mut s = Connection::server(&scfg, peer(), &hello).unwrap();
-    for d in out(&mut s) {
+    for d in transmits(&mut s) {
         c.feed(&d).unwrap();
     }
-    let flight = out(&mut c);
+    let flight = transmits(&mut c);
     assert_eq!(flight.len(), 1, "one datagram for the client's flight");
     let mut packed = hello.clone();
     packed.extend_from_slice(&flight[0]);
     s.feed(&packed).unwrap();
     assert!(s.is_established(), "{:?}", s.stats());
-    for d in out(&mut s) {
+    for d in transmits(&mut s) {
         c.feed(&d).unwrap();
     }
     assert!(c.is_established());

@@ -10,17 +10,6 @@ use dtls_reactor::{ClientConfig, Connection};
 /// handshake) is the first datagram from it that carries one.
 const CHANGE_CIPHER_SPEC: u8 = 20;
 
-fn has_change_cipher_spec(mut d: &[u8]) -> bool {
-    while d.len() >= 13 {
-        if d[0] == CHANGE_CIPHER_SPEC {
-            return true;
-        }
-        let len = usize::from(u16::from_be_bytes([d[11], d[12]]));
-        d = &d[(13 + len).min(d.len())..];
-    }
-    false
-}
-
 /// A client session over its own UDP socket whose handshake with `server`
 /// never sees the first copy of the server's last flight and retransmits its
 /// own final flight once, so it completes only if the server answers that
@@ -46,7 +35,11 @@ impl LosesFinalFlight {
         while start.elapsed() < limit && c.conn.is_handshaking() {
             c.flush();
             if let Ok(n) = c.sock.recv(&mut buf) {
-                if c.lost == 0 && has_change_cipher_spec(&buf[..n]) {
+                if c.lost == 0
+                    && super::records(&buf[..n])
+                        .iter()
+                        .any(|r| r.0 == CHANGE_CIPHER_SPEC)
+                {
                     c.lost += 1;
                 } else {
                     let _ = c.conn.feed(&buf[..n]);

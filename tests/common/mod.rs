@@ -41,3 +41,24 @@ pub fn socket_to(
     sock.set_read_timeout(Some(read_timeout)).unwrap();
     sock
 }
+
+/// Everything `c` has to send now, in order.
+pub fn transmits(c: &mut dtls_reactor::Connection) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| c.poll_transmit()).collect()
+}
+
+/// The content type and, for handshake records in the clear, the message
+/// type of each record of the datagram `d`.
+pub fn records(mut d: &[u8]) -> Vec<(u8, Option<u8>)> {
+    let mut v = Vec::new();
+    while d.len() >= 13 {
+        let epoch = u16::from_be_bytes([d[3], d[4]]);
+        let len = usize::from(u16::from_be_bytes([d[11], d[12]]));
+        let msg = (d[0] == 22 && epoch == 0)
+            .then(|| d.get(13).copied())
+            .flatten();
+        v.push((d[0], msg));
+        d = &d[(13 + len).min(d.len())..];
+    }
+    v
+}
